@@ -1,0 +1,33 @@
+"""One-line errors for users, and the wrapper that prints them instead of a traceback."""
+import functools
+import sys
+
+
+class BinsightError(Exception):
+    """A problem the user can fix (bad params, missing data, no network). Printed as one line."""
+
+
+class ConfigError(BinsightError):
+    """A value in params.yaml (or an override) is not allowed."""
+
+
+class DataError(BinsightError):
+    """Input data is missing, unreadable or inconsistent."""
+
+
+def one_line_errors(main):
+    """Run `main`; turn a BinsightError into `error: ...` on stderr and exit status 2."""
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except BinsightError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            print("interrupted: finished files are kept; run the same command again to resume",
+                  file=sys.stderr)
+            sys.exit(130)
+
+    return wrapper

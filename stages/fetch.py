@@ -1,0 +1,67 @@
+"""Stage `fetch`: download the bins named by file_list.json from S3, verify them, write a manifest.
+
+    python -m stages.fetch            # what `dvc repro fetch` runs
+
+Outputs: data/raw/images/<id>.jpg, data/raw/metadata/<id>.json, data/raw/manifest.csv and
+data/fetch_report.json (every bin that was missing, corrupt or mislabelled, and why).
+"""
+import argparse
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from stages.abid import limit_per_class, parse_file_list_bytes
+from stages.downloader import MANIFEST_COLUMNS, Downloader, build_report, manifest_rows
+from stages.errors import BinsightError, DataError, one_line_errors
+from stages.params import check_fetch, load_params, section
+from stages.s3 import make_client
+from stages.tables import write_csv, write_json
+
+
+def read_file_list(source):
+    """The subset list from a URL or a local path -> {bin_id: label}."""
+    if source.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(source, timeout=30) as resp:
+                data = resp.read()
+        except (urllib.error.URLError, TimeoutError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise BinsightError(f"cannot download the subset list {source} ({reason}); offline? "
+                                "save a copy and set fetch.file_list to its path") from None
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise DataError(f"fetch.file_list: {source} is not a file")
+        data = path.read_bytes()
+    return parse_file_list_bytes(data)
+
+
+@one_line_errors
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+    parser.add_argument("--out", default="data/raw", help="output folder (default: %(default)s)")
+    parser.add_argument("--report", default="data/fetch_report.json", help="bad-bin report (default: %(default)s)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+
+    p = section(load_params(args.params), "fetch", check_fetch)
+    labels = limit_per_class(read_file_list(p["file_list"]), p["limit_per_class"])
+    client = make_client(p["region"], p["endpoint_url"], p["anonymous"], p["concurrency"], p["retries"])
+    downloader = Downloader(client, p["bucket"], p["prefix"], args.out, attempts=p["retries"])
+    print(f"fetch: {len(labels)} bins from s3://{p['bucket']}/{p['prefix']} "
+          f"({p['endpoint_url'] or 'AWS'}), {p['concurrency']} at a time")
+    records = downloader.fetch_all(labels, p["concurrency"], progress=not args.no_progress)
+
+    write_csv(Path(args.out) / "manifest.csv", manifest_rows(records), MANIFEST_COLUMNS)
+    report = build_report(records, p["max_bad_fraction"], p["file_list"])
+    write_json(args.report, report)
+    print(f"fetch: {report['ok']} ok, {report['bad']} bad {report['bad_reasons'] or ''}, "
+          f"{report['downloaded_objects']} objects downloaded; report in {args.report}")
+    if report["bad_fraction"] > p["max_bad_fraction"]:
+        raise DataError(f"{report['bad']} of {report['requested']} bins ({report['bad_fraction']:.1%}) are bad, "
+                        f"more than fetch.max_bad_fraction={p['max_bad_fraction']:g}; see {args.report}")
+
+
+if __name__ == "__main__":
+    main()

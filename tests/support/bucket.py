@@ -1,0 +1,88 @@
+"""Fill a local S3 server with an ABID-shaped bucket: generated bins, the real sample bins from
+../shared, and planted faults, all readable anonymously in the real key layout."""
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import boto3
+
+from tests.support.synthetic import file_list, make_bins
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = Path(os.environ.get("BINSIGHT_SHARED", REPO.parent / "shared"))
+REAL_SAMPLE = SHARED / "abid" / "sample"
+BUCKET = "aft-vbi-pds"
+
+
+def admin_client(url):
+    return boto3.client("s3", endpoint_url=url, region_name="us-east-1",
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+@dataclass
+class Bucket:
+    url: str
+    name: str
+    clean: dict = field(default_factory=dict)      # {id: label}: generated bins, all good
+    real: dict = field(default_factory=dict)       # {id: label}: real ABID sample bins (1..5 items)
+    faults: dict = field(default_factory=dict)     # {id: label listed}: planted problems
+    expected_bad: dict = field(default_factory=dict)  # {id: reason the fetch must report}
+    images: dict = field(default_factory=dict)     # {id: jpeg bytes} of everything uploaded
+
+    def file_list(self, *groups):
+        labels = {}
+        for group in groups:
+            labels.update(group)
+        return file_list(labels)
+
+    def write_file_list(self, path, *groups):
+        Path(path).write_text(json.dumps(self.file_list(*groups), indent=1))
+        return path
+
+
+def put(client, bucket, key, body):
+    client.put_object(Bucket=bucket, Key=key, Body=body, ACL="public-read")
+
+
+def build_bucket(url, n_per_class=40, seed=0, name=BUCKET):
+    client = admin_client(url)
+    client.create_bucket(Bucket=name)
+    b = Bucket(url=url, name=name)
+    for bin_id, (label, jpeg, meta) in make_bins(n_per_class, seed=seed).items():
+        put(client, name, f"bin-images/{bin_id}.jpg", jpeg)
+        put(client, name, f"metadata/{bin_id}.json", meta)
+        b.clean[bin_id] = label
+        b.images[bin_id] = jpeg
+
+    # Planted faults: each listed in the file list, each must be reported and excluded.
+    faulty = make_bins(1, seed=seed + 1, first_id=900000, classes=(3, 2, 4, 1, 5))
+    (trunc, (l1, j1, m1)), (wrong, (l2, j2, m2)), (noimg, (l3, _, m3)), (nometa, (l4, j4, _)), \
+        (badjson, (l5, j5, _)) = faulty.items()
+    put(client, name, f"bin-images/{trunc}.jpg", j1[: len(j1) // 2])
+    put(client, name, f"metadata/{trunc}.json", m1)
+    put(client, name, f"bin-images/{wrong}.jpg", j2)
+    put(client, name, f"metadata/{wrong}.json", m2.replace(b'"EXPECTED_QUANTITY": 2', b'"EXPECTED_QUANTITY": 4'))
+    put(client, name, f"metadata/{noimg}.json", m3)
+    put(client, name, f"bin-images/{nometa}.jpg", j4)
+    put(client, name, f"bin-images/{badjson}.jpg", j5)
+    put(client, name, f"metadata/{badjson}.json", b'{"BIN_FCSKU_DATA": {"x": ')
+    b.faults = {trunc: l1, wrong: l2, noimg: l3, nometa: l4, badjson: l5}
+    b.expected_bad = {trunc: "corrupt_image", wrong: "label_mismatch", noimg: "missing_image",
+                      nometa: "missing_metadata", badjson: "unreadable_metadata"}
+
+    # The real sample bins, byte for byte, when ../shared is beside the checkout.
+    if REAL_SAMPLE.is_dir():
+        for meta_path in sorted((REAL_SAMPLE / "metadata").glob("*.json")):
+            bin_id = meta_path.stem
+            jpeg = (REAL_SAMPLE / "bin-images" / f"{bin_id}.jpg").read_bytes()
+            put(client, name, f"bin-images/{bin_id}.jpg", jpeg)
+            put(client, name, f"metadata/{bin_id}.json", meta_path.read_bytes())
+            b.images[bin_id] = jpeg
+            quantity = json.loads(meta_path.read_bytes())["EXPECTED_QUANTITY"]
+            if 1 <= quantity <= 5:
+                b.real[bin_id] = quantity
+            elif quantity > 5:  # the 48-item bin, listed as a 5: a real label mismatch
+                b.faults[bin_id] = 5
+                b.expected_bad[bin_id] = "label_mismatch"
+    return b

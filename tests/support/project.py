@@ -1,0 +1,77 @@
+"""A copy of this project in a temp git repo, driven through the real `dvc` and `git` CLIs."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+COPIED = ["dvc.yaml", "params.yaml", "stages", ".dvc/config", ".dvc/.gitignore", ".dvcignore", ".gitignore",
+          "data/.gitkeep", "models/.gitkeep"]
+VENV_BIN = str(Path(sys.executable).parent)
+
+
+def env(**extra):
+    e = dict(os.environ)
+    e["PATH"] = VENV_BIN + os.pathsep + e.get("PATH", "")
+    e.update(DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
+             GIT_COMMITTER_EMAIL="t@t", PYTHONUNBUFFERED="1")
+    for k in ("DVC_ROOT", "DVC_EXP_BASELINE_REV", "DVC_EXP_NAME", "AWS_ENDPOINT_URL", "BINSIGHT_S3_BUCKET",
+              "BINSIGHT_S3_PREFIX", "BINSIGHT_FETCH_CONCURRENCY"):
+        e.pop(k, None)
+    e.update({k: str(v) for k, v in extra.items()})
+    return e
+
+
+def run(args, cwd, check=True, timeout=600, **env_extra):
+    """Run a command; on an unexpected exit status fail with its whole output."""
+    proc = subprocess.run(args, cwd=cwd, env=env(**env_extra), capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, args))} exited {proc.returncode}\n"
+                             f"--- stdout\n{proc.stdout[-6000:]}\n--- stderr\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def dvc(project, *args, check=True, **env_extra):
+    return run(["dvc", *args], project, check=check, **env_extra)
+
+
+def deep_update(base, overrides):
+    for k, v in overrides.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            deep_update(base[k], v)
+        else:
+            base[k] = v
+    return base
+
+
+def set_params(project, overrides):
+    path = Path(project) / "params.yaml"
+    params = deep_update(yaml.safe_load(path.read_text()), overrides)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return params
+
+
+def make_project(dest, params=None, commit=True):
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    for rel in COPIED:
+        src = REPO / rel
+        if src.is_dir():
+            shutil.copytree(src, dest / rel, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.exists():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    if params:
+        set_params(dest, params)
+    run(["git", "init", "-q", "-b", "main"], dest)
+    if commit:
+        git_commit(dest, "project copy")
+    return dest
+
+
+def git_commit(project, message):
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-q", "-m", message, "--allow-empty"], project)
