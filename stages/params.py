@@ -92,3 +92,65 @@ def check_split(p):
     require(ratios["train"] > 0 and ratios["test"] > 0, "split.ratios", ratios,
             "train and test ratios above 0")
     return p
+
+
+
+KNOWN_ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101",
+               *(f"efficientnet_b{i}" for i in range(8)), "efficientnet_v2_s", "efficientnet_v2_m",
+               "efficientnet_v2_l", "convnext_tiny", "convnext_small", "convnext_base", "convnext_large")
+
+
+def check_model(p):
+    require(p.get("arch") in KNOWN_ARCHS, "model.arch", p.get("arch"), "one of " + ", ".join(KNOWN_ARCHS))
+    weights = p.get("weights")
+    require(isinstance(weights, str) and weights, "model.weights", weights,
+            "imagenet, none, or a torchvision weights name such as IMAGENET1K_V1")
+    require(isinstance(p.get("freeze_backbone"), bool), "model.freeze_backbone", p.get("freeze_backbone"), "true or false")
+    head = p.get("head") or {}
+    hidden = head.get("hidden", [])
+    require(isinstance(hidden, list) and all(is_int(h) and h > 0 for h in hidden), "model.head.hidden", hidden,
+            "a list of positive integers, e.g. [512] or []")
+    dropout = head.get("dropout", 0.0)
+    require(is_number(dropout) and 0 <= dropout < 1, "model.head.dropout", dropout, "a number in [0, 1)")
+    return {**p, "head": {"hidden": hidden, "dropout": float(dropout)}}
+
+
+def check_train(p):
+    require(is_int(p.get("epochs")) and p["epochs"] >= 1, "train.epochs", p.get("epochs"), "an integer >= 1")
+    require(is_int(p.get("batch_size")) and p["batch_size"] >= 1, "train.batch_size", p.get("batch_size"),
+            "an integer >= 1")
+    require(is_number(p.get("lr")) and p["lr"] > 0, "train.lr", p.get("lr"), "a number > 0")
+    blr = p.get("backbone_lr")
+    require(blr is None or (is_number(blr) and blr > 0), "train.backbone_lr", blr, "null or a number > 0")
+    require(p.get("optimizer") in ("adam", "adamw", "sgd"), "train.optimizer", p.get("optimizer"), "adam, adamw or sgd")
+    require(is_number(p.get("momentum", 0.9)) and 0 <= p.get("momentum", 0.9) < 1, "train.momentum",
+            p.get("momentum"), "a number in [0, 1)")
+    require(is_number(p.get("weight_decay")) and p["weight_decay"] >= 0, "train.weight_decay",
+            p.get("weight_decay"), "a number >= 0")
+    require(p.get("scheduler") in ("cosine", "step", "none"), "train.scheduler", p.get("scheduler"),
+            "cosine, step or none")
+    require(is_int(p.get("step_size", 5)) and p.get("step_size", 5) >= 1, "train.step_size", p.get("step_size"),
+            "an integer >= 1")
+    require(is_number(p.get("gamma", 0.1)) and 0 < p.get("gamma", 0.1) <= 1, "train.gamma", p.get("gamma"),
+            "a number in (0, 1]")
+    require(is_number(p.get("label_smoothing")) and 0 <= p["label_smoothing"] < 1, "train.label_smoothing",
+            p.get("label_smoothing"), "a number in [0, 1)")
+    require(is_int(p.get("image_size")) and 16 <= p["image_size"] <= 1024, "train.image_size",
+            p.get("image_size"), "an integer from 16 to 1024")
+    require(isinstance(p.get("augment"), bool), "train.augment", p.get("augment"), "true or false")
+    require(is_int(p.get("seed")), "train.seed", p.get("seed"), "an integer")
+    require(is_int(p.get("num_workers")) and p["num_workers"] >= 0, "train.num_workers", p.get("num_workers"),
+            "an integer >= 0")
+    require(p.get("amp") in ("auto", "bf16", "fp16", "off"), "train.amp", p.get("amp"), "auto, bf16, fp16 or off")
+    require(is_int(p.get("patience")) and p["patience"] >= 1, "train.patience", p.get("patience"), "an integer >= 1")
+    for key in ("pin_memory", "channels_last", "resume"):
+        require(isinstance(p.get(key), bool), f"train.{key}", p.get(key), "true or false")
+    return {"momentum": 0.9, "step_size": 5, "gamma": 0.1, **p}
+
+
+def check_evaluate(p):
+    require(is_int(p.get("batch_size")) and p["batch_size"] >= 1, "evaluate.batch_size", p.get("batch_size"),
+            "an integer >= 1")
+    require(is_int(p.get("misclassified")) and p["misclassified"] >= 0, "evaluate.misclassified",
+            p.get("misclassified"), "an integer >= 0")
+    return p

@@ -1,0 +1,132 @@
+"""The counting model: a torchvision backbone (its classifier removed) and a new MLP head.
+
+A saved model file holds the weights plus everything needed to rebuild it (arch, head, classes,
+image size), so evaluate, predict and serve need nothing but the file.
+"""
+import os
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from stages.errors import ConfigError, DataError
+from stages.files import atomic_path
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+MODEL_FORMAT = 1
+
+
+class BinCounter(nn.Module):
+    def __init__(self, backbone, feature_dim, num_classes, hidden=(), dropout=0.0, freeze_backbone=False):
+        super().__init__()
+        self.backbone = backbone
+        self.feature_dim = feature_dim
+        self.freeze_backbone = freeze_backbone
+        layers, width = [], feature_dim
+        for size in hidden:
+            layers += [nn.Linear(width, size), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+            width = size
+        if not hidden and dropout:
+            layers.append(nn.Dropout(dropout))
+        layers.append(nn.Linear(width, num_classes))
+        self.head = nn.Sequential(*layers)
+        if freeze_backbone:
+            self.backbone.requires_grad_(False)
+
+    def forward(self, x):
+        return self.head(self.backbone(x))
+
+    def train(self, mode=True):
+        super().train(mode)
+        if self.freeze_backbone:
+            # A frozen backbone also keeps its batch-norm statistics: its features never change,
+            # which is what lets `featurize` cache them.
+            self.backbone.eval()
+        return self
+
+
+def _strip_classifier(net):
+    """Replace the network's last Linear layer with Identity; return its input width."""
+    last = None
+    for name, module in net.named_modules():
+        if isinstance(module, nn.Linear):
+            last = name
+    if last is None:
+        raise ConfigError(f"{type(net).__name__} has no linear classifier to replace")
+    parent_name, _, child = last.rpartition(".")
+    parent = net.get_submodule(parent_name) if parent_name else net
+    width = getattr(parent, child).in_features
+    setattr(parent, child, nn.Identity())
+    return width
+
+
+def resolve_weights(arch, weights):
+    """'imagenet' -> torchvision's best ImageNet weights for `arch`; 'none' -> None; else an enum name."""
+    if weights.lower() == "none":
+        return None
+    enum = torchvision.models.get_model_weights(arch)
+    if weights.lower() == "imagenet":
+        return enum.DEFAULT
+    try:
+        return enum[weights]
+    except KeyError:
+        names = ", ".join(w.name for w in enum)
+        raise ConfigError(f"model.weights={weights!r} is not allowed for {arch}: expected imagenet, none, {names}") from None
+
+
+def pretrained_state_dict(weights):
+    """torchvision's weights from the torch hub cache, downloading them when missing. Offline and
+    not cached: one line that says where to put the file."""
+    try:
+        return weights.get_state_dict(progress=True, check_hash=True)
+    except (OSError, RuntimeError) as exc:  # URLError is an OSError; a bad hash is a RuntimeError
+        url = weights.url
+        target = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+        reason = str(getattr(exc, "reason", exc)).splitlines()[0]
+        raise DataError(f"pretrained weights {weights} are not at {target} and cannot be downloaded ({reason}): "
+                        f"download {url} there (TORCH_HOME moves the cache), or set model.weights: none") from None
+
+
+def build_model(arch, weights, num_classes, hidden=(), dropout=0.0, freeze_backbone=False, pretrained=True):
+    """A BinCounter. `pretrained=False` skips loading weights (for rebuilding a saved model)."""
+    resolved = resolve_weights(arch, weights)
+    try:
+        net = torchvision.models.get_model(arch, weights=None)
+    except ValueError:
+        raise ConfigError(f"model.arch={arch!r} is not a torchvision model") from None
+    if resolved is not None and pretrained:
+        net.load_state_dict(pretrained_state_dict(resolved))
+    width = _strip_classifier(net)
+    return BinCounter(net, width, num_classes, hidden, dropout, freeze_backbone)
+
+
+def model_from_params(model_params, num_classes, pretrained=True):
+    return build_model(model_params["arch"], model_params["weights"], num_classes,
+                       model_params["head"]["hidden"], model_params["head"]["dropout"],
+                       model_params["freeze_backbone"], pretrained)
+
+
+def save_model(path, model, classes, model_params, image_size, extra=None):
+    payload = {"format": MODEL_FORMAT, "state_dict": model.state_dict(), "classes": list(classes),
+               "model": model_params, "image_size": image_size, "mean": IMAGENET_MEAN, "std": IMAGENET_STD,
+               **(extra or {})}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_model(path, device="cpu"):
+    """Rebuild a saved model -> (model in eval mode on `device`, the saved dict without weights)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path} not found: train a model first (`dvc repro train`)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise DataError(f"{path} is not a binsight model file ({exc})") from None
+    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
+        raise DataError(f"{path} is not a binsight model file (format {MODEL_FORMAT})")
+    model = model_from_params(payload["model"], len(payload["classes"]), pretrained=False)
+    model.load_state_dict(payload.pop("state_dict"))
+    return model.to(device).eval(), payload
