@@ -72,7 +72,7 @@ def main(argv=None):
     model = model_from_params(mp, len(classes)).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer, scheduler = make_optimizer(model, tp), None
+    optimizer = make_optimizer(model, tp)
     scheduler = make_scheduler(optimizer, tp)
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
     criterion = nn.CrossEntropyLoss(label_smoothing=tp["label_smoothing"])
@@ -103,52 +103,54 @@ def main(argv=None):
         print(f"train: starting fresh ({why}); {mp['arch']} on {device}"
               f"{' with ' + str(dtype).split('.')[-1] if dtype else ''}, {len(train_rows)} train / {len(val_rows)} val")
 
-    with Live(dir=args.live, resume=state is not None, save_dvc_exp=True, dvcyaml=False) as live:
-        if state is None:
-            live.log_params({"model": mp, "train": tp, "classes": classes})
-        for epoch in range(start, tp["epochs"]):
-            lr = optimizer.param_groups[-1]["lr"]
-            tr = train_one_epoch(model, train_loader, optimizer, criterion, device, dtype, scaler, channels_last)
-            if not math.isfinite(tr.loss):
-                raise TrainingDiverged(f"training loss is {tr.loss} at epoch {epoch + 1} with lr {lr:g}: "
-                                       "lower train.lr (or set train.amp: off) and run again")
-            probs, targets = predict(model, val_loader, device, dtype, channels_last)
-            preds = probs.argmax(1)
-            val_acc, val_loss = float((preds == targets).mean()), mean_loss(probs, targets)
-            scheduler.step()
-            collapsed = collapsed + 1 if len(set(preds.tolist())) == 1 else 0
-            if collapsed >= COLLAPSE_EPOCHS:
-                print(f"train: warning: every val image got count {classes[preds[0]]} for {collapsed} epochs in a "
-                      "row; the model has collapsed to one class (try a lower train.lr or train.label_smoothing)")
-            if val_acc > best_acc:
-                best_acc, best_epoch, bad_epochs = val_acc, epoch, 0
-                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-                save_model(args.model, model, classes, mp, size, {"val_acc": val_acc, "epoch": epoch})
-            else:
-                bad_epochs += 1
-            stop = bad_epochs >= tp["patience"] or epoch == tp["epochs"] - 1
-            save_checkpoint(args.checkpoint, model=model.state_dict(), optimizer=optimizer.state_dict(),
-                            scheduler=scheduler.state_dict(), scaler=scaler.state_dict() if scaler else None,
-                            epoch=epoch, best_acc=best_acc, best_epoch=best_epoch, best_state=best_state,
-                            bad_epochs=bad_epochs, collapsed=collapsed, fingerprint=run_id, completed=stop,
-                            params={"model": mp, "train": tp}, classes=classes, rng=torch.get_rng_state())
-            live.step = epoch
-            for name, value in (("train/loss", tr.loss), ("train/acc", tr.acc), ("val/loss", val_loss),
-                                ("val/acc", val_acc), ("lr", lr), ("train/images_per_s", tr.images_per_s),
-                                ("train/data_wait_fraction", tr.data_wait_fraction)):
-                live.log_metric(name, value)
-            live.next_step()
-            print(f"epoch {epoch + 1}/{tp['epochs']}  train loss {tr.loss:.4f} acc {tr.acc:.3f}  "
-                  f"val loss {val_loss:.4f} acc {val_acc:.3f}  lr {lr:.2g}  {tr.images_per_s:.0f} img/s  "
-                  f"data wait {tr.data_wait_fraction:.0%}", flush=True)
-            if tr.data_wait_fraction > 0.5 and device.type != "cpu":
-                print(f"train: warning: {tr.data_wait_fraction:.0%} of the epoch waited for data; "
-                      "raise train.num_workers", flush=True)
-            if bad_epochs >= tp["patience"]:
-                print(f"train: early stop, no better val accuracy for {bad_epochs} epochs")
-                break
-        live.summary["best/val_acc"] = best_acc
-        live.summary["best/epoch"] = best_epoch + 1
+    # Not a `with` block: a run that fails must not be saved as a finished experiment.
+    live = Live(dir=args.live, resume=state is not None, save_dvc_exp=True, dvcyaml=False)
+    if state is None:
+        live.log_params({"model": mp, "train": tp, "classes": classes})
+    for epoch in range(start, tp["epochs"]):
+        lr = optimizer.param_groups[-1]["lr"]
+        tr = train_one_epoch(model, train_loader, optimizer, criterion, device, dtype, scaler, channels_last)
+        if not math.isfinite(tr.loss):
+            raise TrainingDiverged(f"training loss is {tr.loss} at epoch {epoch + 1} with lr {lr:g}: "
+                                   "lower train.lr (or set train.amp: off) and run again")
+        probs, targets = predict(model, val_loader, device, dtype, channels_last)
+        preds = probs.argmax(1)
+        val_acc, val_loss = float((preds == targets).mean()), mean_loss(probs, targets)
+        scheduler.step()
+        collapsed = collapsed + 1 if len(set(preds.tolist())) == 1 else 0
+        if collapsed >= COLLAPSE_EPOCHS:
+            print(f"train: warning: every val image got count {classes[preds[0]]} for {collapsed} epochs in a "
+                  "row; the model has collapsed to one class (try a lower train.lr or train.label_smoothing)")
+        if val_acc > best_acc:
+            best_acc, best_epoch, bad_epochs = val_acc, epoch, 0
+            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            save_model(args.model, model, classes, mp, size, {"val_acc": val_acc, "epoch": epoch})
+        else:
+            bad_epochs += 1
+        stop = bad_epochs >= tp["patience"] or epoch == tp["epochs"] - 1
+        save_checkpoint(args.checkpoint, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                        scheduler=scheduler.state_dict(), scaler=scaler.state_dict() if scaler else None,
+                        epoch=epoch, best_acc=best_acc, best_epoch=best_epoch, best_state=best_state,
+                        bad_epochs=bad_epochs, collapsed=collapsed, fingerprint=run_id, completed=stop,
+                        params={"model": mp, "train": tp}, classes=classes, rng=torch.get_rng_state())
+        live.step = epoch
+        for name, value in (("train/loss", tr.loss), ("train/acc", tr.acc), ("val/loss", val_loss),
+                            ("val/acc", val_acc), ("lr", lr), ("train/images_per_s", tr.images_per_s),
+                            ("train/data_wait_fraction", tr.data_wait_fraction)):
+            live.log_metric(name, value)
+        live.next_step()
+        print(f"epoch {epoch + 1}/{tp['epochs']}  train loss {tr.loss:.4f} acc {tr.acc:.3f}  "
+              f"val loss {val_loss:.4f} acc {val_acc:.3f}  lr {lr:.2g}  {tr.images_per_s:.0f} img/s  "
+              f"data wait {tr.data_wait_fraction:.0%}", flush=True)
+        if tr.data_wait_fraction > 0.5 and device.type != "cpu":
+            print(f"train: warning: {tr.data_wait_fraction:.0%} of the epoch waited for data; "
+                  "raise train.num_workers", flush=True)
+        if bad_epochs >= tp["patience"]:
+            print(f"train: early stop, no better val accuracy for {bad_epochs} epochs")
+            break
+    live.summary["best/val_acc"] = best_acc
+    live.summary["best/epoch"] = best_epoch + 1
+    live.end()
     print(f"train: best val acc {best_acc:.3f} at epoch {best_epoch + 1} -> {args.model}")
 
 

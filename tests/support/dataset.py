@@ -1,0 +1,25 @@
+"""A fetched-and-split dataset written straight to disk, for tests of the stages after fetch."""
+from pathlib import Path
+
+from stages.splitting import stratified_split
+from tests.support.synthetic import make_bins
+
+SMALL_MODEL = {"arch": "resnet18", "weights": "none", "freeze_backbone": False, "head": {"hidden": [], "dropout": 0.0}}
+SMALL_TRAIN = {"epochs": 8, "batch_size": 16, "image_size": 64, "num_workers": 0, "lr": 0.001}
+
+
+def write_dataset(project, n_per_class=8, seed=0):
+    """Images in data/raw/images and split CSVs in data/split, as fetch + split would leave them."""
+    project = Path(project)
+    images = project / "data/raw/images"
+    images.mkdir(parents=True, exist_ok=True)
+    labels = {}
+    for bin_id, (label, jpeg, _) in make_bins(n_per_class, seed=seed).items():
+        (images / f"{bin_id}.jpg").write_bytes(jpeg)
+        labels[bin_id] = label
+    splits = stratified_split(labels.items(), {"train": 0.6, "val": 0.2, "test": 0.2}, seed=1)
+    (project / "data/split").mkdir(parents=True, exist_ok=True)
+    for name, rows in splits.items():
+        lines = ["id,label"] + [f"{i},{y}" for i, y in rows]
+        (project / f"data/split/{name}.csv").write_text("\n".join(lines) + "\n")
+    return splits

@@ -1,0 +1,70 @@
+"""The whole pipeline through the real `dvc repro` on generated bins served by a local S3 server."""
+import csv
+import json
+
+from tests.support.project import dvc, git_commit, set_params
+
+
+def load_json(path):
+    return json.loads(path.read_text())
+
+
+def test_model_counts_well_above_chance(trained_project):
+    metrics = load_json(trained_project / "dvclive/evaluate/metrics.json")["test"]
+    assert metrics["accuracy"] > 0.5, metrics  # chance is 0.2 on five counts
+    assert metrics["off_by_one_accuracy"] >= metrics["accuracy"]
+    test_rows = list(csv.DictReader(open(trained_project / "data/split/test.csv")))
+    assert metrics["n"] == len(test_rows)
+    predictions = list(csv.DictReader(open(trained_project / "data/predictions/test.csv")))
+    assert [p["id"] for p in predictions] == [r["id"] for r in test_rows]
+    assert len({p["pred"] for p in predictions}) > 1, "every bin got the same count (the notebook's bug)"
+    hits = sum(p["pred"] == p["label"] for p in predictions) / len(predictions)
+    assert abs(hits - metrics["accuracy"]) < 1e-9
+
+
+def test_confusion_matrix_sums_to_the_test_size(trained_project):
+    rows = load_json(trained_project / "dvclive/evaluate/plots/sklearn/confusion_matrix.json")
+    rows = rows if isinstance(rows, list) else next(iter(rows.values()))
+    test_size = sum(1 for _ in open(trained_project / "data/split/test.csv")) - 1
+    assert len(rows) == test_size
+    assert {r["actual"] for r in rows} == {"1", "2", "3", "4", "5"}
+    per_class = load_json(trained_project / "dvclive/evaluate/plots/custom/per_class_accuracy.json")
+    per_class = per_class if isinstance(per_class, list) else next(iter(per_class.values()))
+    assert [p["count"] for p in per_class] == ["1", "2", "3", "4", "5"]
+    images = list((trained_project / "dvclive/evaluate/plots/images/misclassified").glob("*_true*_pred*.jpg"))
+    wrong = sum(r["actual"] != r["predicted"] for r in rows)
+    assert len(images) == min(wrong, 12)
+
+
+def test_training_curves_and_params_are_logged(trained_project):
+    live = trained_project / "dvclive/train"
+    for name in ("train/loss", "train/acc", "val/loss", "val/acc", "lr", "train/images_per_s"):
+        rows = list(csv.DictReader(open(live / f"plots/metrics/{name}.tsv"), delimiter="\t"))
+        assert [int(r["step"]) for r in rows] == list(range(8)), name
+    logged = (live / "params.yaml").read_text()
+    assert "resnet18" in logged and "lr: 0.001" in logged
+
+
+def test_dvc_metrics_exp_and_plots_show_the_results(trained_project, tmp_path):
+    shown = dvc(trained_project, "metrics", "show").stdout
+    for key in ("accuracy", "balanced_accuracy", "macro_f1", "rmse", "off_by_one_accuracy", "val_acc"):
+        assert key in shown, shown
+    exp = dvc(trained_project, "exp", "show", "--csv", "--no-pager").stdout
+    header = exp.splitlines()[0]
+    assert "test.accuracy" in header and "train.lr" in header, header
+    dvc(trained_project, "plots", "show", "-o", str(tmp_path / "plots"))
+    html = (tmp_path / "plots" / "index.html").read_text()
+    assert "confusion" in html.lower() and "per_class_accuracy" in html
+
+
+def test_repro_again_does_nothing_and_lr_reruns_only_train_and_evaluate(trained_project, clone_project):
+    project = clone_project(trained_project)
+    again = dvc(project, "repro").stdout
+    assert "Running stage" not in again, again
+    set_params(project, {"train": {"lr": 0.002, "epochs": 1}})
+    git_commit(project, "lr change")
+    status = dvc(project, "status").stdout
+    assert "train" in status and "fetch" not in status.replace("data/fetch", "") and "split:" not in status
+    out = dvc(project, "repro").stdout
+    ran = [line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")]
+    assert ran == ["train", "evaluate"], out

@@ -1,0 +1,159 @@
+"""The train stage on a small dataset written to disk: bad input, divergence, resume, pretrained weights."""
+import csv
+import re
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+import torch
+import torchvision
+
+from stages.errors import ConfigError, DataError
+from stages.model import build_model, load_model, resolve_weights
+from stages.params import check_model, check_train
+from tests.support.dataset import SMALL_MODEL, SMALL_TRAIN, write_dataset
+from tests.support.project import REPO, env, git_commit, make_project, run, set_params
+
+
+@pytest.fixture
+def project(tmp_path):
+    proj = make_project(tmp_path / "proj", params={"model": SMALL_MODEL, "train": {**SMALL_TRAIN, "epochs": 1}},
+                        commit=False)
+    write_dataset(proj, n_per_class=4)
+    git_commit(proj, "small project")  # dvclive saves experiments, which needs a commit
+    return proj
+
+
+def train(project, check=False, **env_extra):
+    return run([sys.executable, "-m", "stages.train"], project, check=check, **env_extra)
+
+
+def one_line_error(proc):
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in proc.stderr, proc.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("section,override,expected", [
+    ("model", {"arch": "resnet9000"}, "model.arch='resnet9000' is not allowed"),
+    ("train", {"lr": -0.1}, "train.lr=-0.1 is not allowed"),
+])
+def test_bad_params_stop_the_stage_before_training(project, section, override, expected):
+    set_params(project, {section: override})
+    line = one_line_error(train(project))
+    assert expected in line
+    assert not (project / "models/model.pt").exists()
+
+
+@pytest.mark.parametrize("check,override,expected", [
+    (check_model, {"weights": "IMAGENET9K"}, None),
+    (check_model, {"head": {"hidden": [0]}}, "model.head.hidden"),
+    (check_train, {"lr": 0}, "train.lr=0 is not allowed"),
+    (check_train, {"lr": float("nan")}, "train.lr=nan is not allowed"),
+    (check_train, {"batch_size": 0}, "train.batch_size=0 is not allowed"),
+    (check_train, {"optimizer": "adagrad"}, "adam, adamw or sgd"),
+    (check_train, {"scheduler": "onecycle"}, "cosine, step or none"),
+    (check_train, {"amp": "fp8"}, "auto, bf16, fp16 or off"),
+])
+def test_bad_values_are_named_with_what_is_allowed(check, override, expected):
+    defaults = yaml.safe_load(open(REPO / "params.yaml"))
+    name = "model" if check is check_model else "train"
+    values = {**defaults[name], **override}
+    if expected is None:  # weights names are checked against torchvision's enum when the model is built
+        with pytest.raises(ConfigError, match="IMAGENET1K_V1"):
+            resolve_weights(values["arch"], values["weights"])
+        return
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        check(values)
+
+
+def test_empty_split_and_missing_image_are_named(project):
+    (project / "data/split/val.csv").write_text("id,label\n")
+    assert "val.csv is empty" in one_line_error(train(project))
+    write_dataset(project, n_per_class=4)
+    victim = next(csv.DictReader(open(project / "data/split/train.csv")))["id"]
+    (project / f"data/raw/images/{victim}.jpg").unlink()
+    line = one_line_error(train(project))
+    assert f"{victim}.jpg" in line and "missing" in line
+
+
+def test_diverging_loss_stops_with_epoch_and_lr(project):
+    set_params(project, {"train": {"optimizer": "sgd", "lr": 1e30, "epochs": 3, "scheduler": "none"}})
+    line = one_line_error(train(project))
+    assert re.search(r"loss is (nan|inf) at epoch [1-3] with lr 1e\+30", line) and "lower train.lr" in line
+
+
+def test_killed_training_resumes_at_the_next_epoch(tmp_path):
+    proj = make_project(tmp_path / "proj", params={"model": SMALL_MODEL, "train": {**SMALL_TRAIN, "epochs": 4}},
+                        commit=False)
+    write_dataset(proj, n_per_class=12)
+    git_commit(proj, "small project")
+    ckpt = proj / "models/checkpoint.pt"
+    proc = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=proj, env=env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)  # mid-way through epoch 2: epoch 1's checkpoint just landed
+    proc.wait()
+    saved_epoch = torch.load(ckpt, weights_only=False)["epoch"]
+    assert saved_epoch < 3, "training finished before the kill"
+
+    out = train(proj, check=True).stdout
+    assert f"resuming at epoch {saved_epoch + 2}/4" in out
+    epochs_run = [line for line in out.splitlines() if line.startswith("epoch ")]
+    assert [line.split()[1] for line in epochs_run] == [f"{e}/4" for e in range(saved_epoch + 2, 5)]
+    steps = [int(r["step"]) for r in csv.DictReader(open(proj / "dvclive/train/plots/metrics/val/acc.tsv"),
+                                                     delimiter="\t")]
+    assert steps[-1] == 3 and sorted(set(steps)) == [0, 1, 2, 3]
+    model, meta = load_model(proj / "models/model.pt")
+    assert meta["classes"] == [1, 2, 3, 4, 5]
+    # a finished run is not resumed again: a forced rerun starts fresh
+    assert "starting fresh (checkpoint is from a finished run)" in train(proj, check=True).stdout
+
+
+def test_pretrained_weights_offline_give_one_line_with_the_fix(tmp_path):
+    home = tmp_path / "torch_home"
+    proc = run([sys.executable, "-c", "from stages.errors import one_line_errors\n"
+                "from stages.model import build_model\n"
+                "one_line_errors(build_model)('resnet18', 'imagenet', 5)"],
+               os.getcwd(), check=False, TORCH_HOME=home, HTTPS_PROXY="http://127.0.0.1:9",
+               https_proxy="http://127.0.0.1:9")
+    line = one_line_error(proc)
+    weights = torchvision.models.ResNet18_Weights.DEFAULT
+    assert str(home / "hub" / "checkpoints" / os.path.basename(weights.url)) in line
+    assert weights.url in line and "model.weights: none" in line
+
+
+def test_pretrained_weights_load_from_the_hub_cache(tmp_path, monkeypatch):
+    weights = resolve_weights("resnet18", "imagenet")
+    reference = torchvision.models.resnet18()
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save(reference.state_dict(), cache / os.path.basename(weights.url))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    model = build_model("resnet18", "imagenet", num_classes=5, freeze_backbone=True)
+    assert torch.equal(model.backbone.conv1.weight, reference.conv1.weight)
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    assert all(p.requires_grad for p in model.head.parameters())
+    model.train()
+    assert not model.backbone.training and model.head.training  # frozen BN statistics
+
+
+@pytest.mark.parametrize("arch", ["efficientnet_b0", "convnext_tiny"])
+def test_other_torchvision_families_get_a_new_head(arch):
+    model = build_model(arch, "none", num_classes=5, hidden=[32], dropout=0.1)
+    out = model(torch.zeros(2, 3, 64, 64))
+    assert out.shape == (2, 5) and model.head[0].in_features == model.feature_dim
+
+
+def test_unknown_weights_name_lists_the_choices():
+    with pytest.raises(ConfigError, match="IMAGENET1K_V1"):
+        resolve_weights("resnet50", "IMAGENET_BEST")
+    with pytest.raises(DataError, match="not found"):
+        load_model("nowhere/model.pt")
