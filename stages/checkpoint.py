@@ -8,7 +8,7 @@ import torch
 from stages.files import atomic_path
 
 # Keys that do not change what an epoch computes, so a run may resume across a change of them.
-RESUMABLE_KEYS = {"epochs", "patience", "num_workers", "pin_memory", "resume"}
+RESUMABLE_KEYS = {"epochs", "patience", "num_workers", "pin_memory", "resume", "profile"}
 
 
 def fingerprint(model_params, train_params, split_files):

@@ -38,8 +38,9 @@ def train_transform(image_size, augment):
 class BinImages(Dataset):
     """Images named by a split CSV. `classes` maps counts to class indices."""
 
-    def __init__(self, rows, images_dir, classes, transform, image_size):
-        self.rows, self.images_dir, self.transform, self.image_size = rows, Path(images_dir), transform, image_size
+    def __init__(self, rows, images_dir, classes, transform, image_size, jpeg_draft=True):
+        self.rows, self.images_dir, self.transform = rows, Path(images_dir), transform
+        self.draft_size = image_size if jpeg_draft else None
         self.index = {c: i for i, c in enumerate(classes)}
 
     def __len__(self):
@@ -47,7 +48,7 @@ class BinImages(Dataset):
 
     def __getitem__(self, i):
         bin_id, label = self.rows[i]
-        img = load_rgb(self.images_dir / f"{bin_id}.jpg", self.image_size)
+        img = load_rgb(self.images_dir / f"{bin_id}.jpg", self.draft_size)
         return self.transform(img), self.index[label]
 
 

@@ -1,4 +1,5 @@
 """Training and inference loops, device and mixed-precision choices. No I/O, no params files."""
+import contextlib
 import random
 import time
 from dataclasses import dataclass
@@ -54,34 +55,43 @@ def _to_device(x, y, device, channels_last):
     return x, y.to(device, non_blocking=True)
 
 
-def train_one_epoch(model, loader, optimizer, criterion, device, dtype=None, scaler=None, channels_last=False):
+def train_one_epoch(model, loader, optimizer, criterion, device, dtype=None, scaler=None, channels_last=False,
+                    world=None, profiler=None):
+    """One pass over `loader`. With a `world` of several processes, the returned loss, accuracy and
+    image count are over all of them (`model` is then the DDP wrapper)."""
     model.train()
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    seen, data_wait = 0, 0.0
+    sums = torch.zeros(3, device=device, dtype=torch.float64)  # loss * n, correct, n
+    data_wait = 0.0
     start = tick = time.perf_counter()
-    for x, y in loader:
-        data_wait += time.perf_counter() - tick
-        x, y = _to_device(x, y, device, channels_last)
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            logits = model(x)
-            loss = criterion(logits, y)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
-        # Accumulate on the device: one sync per epoch instead of one per step.
-        loss_sum += loss.detach().float() * len(y)
-        correct += (logits.argmax(1) == y).sum()
-        seen += len(y)
-        tick = time.perf_counter()
+    join = world.join(model) if world is not None else contextlib.nullcontext()
+    with join:
+        for x, y in loader:
+            data_wait += time.perf_counter() - tick
+            x, y = _to_device(x, y, device, channels_last)
+            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                logits = model(x)
+                loss = criterion(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
+            # Accumulate on the device: one sync per epoch instead of one per step.
+            sums[0] += loss.detach().double() * len(y)
+            sums[1] += (logits.argmax(1) == y).sum()
+            sums[2] += len(y)
+            if profiler is not None:
+                profiler.step()
+            tick = time.perf_counter()
+    if world is not None:
+        world.sum(sums)
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return EpochStats(loss_sum.item() / max(seen, 1), correct.item() / max(seen, 1), seen,
+    loss_sum, correct, seen = sums.tolist()
+    return EpochStats(loss_sum / max(seen, 1), correct / max(seen, 1), int(seen),
                       time.perf_counter() - start, data_wait)
 
 
@@ -105,3 +115,19 @@ def mean_loss(probs, targets):
     """Cross-entropy of predicted probabilities (what the val loss reports)."""
     picked = probs[np.arange(len(targets)), targets]
     return float(-np.log(np.clip(picked, 1e-12, None)).mean()) if len(targets) else float("nan")
+
+
+def evaluate_split(model, loader, device, num_classes, dtype=None, channels_last=False, world=None):
+    """Loss, accuracy and a histogram of predicted classes over a (possibly sharded) split."""
+    probs, targets = predict(model, loader, device, dtype, channels_last)
+    sums = torch.zeros(3 + num_classes, dtype=torch.float64)
+    if len(targets):
+        preds = probs.argmax(1)
+        sums[0] = mean_loss(probs, targets) * len(targets)
+        sums[1] = float((preds == targets).sum())
+        sums[2] = len(targets)
+        sums[3:] = torch.from_numpy(np.bincount(preds, minlength=num_classes)).double()
+    if world is not None and world.enabled:
+        sums = world.sum(sums.to(device)).cpu()
+    n = max(sums[2].item(), 1)
+    return sums[0].item() / n, sums[1].item() / n, sums[3:].long().tolist()

@@ -208,9 +208,9 @@ def metrics_table(title, source, obj):
 
 def summary_section(explore, train, evaluate):
     return '<div class="cards">' + "".join([
-        metrics_table("Dataset", explore / "summary.json", read_json(explore / "summary.json")),
-        metrics_table("Training", train / "metrics.json", read_json(train / "metrics.json")),
         metrics_table("Test", evaluate / "metrics.json", read_json(evaluate / "metrics.json")),
+        metrics_table("Training", train / "metrics.json", read_json(train / "metrics.json")),
+        metrics_table("Dataset", explore / "summary.json", read_json(explore / "summary.json")),
     ]) + "</div>"
 
 
@@ -349,9 +349,8 @@ main{max-width:1240px;margin:0 auto;padding:12px 24px 40px}
 section{background:#fff;border-radius:8px;box-shadow:0 1px 3px rgba(0,0,0,.12);margin:18px 0;padding:8px 20px 16px}
 h2{font-size:18px;border-bottom:1px solid #e3e6eb;padding-bottom:6px}
 h3{font-size:14px;margin:6px 0} .src{color:#7a8394;font-weight:normal;font-size:12px}
-.cards{display:grid;grid-template-columns:auto 1fr 1fr;gap:20px;align-items:start}
-@media (max-width:1100px){.cards{grid-template-columns:1fr}}
-td .k{white-space:nowrap}
+.cards{display:flex;flex-wrap:wrap;gap:12px 28px;align-items:flex-start} .card{flex:0 1 auto;min-width:300px}
+table.metrics td{white-space:nowrap}
 table{border-collapse:collapse;font-size:13px} th,td{padding:3px 10px;border-bottom:1px solid #eceef2}
 th{text-align:left;font-weight:500;white-space:nowrap} td{text-align:right;font-variant-numeric:tabular-nums}
 table.metrics{width:100%} table.confusion th,table.confusion td{text-align:center}

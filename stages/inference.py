@@ -1,0 +1,219 @@
+"""Inference on a saved model: image bytes -> count and scores per count. Shared by predict and serve.
+
+A `Predictor` loads the model file once and decodes images exactly as evaluate does (JPEG draft
+decode, the model's own image size and normalisation), so the CLI, the server and the test-split
+predictions agree. A `BatchQueue` gathers single-image requests from many threads into one forward.
+"""
+import hashlib
+import io
+import json
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from pathlib import Path
+
+import torch
+import yaml
+from PIL import Image, UnidentifiedImageError
+
+from stages.data import eval_transform
+from stages.engine import amp_dtype, pick_device
+from stages.errors import ConfigError, DataError
+from stages.model import load_model
+
+FORMATS = ("JPEG", "PNG")
+# Far above any bin photo, far below what would exhaust memory; JPEGs count after draft scaling.
+MAX_PIXELS = 40_000_000
+
+
+class BadImage(DataError):
+    """Bytes that are not a decodable JPEG or PNG (empty, truncated, another format, too large)."""
+
+
+def file_digest(path, algorithm="sha256"):
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def decode_image(data, size, max_pixels=MAX_PIXELS):
+    """JPEG or PNG bytes -> an RGB PIL image, fully decoded. JPEGs decode at a reduced scale when
+    larger than `size` (like stages.images.load_rgb, so results match evaluate's). Raises BadImage."""
+    if not data:
+        raise BadImage("empty body: expected JPEG or PNG bytes")
+    try:
+        img = Image.open(io.BytesIO(data), formats=FORMATS)
+        if img.format == "JPEG":
+            img.draft("RGB", (size, size))
+        w, h = img.size
+        if w * h > max_pixels:
+            raise BadImage(f"image is {w}x{h} pixels, more than the {max_pixels} allowed")
+        img.load()  # a truncated file fails here, not at open()
+        return img.convert("RGB")
+    except UnidentifiedImageError:
+        raise BadImage("not a JPEG or PNG image") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise BadImage(f"image does not decode: {exc}") from None
+
+
+def result(probs, classes):
+    """One row of class probabilities -> {"count", "probability", "probabilities": {"1": ..}}."""
+    probs = [float(p) for p in probs]
+    best = max(range(len(probs)), key=probs.__getitem__)
+    return {"count": int(classes[best]), "probability": round(probs[best], 6),
+            "probabilities": {str(c): round(p, 6) for c, p in zip(classes, probs)}}
+
+
+def lock_metrics(model_path, lock_path="dvc.lock"):
+    """The dvclive metrics that `dvc repro` produced from this very model file: {path: metrics}.
+    Trusted only when dvc.lock records the model file's current md5 (else they may be stale).
+    Paths in dvc.lock are relative to its folder."""
+    model_path, lock_path = Path(model_path), Path(lock_path)
+    root = lock_path.parent
+    if not lock_path.exists() or not model_path.exists():
+        return {}
+    try:
+        lock = yaml.safe_load(lock_path.read_text()) or {}
+    except yaml.YAMLError:
+        return {}
+    md5 = file_digest(model_path, "md5")
+    found = {}
+    for stage in (lock.get("stages") or {}).values():
+        entries = (stage.get("deps") or []) + (stage.get("outs") or [])
+        if not any(e.get("md5") == md5 for e in entries):
+            continue
+        for out in stage.get("outs") or []:
+            metrics = root / out.get("path", "") / "metrics.json"
+            if metrics.is_file():
+                try:
+                    found[out["path"]] = json.loads(metrics.read_text())
+                except (OSError, ValueError):
+                    pass
+    return found
+
+
+def resolve_device(name=None):
+    """A torch device from a user's --device (None or "auto": the GPU when there is one)."""
+    if not name or name == "auto":
+        return pick_device()
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device {name!r} is not a device: expected auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: no CUDA GPU is visible (use cpu or auto)")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError(f"--device {name}: MPS is not available here (use cpu or auto)")
+    return device
+
+
+class Predictor:
+    """A model loaded once; thread-safe predictions on decoded images or raw bytes."""
+
+    def __init__(self, model_path, device=None, max_pixels=MAX_PIXELS):
+        self.path = Path(model_path)
+        self.device = resolve_device(device)
+        self.model, self.meta = load_model(self.path, self.device)
+        self.classes = list(self.meta["classes"])
+        self.image_size = int(self.meta["image_size"])
+        self.version = file_digest(self.path)[:12]
+        self.max_pixels = max_pixels
+        self._transform = eval_transform(self.image_size)
+        self._dtype = amp_dtype("auto", self.device)
+        self._lock = threading.Lock()
+
+    def tensor(self, data):
+        """Image bytes -> a normalised [3, size, size] tensor. Raises BadImage."""
+        return self._transform(decode_image(data, self.image_size, self.max_pixels))
+
+    def predict_tensors(self, tensors):
+        """A list of image tensors -> a list of result dicts, in order, in one forward pass."""
+        if not tensors:
+            return []
+        x = torch.stack(list(tensors)).to(self.device)
+        # One forward at a time: concurrent forwards on one model only fight over the same cores.
+        with self._lock, torch.inference_mode(), torch.autocast(
+                self.device.type, dtype=self._dtype or torch.float32, enabled=self._dtype is not None):
+            probs = torch.softmax(self.model(x).float(), dim=1).cpu().tolist()
+        return [result(p, self.classes) for p in probs]
+
+    def predict_bytes(self, images):
+        """A list of image bytes -> result dicts. Raises BadImage naming the position of a bad one."""
+        tensors = []
+        for i, data in enumerate(images):
+            try:
+                tensors.append(self.tensor(data))
+            except BadImage as exc:
+                raise BadImage(f"image {i + 1}: {exc}" if len(images) > 1 else str(exc)) from None
+        return self.predict_tensors(tensors)
+
+    def metadata(self):
+        params = self.meta.get("model", {})
+        return {"model": self.version, "file": self.path.name, "classes": self.classes,
+                "image_size": self.image_size, "arch": params.get("arch"), "params": params,
+                "training": {k: self.meta[k] for k in ("val_acc", "epoch") if k in self.meta}}
+
+
+class BatchQueue:
+    """Micro-batching: `submit(tensors)` from any thread returns one Future per tensor; one worker
+    thread runs whatever has queued up meanwhile as one forward pass (at most `max_batch` images,
+    waiting up to `max_wait` s for more). Under load, requests that arrive during a forward pass
+    share the next one; the images of one request always travel together."""
+
+    def __init__(self, predict_tensors, max_batch=32, max_wait=0.0):
+        self._predict, self.max_batch, self.max_wait = predict_tensors, max_batch, max_wait
+        self._queue = queue.Queue()
+        self.batches = 0  # forward passes run, for /health and tests
+        self._thread = threading.Thread(target=self._work, name="batch-queue", daemon=True)
+        self._thread.start()
+
+    def submit(self, tensors):
+        job = [(t, Future()) for t in tensors]
+        self._queue.put(job)
+        return [f for _, f in job]
+
+    def close(self):
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+
+    def _gather(self, pending):
+        """Add queued jobs to `pending` until it holds `max_batch` images; False once told to stop."""
+        deadline = time.monotonic() + self.max_wait
+        while len(pending) < self.max_batch:
+            try:
+                wait = deadline - time.monotonic()
+                job = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                return True
+            if job is None:
+                return False
+            pending.extend(job)
+        return True
+
+    def _run(self, batch):
+        batch = [(t, f) for t, f in batch if f.set_running_or_notify_cancel()]
+        if not batch:
+            return
+        try:
+            results = self._predict([t for t, _ in batch])
+        except Exception as exc:  # hand the failure to every waiting request, keep serving
+            for _, f in batch:
+                f.set_exception(exc)
+            return
+        self.batches += 1
+        for (_, f), r in zip(batch, results):
+            f.set_result(r)
+
+    def _work(self):
+        running = True
+        while running:
+            job = self._queue.get()
+            if job is None:
+                return
+            pending = list(job)
+            running = self._gather(pending)
+            for i in range(0, len(pending), self.max_batch):
+                self._run(pending[i:i + self.max_batch])

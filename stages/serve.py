@@ -1,0 +1,263 @@
+"""HTTP server for the trained counter: the seed's endpoint, without a cloud account.
+
+    python -m stages.serve --model models/model.pt --host 127.0.0.1 --port 8080
+
+    curl -s --data-binary @bin.jpg -H 'Content-Type: image/jpeg' localhost:8080/predict
+    curl -s -d '{"url": "s3://aft-vbi-pds/bin-images/00013.jpg"}' -H 'Content-Type: application/json' localhost:8080/predict
+    curl -s -F image=@a.jpg -F image=@b.png localhost:8080/predict            # a batch
+    curl -s localhost:8080/health ; curl -s localhost:8080/metadata
+
+POST /predict takes an image/jpeg or image/png body, a JSON {"url": "s3://bucket/key"} (or
+{"urls": [...]}), or multipart/form-data with one or more image files. One image answers
+{"count", "probability", "probabilities": {"1": .., "5": ..}, "model"}; a batch answers
+{"predictions": [...], "model"}. "model" is the first 12 hex digits of the model file's sha256.
+Bad input gets a 4xx with {"error": "..."}: 400 undecodable or empty, 413 over --max-body-mb,
+415 another content type. The model loads once at start; concurrent requests share forward
+passes (micro-batching, at most --max-batch images each).
+S3 URLs are read anonymously (the ABID bucket is public) from AWS, or from --s3-endpoint /
+env AWS_ENDPOINT_URL (MinIO, moto).
+"""
+import argparse
+import asyncio
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from urllib.parse import urlparse
+
+from stages.errors import one_line_errors
+from stages.inference import BadImage, BatchQueue, Predictor, lock_metrics
+
+IMAGE_TYPES = {"image/jpeg", "image/jpg", "image/png"}
+
+
+class ApiError(Exception):
+    """A request the server refuses: answered with `status` and {"error": message}."""
+
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+class BodyTooLarge(ApiError):
+    def __init__(self, limit):
+        super().__init__(413, f"request body is larger than the {limit / 2**20:g} MB limit (--max-body-mb)")
+
+
+@dataclass
+class Settings:
+    max_body: int = 10 * 2**20        # bytes
+    max_files: int = 256              # images per multipart or {"urls": [...]} request
+    s3_client: object = None          # a boto3 client, or None to refuse s3:// URLs
+    metrics: dict = field(default_factory=dict)
+
+
+def media_type(content_type):
+    return (content_type or "").split(";")[0].strip().lower()
+
+
+def parse_s3_url(url):
+    """"s3://bucket/key" -> (bucket, key); ApiError 400 for anything else."""
+    parsed = urlparse(url) if isinstance(url, str) else None
+    if not parsed or parsed.scheme != "s3" or not parsed.netloc or not parsed.path.strip("/"):
+        raise ApiError(400, f"expected an s3://bucket/key URL, got {url!r}")
+    return parsed.netloc, parsed.path.lstrip("/")
+
+
+def fetch_s3(client, url, max_bytes):
+    """The bytes of an S3 object, refusing objects over `max_bytes`. Errors -> ApiError."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, key = parse_s3_url(url)
+    if client is None:
+        raise ApiError(400, "s3:// URLs are turned off on this server")
+    try:
+        obj = client.get_object(Bucket=bucket, Key=key)
+        if obj.get("ContentLength", 0) > max_bytes:
+            obj["Body"].close()
+            raise BodyTooLarge(max_bytes)
+        return obj["Body"].read()
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if code in ("NoSuchKey", "NoSuchBucket", "404") or status == 404:
+            raise ApiError(404, f"{url} not found") from None
+        if code in ("AccessDenied", "403") or status == 403:
+            raise ApiError(403, f"{url}: access denied") from None
+        raise ApiError(502, f"{url}: S3 answered {code or status}") from None
+    except BotoCoreError as exc:
+        raise ApiError(502, f"{url}: S3 unreachable ({exc})") from None
+
+
+class LimitBody:
+    """ASGI middleware: 413 for a body over `max_bytes`, by its Content-Length before reading any
+    of it, else while it streams in (chunked uploads)."""
+
+    def __init__(self, app, max_bytes):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            return await error_response(BodyTooLarge(self.max_bytes))(scope, receive, send)
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise BodyTooLarge(self.max_bytes)
+            return message
+
+        return await self.app(scope, limited, send)
+
+
+def error_response(exc):
+    from fastapi.responses import JSONResponse
+    return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+
+def create_app(predictor, batcher, settings):
+    """The FastAPI app around a loaded Predictor and its BatchQueue."""
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
+    from starlette.concurrency import run_in_threadpool
+    from starlette.datastructures import UploadFile
+    from starlette.exceptions import HTTPException
+
+    app = FastAPI(title="binsight", description="Counts the items (1-5) in Amazon bin photos.",
+                  version=predictor.version)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request, exc):
+        return error_response(exc)
+
+    @app.exception_handler(BadImage)
+    async def bad_image(request, exc):
+        return JSONResponse({"error": str(exc)}, status_code=400)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request, exc):
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    async def predict_many(images):
+        # Decoding runs in worker threads (PIL releases the GIL); forwards go through the queue.
+        tensors = await asyncio.gather(*(run_in_threadpool(predictor.tensor, data) for data in images),
+                                       return_exceptions=True)
+        for i, t in enumerate(tensors):
+            if isinstance(t, BaseException):
+                if isinstance(t, BadImage) and len(images) > 1:
+                    raise BadImage(f"image {i + 1}: {t}")
+                raise t
+        return await asyncio.gather(*map(asyncio.wrap_future, batcher.submit(tensors)))
+
+    async def from_json(request):
+        try:
+            payload = json.loads(await request.body())
+        except ValueError:
+            raise ApiError(400, "body is not valid JSON") from None
+        if isinstance(payload, dict) and isinstance(payload.get("url"), str):
+            return [payload["url"]], False
+        if isinstance(payload, dict) and isinstance(payload.get("urls"), list) and payload["urls"]:
+            if len(payload["urls"]) > settings.max_files:
+                raise ApiError(413, f"{len(payload['urls'])} URLs, more than the {settings.max_files} allowed")
+            return payload["urls"], True
+        raise ApiError(400, 'expected {"url": "s3://bucket/key"} or {"urls": [...]}')
+
+    @app.post("/predict")
+    async def predict(request: Request):
+        kind = media_type(request.headers.get("content-type"))
+        names = None
+        if kind in IMAGE_TYPES:
+            images, batch = [await request.body()], False
+        elif kind == "application/json":
+            urls, batch = await from_json(request)
+            images = await asyncio.gather(*(run_in_threadpool(fetch_s3, settings.s3_client, u, settings.max_body)
+                                            for u in urls))
+            names = urls
+        elif kind == "multipart/form-data":
+            form = await request.form(max_files=settings.max_files)
+            files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
+            if not files:
+                raise ApiError(400, "no image files in the multipart body")
+            images, batch, names = [await f.read() for f in files], True, [f.filename for f in files]
+            await form.close()
+        else:
+            raise ApiError(415, f"Content-Type {kind or '(none)'} is not accepted: send image/jpeg, image/png, "
+                                "application/json {\"url\": \"s3://...\"} or multipart/form-data")
+        results = await predict_many(images)
+        if not batch:
+            return {**results[0], "model": predictor.version}
+        key = "url" if kind == "application/json" else "filename"
+        return {"predictions": [{key: n, **r} for n, r in zip(names, results)], "model": predictor.version}
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "model_loaded": True, "model": predictor.version, "device": str(predictor.device),
+                "forward_passes": batcher.batches}
+
+    @app.get("/metadata")
+    async def metadata():
+        return {**predictor.metadata(), "metrics": settings.metrics,
+                "serving": {"max_body_mb": settings.max_body / 2**20, "max_batch": batcher.max_batch,
+                            "max_files": settings.max_files}}
+
+    app.add_middleware(LimitBody, max_bytes=settings.max_body)
+    return app
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m stages.serve", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="models/model.pt", help="a model file from the train stage (default: %(default)s)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 for every interface (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=8080, help="(default: %(default)s)")
+    parser.add_argument("--max-body-mb", type=float, default=10.0, help="larger request bodies get 413 (default: %(default)s)")
+    parser.add_argument("--max-files", type=int, default=256, help="images per batch request (default: %(default)s)")
+    parser.add_argument("--max-batch", type=int, default=32, help="images per forward pass across concurrent requests (default: %(default)s)")
+    parser.add_argument("--max-wait-ms", type=float, default=0.0,
+                        help="how long a forward pass waits for more requests to join it; 0 = take what is queued (default: %(default)s)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the GPU when there is one)")
+    parser.add_argument("--s3-endpoint", default=os.environ.get("AWS_ENDPOINT_URL"),
+                        help="S3-compatible endpoint for s3:// URLs (default: env AWS_ENDPOINT_URL, else AWS)")
+    parser.add_argument("--s3-region", default="us-east-1", help="(default: %(default)s)")
+    parser.add_argument("--s3-signed", action="store_true", help="sign S3 requests with the usual AWS credentials (default: anonymous)")
+    parser.add_argument("--dvc-lock", default="dvc.lock",
+                        help="/metadata shows the dvclive metrics that this lock file records for the model (default: %(default)s)")
+    parser.add_argument("--no-access-log", action="store_true", help="no log line per request")
+    args = parser.parse_args(argv)
+    for name in ("max_body_mb", "max_files", "max_batch"):
+        if getattr(args, name) <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be positive")
+    if args.max_wait_ms < 0:
+        parser.error("--max-wait-ms must be 0 or more")
+    return args
+
+
+@one_line_errors
+def main(argv=None):
+    args = parse_args(argv)
+    import uvicorn
+
+    from stages.s3 import make_client
+
+    predictor = Predictor(args.model, args.device)
+    batcher = BatchQueue(predictor.predict_tensors, args.max_batch, args.max_wait_ms / 1000)
+    settings = Settings(max_body=int(args.max_body_mb * 2**20), max_files=args.max_files,
+                        s3_client=make_client(args.s3_region, args.s3_endpoint, anonymous=not args.s3_signed, retries=3),
+                        metrics=lock_metrics(args.model, args.dvc_lock))
+    app = create_app(predictor, batcher, settings)
+    meta = predictor.metadata()
+    print(f"serve: model {predictor.version} ({meta['arch']}, {meta['image_size']} px, counts {meta['classes']}) "
+          f"on {predictor.device}", file=sys.stderr, flush=True)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, access_log=not args.no_access_log, log_level="info")
+    finally:
+        batcher.close()
+
+
+if __name__ == "__main__":
+    main()
