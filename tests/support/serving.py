@@ -1,0 +1,90 @@
+"""The real server in a subprocess on 127.0.0.1, and a model file to serve, for tests and benchmarks."""
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def untrained_model(path, arch="resnet18", image_size=64, classes=(1, 2, 3, 4, 5), seed=0):
+    """A randomly initialised counter saved as the train stage would save one (for latency, not accuracy)."""
+    import torch
+
+    from stages.model import model_from_params, save_model
+
+    torch.manual_seed(seed)
+    params = {"arch": arch, "weights": "none", "freeze_backbone": False, "head": {"hidden": [], "dropout": 0.0}}
+    save_model(path, model_from_params(params, len(classes), pretrained=False), classes, params, image_size,
+               {"val_acc": 0.2, "epoch": 0})
+    return Path(path)
+
+
+def png_bytes(jpeg):
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(jpeg)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class Server:
+    """`python -m stages.serve` in a subprocess, its output in `log`; `url` once /health answers."""
+
+    def __init__(self, model, log, *args, cwd=REPO, env=None, timeout=120):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = Path(log)
+        cmd = [sys.executable, "-m", "stages.serve", "--model", str(model), "--port", str(self.port), *map(str, args)]
+        self._log_file = open(self.log, "wb")
+        full_env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.proc = subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=self._log_file, stderr=subprocess.STDOUT)
+        self._wait(timeout)
+
+    def _wait(self, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited {self.proc.returncode}:\n{self.output()}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise AssertionError(f"server did not answer /health within {timeout} s:\n{self.output()}")
+
+    def output(self):
+        self._log_file.flush()
+        return self.log.read_text(errors="replace")[-6000:]
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log_file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
