@@ -16,7 +16,7 @@ from stages.errors import DataError
 from stages.report import confusion_counts, table_rows
 from tests.support import browser
 from tests.support.bucket import REAL_SAMPLE
-from tests.support.project import REPO, make_project, run
+from tests.support.project import REPO, make_project, run, set_params
 
 SECTION_IDS = ["summary", "exploration", "training", "confusion", "misclassified"]
 MISSING = "not available yet: run dvc repro"
@@ -222,6 +222,30 @@ def test_broken_input_is_a_one_line_error(tmp_path):
     assert not (tmp_path / "reports/index.html").exists()
 
 
+def test_report_of_a_real_pipeline_run(trained_project, clone_project):
+    """The contract with the train and evaluate stages: their real dvclive outputs fill every section."""
+    project = clone_project(trained_project)
+    set_params(project, {"explore": {"size_bins": 10}})
+    run([sys.executable, "-m", "stages.explore"], project)
+    proc = build(project)
+    assert "not available" not in proc.stdout, proc.stdout
+    page = Sections((project / "reports/index.html").read_text())
+    assert MISSING not in " ".join(" ".join(t.split()) for t in page.text.values())
+    live = project / "dvclive"
+    metrics = {p.stem for p in (live / "train/plots/metrics").rglob("*.tsv")}
+    assert len(page.images["training"]) == len(metrics) >= 2
+    n_test = json.loads((live / "evaluate/metrics.json").read_text())["test"]["n"]
+    assert f"of {n_test} test bins counted right" in page.text["confusion"]
+    wrong = list((live / "evaluate/plots/images/misclassified").glob("*.jpg"))
+    assert len(page.images["misclassified"]) == len(wrong)
+    for path in wrong:
+        bin_id, true, pred = path.stem.replace("_true", " ").replace("_pred", " ").split()
+        assert f"bin {bin_id}: true {true}, predicted {pred}" in page.text["misclassified"]
+    if browser.find_chromium():
+        loaded = browser.load(project / "reports/index.html")
+        assert loaded.console == [] and loaded.images_decoded == loaded.images_total > 0
+
+
 # ---- in a real browser -------------------------------------------------------------------------
 
 needs_chromium = pytest.mark.skipif(browser.find_chromium() is None,
@@ -244,6 +268,8 @@ def test_report_renders_in_headless_chromium(full, tmp_path):
     assert shot.size == (1280, 1800)
     colours = shot.convert("RGB").resize((64, 90)).getcolors(64 * 90)
     assert colours and len(colours) > 50, "the screenshot looks blank"
+    bottom = shot.convert("RGB").crop((0, 1400, 1280, 1800)).getcolors(1280 * 400)
+    assert bottom and len(bottom) > 20, "the lower part of the screenshot was not painted"
     print(f"\nscreenshot for a human look: {png}")
 
 
