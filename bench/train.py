@@ -1,0 +1,100 @@
+"""Benchmark: training throughput of the frozen-backbone and full fine-tune modes, and the data
+loader with and without reduced-scale JPEG decoding (train.jpeg_draft), side by side in one run.
+
+Uses the real code paths (stages.model, stages.data, stages.engine.train_one_epoch) on generated
+bin photos the size of real ABID ones (about 500x400 px). On a GPU box:
+
+    .venv/bin/python bench/train.py --arch resnet50 --size 224 --images 2048 --batch-size 64 --workers 8
+"""
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from stages.data import BinImages, make_loader, train_transform  # noqa: E402
+from stages.engine import amp_dtype, pick_device, train_one_epoch  # noqa: E402
+from stages.model import build_model  # noqa: E402
+from stages.train import make_optimizer  # noqa: E402
+from tests.support.synthetic import draw_bin, jpeg_bytes  # noqa: E402
+
+TRAIN = {"lr": 1e-3, "backbone_lr": None, "optimizer": "adam", "weight_decay": 0.0, "momentum": 0.9}
+
+
+def write_photos(folder, n):
+    import random
+    rng = random.Random(0)
+    rows = []
+    for i in range(n):
+        label = 1 + i % 5
+        size = (rng.randint(420, 560), rng.randint(340, 460))
+        (folder / f"{i:06d}.jpg").write_bytes(jpeg_bytes(draw_bin(label, size, rng)))
+        rows.append((f"{i:06d}", label))
+    return rows
+
+
+def loader_for(rows, folder, args, draft, pin):
+    ds = BinImages(rows, folder, [1, 2, 3, 4, 5], train_transform(args.size, False), args.size, jpeg_draft=draft)
+    return make_loader(ds, args.batch_size, True, args.workers, pin, seed=0)
+
+
+def time_loader(loader):
+    start, n = time.perf_counter(), 0
+    for x, _ in loader:
+        n += len(x)
+    return n / (time.perf_counter() - start)
+
+
+def time_training(rows, folder, args, device, freeze):
+    model = build_model(args.arch, "none", 5, hidden=[512], dropout=0.2, freeze_backbone=freeze).to(device)
+    channels_last = device.type == "cuda"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, TRAIN)
+    dtype = amp_dtype("auto", device)
+    loader = loader_for(rows, folder, args, True, device.type == "cuda")
+    criterion = nn.CrossEntropyLoss()
+    train_one_epoch(model, loader, optimizer, criterion, device, dtype, None, channels_last)  # warm-up epoch
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    stats = train_one_epoch(model, loader, optimizer, criterion, device, dtype, None, channels_last)
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    return stats, peak
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", default="resnet50")
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--images", type=int, default=64, help="generated photos per epoch (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+
+    device = pick_device()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        rows = write_photos(folder, args.images)
+        full = time_loader(loader_for(rows, folder, args, False, False))
+        draft = time_loader(loader_for(rows, folder, args, True, False))
+        results = {mode: time_training(rows, folder, args, device, freeze) for mode, freeze in
+                   (("frozen backbone", True), ("full fine-tune", False))}
+    print(f"{args.arch} at {args.size} px, batch {args.batch_size}, {args.images} images of ~500x400 px, "
+          f"{args.workers} loader workers, device {device}"
+          + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else f" ({torch.get_num_threads()} threads)"))
+    print(f"  loader, full-size JPEG decode : {full:8.1f} img/s")
+    print(f"  loader, draft-mode decode     : {draft:8.1f} img/s   ({draft / full:.1f}x)")
+    for mode, (stats, peak) in results.items():
+        mem = f", peak GPU memory {peak:.2f} GiB" if peak is not None else ""
+        print(f"  train, {mode:<22} : {stats.images_per_s:8.1f} img/s   (data wait {stats.data_wait_fraction:.0%}{mem})")
+    frozen, full_ft = (results[m][0].images_per_s for m in results)
+    print(f"  frozen / full fine-tune       : {frozen / full_ft:8.1f}x")
+
+
+if __name__ == "__main__":
+    main()
