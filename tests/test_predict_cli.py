@@ -1,0 +1,120 @@
+"""`python -m stages.predict`: files, folders and stdin, text and JSON lines, bad input, and the check
+the seed would have failed (every image got the same answer)."""
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.support.project import REPO, env, run
+from tests.support.serving import png_bytes, untrained_model
+from tests.support.synthetic import make_bins
+
+
+def predict(*args, stdin=None):
+    return subprocess.run([sys.executable, "-m", "stages.predict", *map(str, args)], cwd=REPO, env=env(),
+                          input=stdin, capture_output=True, timeout=300)
+
+
+def json_lines(proc):
+    return [json.loads(line) for line in proc.stdout.decode().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return untrained_model(tmp_path_factory.mktemp("model") / "model.pt")
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """Three JPEGs, a PNG and a text file."""
+    root = tmp_path_factory.mktemp("images")
+    bins = list(make_bins(1, seed=5).items())
+    for bin_id, (_, jpeg, _) in bins[:3]:
+        (root / f"{bin_id}.jpg").write_bytes(jpeg)
+    bin_id, (_, jpeg, _) = bins[3]
+    (root / f"{bin_id}.PNG").write_bytes(png_bytes(jpeg))
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+def test_predictions_over_the_test_split_are_not_constant(trained_project):
+    """The seed's endpoint gave every image the same answer. A model above chance must not."""
+    accuracy = json.loads((trained_project / "dvclive/evaluate/metrics.json").read_text())["test"]["accuracy"]
+    assert accuracy > 0.2, "the trained test model is no better than chance; this check needs one that is"
+    rows = list(csv.DictReader(open(trained_project / "data/split/test.csv")))
+    paths = [trained_project / f"data/raw/images/{r['id']}.jpg" for r in rows]
+    proc = predict("--json", "--batch-size", 16, "--model", trained_project / "models/model.pt", *paths)
+    assert proc.returncode == 0, proc.stderr.decode()
+    out = json_lines(proc)
+    assert [o["path"] for o in out] == [str(p) for p in paths]
+    counts = [o["count"] for o in out]
+    assert len(set(counts)) > 1, f"every test image got count {counts[0]}"
+    # And they are the counts that score the evaluate stage's accuracy.
+    hits = sum(c == int(r["label"]) for c, r in zip(counts, rows))
+    assert hits / len(rows) == pytest.approx(accuracy, abs=1e-9)
+
+
+def test_a_folder_means_its_images_and_json_lines_carry_the_distribution(model, folder):
+    proc = predict("--json", "--model", model, folder)
+    assert proc.returncode == 0, proc.stderr.decode()
+    out = json_lines(proc)
+    expected = sorted(str(p) for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".png"))
+    assert [o["path"] for o in out] == expected
+    for o in out:
+        assert o["count"] in (1, 2, 3, 4, 5)
+        assert list(o["probabilities"]) == ["1", "2", "3", "4", "5"]
+        assert sum(o["probabilities"].values()) == pytest.approx(1, abs=1e-4)
+        assert o["probability"] == max(o["probabilities"].values())
+        assert len(o["model"]) == 12
+
+
+def test_stdin_bytes_get_the_same_answer_as_the_file(model, folder):
+    path = sorted(folder.glob("*.jpg"))[0]
+    from_file = json_lines(predict("--json", "--model", model, path))[0]
+    from_stdin = predict("--json", "--model", model, "-", stdin=path.read_bytes())
+    assert from_stdin.returncode == 0, from_stdin.stderr.decode()
+    got = json_lines(from_stdin)[0]
+    assert got["path"] == "-"
+    assert got["count"] == from_file["count"] and got["probabilities"] == from_file["probabilities"]
+
+
+def test_text_output_shows_count_probability_and_every_score(model, folder):
+    path = sorted(folder.glob("*.jpg"))[0]
+    res = json_lines(predict("--json", "--model", model, path))[0]
+    proc = predict("--model", model, path)
+    assert proc.returncode == 0
+    line = proc.stdout.decode().strip()
+    scores = ", ".join(f"{c}: {p:.3f}" for c, p in res["probabilities"].items())
+    assert line == f"{path}: {res['count']} (p={res['probability']:.3f})  [{scores}]"
+
+
+def test_unreadable_images_are_named_and_the_rest_still_counted(model, folder, tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"definitely not a jpeg")
+    good = sorted(folder.glob("*.jpg"))
+    proc = predict("--json", "--batch-size", 2, "--model", model, good[0], bad, good[1])
+    assert proc.returncode == 2
+    assert [o["path"] for o in json_lines(proc)] == [str(good[0]), str(good[1])]
+    err = proc.stderr.decode().strip().splitlines()
+    assert err == [f"error: {bad}: not a JPEG or PNG image", "error: 1 of 3 images could not be read"]
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["--model", "{tmp}/missing.pt", "{img}"], "missing.pt not found: train a model first"),
+    (["--model", "{model}", "{tmp}/nothing.jpg"], "nothing.jpg not found"),
+    (["--model", "{model}", "--device", "gpu", "{img}"], "is not a device"),
+    (["--model", "{model}", "{tmp}"], "no .jpg, .jpeg or .png images"),
+])
+def test_user_mistakes_are_one_line_errors(model, folder, tmp_path, args, expected):
+    img = sorted(folder.glob("*.jpg"))[0]
+    proc = predict(*[a.format(tmp=tmp_path, model=model, img=img) for a in args])
+    lines = proc.stderr.decode().strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and expected in lines[0], proc.stderr.decode()
+
+
+def test_help_explains_the_inputs():
+    proc = run([sys.executable, "-m", "stages.predict", "--help"], REPO)
+    for words in ("--json", "--batch-size", "stdin", "folder"):
+        assert words in proc.stdout
