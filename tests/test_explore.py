@@ -18,7 +18,7 @@ from tests.support.project import dvc, git_commit, make_project, run, set_params
 
 SIZE_BINS = 12
 
-# The block proposed for dvc.yaml; used only while the project's dvc.yaml does not have it yet.
+# The stage and plots proposed for dvc.yaml, used only while the project's dvc.yaml lacks them.
 EXPLORE_STAGE = yaml.safe_load("""
 cmd: python -m stages.explore
 deps: [data/raw/manifest.csv, data/raw/metadata, stages/explore.py, stages/exploring.py, stages/abid.py]
@@ -28,10 +28,10 @@ outs: [data/explore/class_counts.csv, data/explore/file_sizes.csv, data/explore/
 metrics: [data/explore/summary.json]
 """)
 EXPLORE_PLOTS = yaml.safe_load("""
-- data/explore/class_counts.csv: {template: bar_horizontal, x: bins, y: label}
-- data/explore/file_sizes.csv: {template: linear, x: size_kib, y: bins}
-- data/explore/resolutions.csv: {template: scatter, x: width, y: height}
-- data/explore/items.csv: {template: scatter, x: volume_in3, y: weight_lb}
+- data/explore/class_counts.csv: {template: bar_horizontal, x: bins, y: label, title: Bins per item count}
+- data/explore/file_sizes.csv: {template: linear, x: size_kib, y: bins, title: JPEG file size histogram}
+- data/explore/resolutions.csv: {template: scatter, x: width, y: height, title: Image width x height (px)}
+- data/explore/items.csv: {template: scatter, x: volume_in3, y: weight_lb, title: "Products: volume vs weight"}
 """)
 
 
