@@ -98,7 +98,10 @@ def read_curves(folder):
         if not rows:
             continue
         name = path.stem
-        column = name if name in rows[0] else [c for c in rows[0] if c not in ("timestamp", "step")][-1]
+        others = [c for c in rows[0] if c not in ("timestamp", "step")]
+        if name not in rows[0] and not others:
+            raise DataError(f"{path} has no value column, only {list(rows[0])}")
+        column = name if name in rows[0] else others[-1]
         steps = [number(r["step"], path) if "step" in r else i for i, r in enumerate(rows)]
         values = [number(r[column], path) for r in rows]
         series = path.parent.relative_to(folder).as_posix()
@@ -298,6 +301,8 @@ def confusion_section(evaluate):
     if obj is None:
         return missing_html([str(path)])
     labels, matrix = confusion_counts(obj, str(path))
+    if not labels:
+        return f"<p>{html.escape(str(path))} holds no rows: was the test split empty?</p>"
     total = sum(map(sum, matrix))
     correct = sum(matrix[i][i] for i in range(len(labels)))
     fig, ax = plt.subplots(figsize=(4.6, 4.0))

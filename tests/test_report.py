@@ -201,6 +201,7 @@ def test_confusion_matrix_in_both_dvclive_shapes(tmp_path):
     labels, matrix = plain
     assert labels == ["1", "2", "3", "4", "5"] and matrix[2] == [0, 2, 2, 0, 0] and sum(map(sum, matrix)) == 16
     assert confusion_counts([{"actual": 10, "predicted": 2}, {"actual": 2, "predicted": 2}])[0] == ["2", "10"]
+    assert confusion_counts([]) == ([], [])
     with pytest.raises(DataError, match="lacks 'actual'"):
         confusion_counts([{"true": 1, "predicted": 1}])
     fabricate_training(tmp_path, wrapped=True)
@@ -211,6 +212,14 @@ def test_confusion_matrix_in_both_dvclive_shapes(tmp_path):
 def test_metrics_rows_keep_nested_names():
     assert table_rows({"test": {"acc": 1, "per_class": {"1": {"recall": 0.5}}}, "size": {"min": 1, "max": 2}, "n": 3}) == \
         [("test.acc", 1), ("test.per_class.1", {"recall": 0.5}), ("size", {"min": 1, "max": 2}), ("n", 3)]
+
+
+def test_empty_confusion_matrix_is_said_not_drawn(tmp_path):
+    fabricate_training(tmp_path)
+    (tmp_path / "dvclive/evaluate/plots/sklearn/confusion_matrix.json").write_text("[]")
+    build(tmp_path)
+    page = Sections((tmp_path / "reports/index.html").read_text())
+    assert "holds no rows" in page.text["confusion"] and not page.images["confusion"]
 
 
 def test_broken_input_is_a_one_line_error(tmp_path):
