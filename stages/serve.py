@@ -25,8 +25,17 @@ import sys
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
+import uvicorn
+from botocore.exceptions import BotoCoreError, ClientError
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+
 from stages.errors import one_line_errors
 from stages.inference import BadImage, BatchQueue, Predictor, lock_metrics
+from stages.s3 import make_client
 
 IMAGE_TYPES = {"image/jpeg", "image/jpg", "image/png"}
 
@@ -66,8 +75,6 @@ def parse_s3_url(url):
 
 def fetch_s3(client, url, max_bytes):
     """The bytes of an S3 object, refusing objects over `max_bytes`. Errors -> ApiError."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
     bucket, key = parse_s3_url(url)
     if client is None:
         raise ApiError(400, "s3:// URLs are turned off on this server")
@@ -116,18 +123,11 @@ class LimitBody:
 
 
 def error_response(exc):
-    from fastapi.responses import JSONResponse
     return JSONResponse({"error": exc.message}, status_code=exc.status)
 
 
 def create_app(predictor, batcher, settings):
     """The FastAPI app around a loaded Predictor and its BatchQueue."""
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse
-    from starlette.concurrency import run_in_threadpool
-    from starlette.datastructures import UploadFile
-    from starlette.exceptions import HTTPException
-
     app = FastAPI(title="binsight", description="Counts the items (1-5) in Amazon bin photos.",
                   version=predictor.version)
 
@@ -143,6 +143,10 @@ def create_app(predictor, batcher, settings):
     async def http_error(request, exc):
         return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
+    @app.exception_handler(Exception)
+    async def internal_error(request, exc):  # a bug, not bad input: still JSON (the traceback is logged)
+        return JSONResponse({"error": f"internal error: {type(exc).__name__}"}, status_code=500)
+
     async def predict_many(images):
         # Decoding runs in worker threads (PIL releases the GIL); forwards go through the queue.
         tensors = await asyncio.gather(*(run_in_threadpool(predictor.tensor, data) for data in images),
@@ -155,41 +159,48 @@ def create_app(predictor, batcher, settings):
         return await asyncio.gather(*map(asyncio.wrap_future, batcher.submit(tensors)))
 
     async def from_json(request):
+        """{"url": ...} -> ([bytes], None); {"urls": [...]} -> ([bytes, ...], urls)."""
         try:
             payload = json.loads(await request.body())
         except ValueError:
             raise ApiError(400, "body is not valid JSON") from None
         if isinstance(payload, dict) and isinstance(payload.get("url"), str):
-            return [payload["url"]], False
-        if isinstance(payload, dict) and isinstance(payload.get("urls"), list) and payload["urls"]:
-            if len(payload["urls"]) > settings.max_files:
-                raise ApiError(413, f"{len(payload['urls'])} URLs, more than the {settings.max_files} allowed")
-            return payload["urls"], True
-        raise ApiError(400, 'expected {"url": "s3://bucket/key"} or {"urls": [...]}')
+            urls, names = [payload["url"]], None
+        elif isinstance(payload, dict) and isinstance(payload.get("urls"), list) and payload["urls"]:
+            urls = names = payload["urls"]
+            if len(urls) > settings.max_files:
+                raise ApiError(413, f"{len(urls)} URLs, more than the {settings.max_files} allowed (--max-files)")
+        else:
+            raise ApiError(400, 'expected {"url": "s3://bucket/key"} or {"urls": [...]}')
+        images = await asyncio.gather(*(run_in_threadpool(fetch_s3, settings.s3_client, u, settings.max_body)
+                                        for u in urls))
+        return images, names
+
+    async def from_form(request):
+        """multipart/form-data -> ([bytes, ...], filenames): every file part, in order."""
+        form = await request.form(max_files=settings.max_files)
+        try:
+            files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
+            if not files:
+                raise ApiError(400, "no image files in the multipart body")
+            return [await f.read() for f in files], [f.filename for f in files]
+        finally:
+            await form.close()
 
     @app.post("/predict")
     async def predict(request: Request):
         kind = media_type(request.headers.get("content-type"))
-        names = None
         if kind in IMAGE_TYPES:
-            images, batch = [await request.body()], False
+            images, names = [await request.body()], None
         elif kind == "application/json":
-            urls, batch = await from_json(request)
-            images = await asyncio.gather(*(run_in_threadpool(fetch_s3, settings.s3_client, u, settings.max_body)
-                                            for u in urls))
-            names = urls
+            images, names = await from_json(request)
         elif kind == "multipart/form-data":
-            form = await request.form(max_files=settings.max_files)
-            files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
-            if not files:
-                raise ApiError(400, "no image files in the multipart body")
-            images, batch, names = [await f.read() for f in files], True, [f.filename for f in files]
-            await form.close()
+            images, names = await from_form(request)
         else:
             raise ApiError(415, f"Content-Type {kind or '(none)'} is not accepted: send image/jpeg, image/png, "
                                 "application/json {\"url\": \"s3://...\"} or multipart/form-data")
         results = await predict_many(images)
-        if not batch:
+        if names is None:  # one image: the seed endpoint's answer
             return {**results[0], "model": predictor.version}
         key = "url" if kind == "application/json" else "filename"
         return {"predictions": [{key: n, **r} for n, r in zip(names, results)], "model": predictor.version}
@@ -240,10 +251,6 @@ def parse_args(argv=None):
 @one_line_errors
 def main(argv=None):
     args = parse_args(argv)
-    import uvicorn
-
-    from stages.s3 import make_client
-
     predictor = Predictor(args.model, args.device)
     batcher = BatchQueue(predictor.predict_tensors, args.max_batch, args.max_wait_ms / 1000)
     settings = Settings(max_body=int(args.max_body_mb * 2**20), max_files=args.max_files,

@@ -232,3 +232,18 @@ def test_load_from_a_second_process_has_no_errors(server, client, trained_projec
         print(f"\n[serve load] 500 requests, concurrency 16: {stats['requests_per_s']} req/s, "
               f"p50 {stats['p50_ms']} ms, p99 {stats['p99_ms']} ms, {passes} forward passes")
     assert server.alive()
+
+
+def test_a_missing_model_stops_the_server_with_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "stages.serve", "--model", str(tmp_path / "none.pt")],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"error: {tmp_path / 'none.pt'} not found: train a model first "
+                                                "(`dvc repro train`)"]
+
+
+def test_help_gives_the_command_and_the_limits():
+    out = subprocess.run([sys.executable, "-m", "stages.serve", "--help"], cwd=REPO, capture_output=True,
+                         text=True, timeout=120).stdout
+    for words in ("python -m stages.serve --model models/model.pt", "--max-body-mb", "413", "415", "s3://"):
+        assert words in out
