@@ -143,9 +143,11 @@ def check_train(p):
             "an integer >= 0")
     require(p.get("amp") in ("auto", "bf16", "fp16", "off"), "train.amp", p.get("amp"), "auto, bf16, fp16 or off")
     require(is_int(p.get("patience")) and p["patience"] >= 1, "train.patience", p.get("patience"), "an integer >= 1")
-    p = {"momentum": 0.9, "step_size": 5, "gamma": 0.1, "jpeg_draft": True, "profile": False, **p}
+    p = {"momentum": 0.9, "step_size": 5, "gamma": 0.1, "jpeg_draft": True, "profile": False,
+         "use_features": "auto", **p}
     for key in ("pin_memory", "channels_last", "resume", "jpeg_draft", "profile"):
         require(isinstance(p.get(key), bool), f"train.{key}", p.get(key), "true or false")
+    require(p["use_features"] in ("auto", "never"), "train.use_features", p["use_features"], "auto or never")
     d = {"nproc_per_node": 1, "nnodes": 1, "backend": "auto", **(p.get("distributed") or {})}
     for key in ("nproc_per_node", "nnodes"):
         require(is_int(d[key]) and d[key] >= 1, f"train.distributed.{key}", d[key], "an integer >= 1")

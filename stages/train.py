@@ -24,6 +24,7 @@ from stages.data import BinImages, eval_transform, make_loader, read_split, trai
 from stages.distributed import ShardSampler, init_world, torchrun_command, under_torchrun
 from stages.engine import amp_dtype, evaluate_split, pick_device, seed_everything, train_one_epoch
 from stages.errors import BinsightError, ConfigError, one_line_errors
+from stages.features import FeatureBatches, cached_features
 from stages.model import model_from_params, save_model
 from stages.params import check_model, check_train, load_params, section
 from stages.profiling import StepProfiler
@@ -69,6 +70,8 @@ def parse_args(argv):
     parser.add_argument("--model", default="models/model.pt", help="best model (default: %(default)s)")
     parser.add_argument("--checkpoint", default="models/checkpoint.pt", help="resumable state (default: %(default)s)")
     parser.add_argument("--live", default="dvclive/train", help="dvclive folder (default: %(default)s)")
+    parser.add_argument("--features", default="data/features", help="featurize's cached embeddings, used when "
+                        "valid and train.use_features is auto (default: %(default)s)")
     return parser.parse_args(argv)
 
 
@@ -114,12 +117,25 @@ def fit(args, mp, tp, world):
     criterion = nn.CrossEntropyLoss(label_smoothing=tp["label_smoothing"])
 
     size, pin = tp["image_size"], tp["pin_memory"] and device.type == "cuda"
-    train_ds = BinImages(train_rows, args.images, classes, train_transform(size, tp["augment"]), size, tp["jpeg_draft"])
-    val_ds = BinImages(val_rows, args.images, classes, eval_transform(size), size, tp["jpeg_draft"])
-    train_sampler = ShardSampler(len(train_ds), world.rank, world.world_size, shuffle=True, seed=tp["seed"])
-    val_sampler = ShardSampler(len(val_ds), world.rank, world.world_size, shuffle=False)
-    train_loader = make_loader(train_ds, tp["batch_size"], False, tp["num_workers"], pin, tp["seed"], train_sampler)
-    val_loader = make_loader(val_ds, tp["batch_size"], False, tp["num_workers"], pin, sampler=val_sampler)
+    train_sampler = ShardSampler(len(train_rows), world.rank, world.world_size, shuffle=True, seed=tp["seed"])
+    val_sampler = ShardSampler(len(val_rows), world.rank, world.world_size, shuffle=False)
+    cached, why = cached_features(args.features, mp, tp, {"train": train_rows, "val": val_rows}, classes,
+                                  model.backbone)
+    if cached is not None:
+        # A frozen backbone without augmentation computes the same vectors every epoch: fit the head
+        # alone on featurize's copy of them (same init, same batches), then save the whole model.
+        trained = model.head
+        train_loader = FeatureBatches(*cached["train"], tp["batch_size"], train_sampler, device)
+        val_loader = FeatureBatches(*cached["val"], tp["batch_size"], val_sampler, device)
+    else:
+        trained = model
+        train_ds = BinImages(train_rows, args.images, classes, train_transform(size, tp["augment"]), size,
+                             tp["jpeg_draft"])
+        val_ds = BinImages(val_rows, args.images, classes, eval_transform(size), size, tp["jpeg_draft"])
+        train_loader = make_loader(train_ds, tp["batch_size"], False, tp["num_workers"], pin, tp["seed"],
+                                   train_sampler)
+        val_loader = make_loader(val_ds, tp["batch_size"], False, tp["num_workers"], pin, sampler=val_sampler)
+    say(f"train: {'head only on ' if cached else 'images; no cached features: '}{why}")
 
     run_id = fingerprint(mp, tp, [Path(args.split) / "train.csv", Path(args.split) / "val.csv"])
     state, why = load_resumable(args.checkpoint, run_id) if tp["resume"] else (None, "train.resume is false")
@@ -141,8 +157,8 @@ def fit(args, mp, tp, world):
             f"{' with ' + str(dtype).split('.')[-1] if dtype else ''}"
             f"{f' x{world.world_size} processes' if world.enabled else ''}, "
             f"{len(train_rows)} train / {len(val_rows)} val")
-    net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
-        if world.enabled else model
+    net = DistributedDataParallel(trained, device_ids=[device.index] if device.type == "cuda" else None) \
+        if world.enabled else trained
     seed_everything(tp["seed"] + 1000 * world.rank + start)  # augmentation differs per rank and per resume
 
     # Not a `with` block: a run that fails must not be saved as a finished experiment.
@@ -164,8 +180,8 @@ def fit(args, mp, tp, world):
         if not math.isfinite(tr.loss):
             raise TrainingDiverged(f"training loss is {tr.loss} at epoch {epoch + 1} with lr {lr:g}: "
                                    "lower train.lr (or set train.amp: off) and run again")
-        val_loss, val_acc, pred_hist = evaluate_split(model, val_loader, device, len(classes), dtype, channels_last,
-                                                      world)
+        val_loss, val_acc, pred_hist = evaluate_split(trained, val_loader, device, len(classes), dtype,
+                                                      channels_last, world)
         scheduler.step()
         collapsed = collapse_streak(collapsed, pred_hist)
         if collapsed >= COLLAPSE_EPOCHS:
@@ -190,7 +206,7 @@ def fit(args, mp, tp, world):
         say(f"epoch {epoch + 1}/{tp['epochs']}  train loss {tr.loss:.4f} acc {tr.acc:.3f}  "
             f"val loss {val_loss:.4f} acc {val_acc:.3f}  lr {lr:.2g}  {tr.images_per_s:.0f} img/s  "
             f"data wait {tr.data_wait_fraction:.0%}", flush=True)
-        if tr.data_wait_fraction > LOADER_BOUND:
+        if tr.data_wait_fraction > LOADER_BOUND and cached is None:
             say(f"train: warning: the data loader is the bottleneck ({tr.data_wait_fraction:.0%} of the epoch "
                 f"waited for batches); raise train.num_workers (now {tp['num_workers']})", flush=True)
         if bad_epochs >= tp["patience"]:

@@ -1,0 +1,143 @@
+"""Cached backbone embeddings: the fast path of a frozen backbone.
+
+With `model.freeze_backbone: true` and `train.augment: false` the pooled backbone output of an
+image is the same in every epoch and every trial, so `featurize` computes it once per
+(arch, weights, image size) and `train` fits only the head on the stored vectors. An epoch then
+costs a few matrix products instead of decoding and convolving every photo.
+
+Folder layout (a DVC output, `data/features/` by default):
+    meta.json        what the vectors were computed with; {"cached": false, ...} when not cacheable
+    {split}.npy      float32 [n, feature_dim], rows in the order of data/split/{split}.csv
+    {split}.csv      id,label of those rows, to check they still match the split
+"""
+import hashlib
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stages.data import BinImages, eval_transform, make_loader
+from stages.files import atomic_path
+from stages.tables import read_labels, write_csv, write_json
+
+FORMAT = 1
+SPLITS = ("train", "val", "test")
+# What the vectors depend on besides the backbone weights (which the digest pins down exactly).
+KEY_PARAMS = (("model", "arch"), ("model", "weights"), ("train", "image_size"), ("train", "jpeg_draft"))
+
+
+def cacheable(mp, tp):
+    """(True, why) when the backbone output of each image can never change during training."""
+    if not mp["freeze_backbone"]:
+        return False, "model.freeze_backbone is false: fine-tuning changes the features every step"
+    if tp["augment"]:
+        return False, "train.augment is true: every epoch sees other pixels"
+    return True, "frozen backbone, no augmentation"
+
+
+def feature_key(mp, tp):
+    return {key: (mp if section == "model" else tp)[key] for section, key in KEY_PARAMS}
+
+
+def backbone_digest(backbone):
+    """A hash of the backbone's weights and buffers: the features are only valid for these."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(backbone.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+@torch.no_grad()
+def compute_features(backbone, rows, images_dir, image_size, jpeg_draft=True, batch_size=64, num_workers=0,
+                     device="cpu"):
+    """Pooled backbone outputs of the images in `rows` -> float32 array [len(rows), feature_dim].
+    The images go through exactly what the train stage feeds a frozen backbone (eval transform)."""
+    device = torch.device(device)
+    classes = sorted({label for _, label in rows})
+    dataset = BinImages(rows, images_dir, classes, eval_transform(image_size), image_size, jpeg_draft)
+    loader = make_loader(dataset, batch_size, False, num_workers, device.type == "cuda")
+    backbone.eval()
+    out = [backbone(x.to(device, non_blocking=True)).float().cpu() for x, _ in loader]
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+
+def write_features(folder, meta, arrays, rows):
+    """Replace `folder` with the vectors of each split, their rows and meta.json (written last)."""
+    folder = Path(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for split, features in arrays.items():
+        with atomic_path(folder / f"{split}.npy") as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, np.ascontiguousarray(features, dtype=np.float32))
+        write_csv(folder / f"{split}.csv", [{"id": i, "label": y} for i, y in rows[split]], ("id", "label"))
+    write_json(folder / "meta.json", {"format": FORMAT, **meta})
+
+
+def write_not_cached(folder, reason):
+    """A features folder that says why there is nothing in it, so `train` can always depend on it."""
+    write_features(folder, {"cached": False, "reason": reason}, {}, {})
+
+
+def read_meta(folder):
+    path = Path(folder) / "meta.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def cached_features(folder, mp, tp, rows_by_split, classes, backbone):
+    """The stored features of each split in `rows_by_split` when they are valid for this run ->
+    ({split: (features float32 tensor, class index tensor)}, why); else (None, why not)."""
+    if tp.get("use_features", "auto") == "never":
+        return None, "train.use_features is never"
+    ok, why = cacheable(mp, tp)
+    if not ok:
+        return None, why
+    meta = read_meta(folder)
+    if meta is None:
+        return None, f"no {Path(folder) / 'meta.json'} (run `dvc repro featurize`)"
+    if meta.get("format") != FORMAT or not meta.get("cached"):
+        return None, f"{folder} holds no features ({meta.get('reason', 'old format')})"
+    want = feature_key(mp, tp)
+    have = {k: meta.get(k) for k in want}
+    if have != want:
+        return None, f"the features in {folder} are for {have}, not {want} (run `dvc repro featurize`)"
+    if meta.get("backbone_sha256") != backbone_digest(backbone):
+        return None, f"the features in {folder} came from other backbone weights (run `dvc repro featurize`)"
+    index = {c: i for i, c in enumerate(classes)}
+    out = {}
+    for split, rows in rows_by_split.items():
+        stored = Path(folder) / f"{split}.csv"
+        if not stored.exists() or read_labels(stored) != list(rows):
+            return None, f"{stored} does not list the bins of the {split} split in its order"
+        features = np.load(Path(folder) / f"{split}.npy")
+        if features.shape != (len(rows), meta["feature_dim"]):
+            return None, f"{folder}/{split}.npy has shape {features.shape}, expected ({len(rows)}, {meta['feature_dim']})"
+        targets = torch.tensor([index[label] for _, label in rows], dtype=torch.long)
+        out[split] = (torch.from_numpy(features), targets)
+    return out, f"cached {meta['feature_dim']}-d features from {folder}"
+
+
+class FeatureBatches:
+    """Batches of stored features in the order of `sampler`, as a DataLoader over them would give
+    (consecutive chunks of the sampler's indices), without per-sample collation: a whole epoch of
+    the head on features takes milliseconds, so the loader must not dominate it. The features move
+    to `device` once; targets stay on the CPU like a DataLoader's."""
+
+    def __init__(self, features, targets, batch_size, sampler, device="cpu"):
+        self.features = features.to(device)
+        self.targets, self.batch_size, self.sampler = targets, batch_size, sampler
+
+    def __iter__(self):
+        order = torch.tensor(list(self.sampler), dtype=torch.long)
+        for idx in order.split(self.batch_size):
+            yield self.features[idx.to(self.features.device)], self.targets[idx]
+
+    def __len__(self):
+        return math.ceil(len(self.sampler) / self.batch_size)

@@ -1,0 +1,61 @@
+"""Stage `featurize`: store the frozen backbone's pooled embeddings of every split image once.
+
+    python -m stages.featurize        # what `dvc repro featurize` runs
+
+Its params in dvc.yaml are only those that change the vectors (arch, weights, freeze_backbone,
+image_size, augment, jpeg_draft, and seed: the init of a backbone without pretrained weights), so a
+change of train.lr or train.batch_size reruns train and evaluate but never this stage. When the
+backbone is fine-tuned or the images are augmented the features cannot be cached: the stage then
+only writes data/features/meta.json saying so, and train reads images as before.
+"""
+import argparse
+import time
+
+from stages.data import read_split
+from stages.engine import pick_device, seed_everything
+from stages.errors import one_line_errors
+from stages.features import SPLITS, backbone_digest, cacheable, compute_features, feature_key, write_features, \
+    write_not_cached
+from stages.model import model_from_params
+from stages.params import check_model, check_train, load_params, section
+
+
+@one_line_errors
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--split", default="data/split")
+    parser.add_argument("--images", default="data/raw/images")
+    parser.add_argument("--out", default="data/features")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: %(default)s)")
+    args = parser.parse_args(argv)
+
+    params = load_params(args.params)
+    mp, tp = section(params, "model", check_model), section(params, "train", check_train)
+    ok, why = cacheable(mp, tp)
+    if not ok:
+        write_not_cached(args.out, why)
+        print(f"featurize: nothing to cache ({why}); train reads images")
+        return
+    rows = {split: read_split(args.split, split, args.images) for split in SPLITS}
+    # The same seed and build as the train stage: a backbone without pretrained weights gets the
+    # same random init there, and the digest in meta.json proves it.
+    seed_everything(tp["seed"])
+    classes = sorted({label for split in ("train", "val") for _, label in rows[split]})
+    model = model_from_params(mp, len(classes))
+    device = pick_device()
+    backbone = model.backbone.to(device)
+    start = time.perf_counter()
+    arrays = {split: compute_features(backbone, rows[split], args.images, tp["image_size"], tp["jpeg_draft"],
+                                      args.batch_size, tp["num_workers"], device) for split in SPLITS}
+    seconds = time.perf_counter() - start
+    n = sum(len(r) for r in rows.values())
+    meta = {"cached": True, **feature_key(mp, tp), "feature_dim": model.feature_dim,
+            "backbone_sha256": backbone_digest(backbone), "splits": {s: len(r) for s, r in rows.items()}}
+    write_features(args.out, meta, arrays, rows)
+    print(f"featurize: {n} images -> {model.feature_dim}-d {mp['arch']} features at {tp['image_size']} px "
+          f"in {seconds:.1f}s on {device} ({n / max(seconds, 1e-9):.0f} img/s) -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
