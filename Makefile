@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: repro test setup setup-dev bench clean-venv
+.PHONY: repro test setup setup-dev browser bench clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,16 @@ setup-dev: $(VENV)/.installed-dev
 repro: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" dvc repro
 
-test: setup-dev
+# The report test opens reports/index.html in Debian's chromium. Installed when we may (root or
+# passwordless sudo); otherwise that one test skips and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  as_root=""; [ "$$(id -u)" = 0 ] || as_root="sudo -n"; \
+	  { $$as_root apt-get update -qq && $$as_root env DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq --no-install-recommends chromium >/dev/null; } \
+	  || echo "make: chromium could not be installed; the headless-browser test will skip" >&2; }
+
+test: setup-dev browser
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q tests
 
 bench: setup-dev

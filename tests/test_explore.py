@@ -9,7 +9,6 @@ import sys
 from collections import Counter
 
 import pytest
-import yaml
 from PIL import Image
 
 from stages.exploring import bins_from_manifest, size_histogram, summary
@@ -18,35 +17,9 @@ from tests.support.project import dvc, git_commit, make_project, run, set_params
 
 SIZE_BINS = 12
 
-# The stage and plots proposed for dvc.yaml, used only while the project's dvc.yaml lacks them.
-EXPLORE_STAGE = yaml.safe_load("""
-cmd: python -m stages.explore
-deps: [data/raw/manifest.csv, data/raw/metadata, stages/explore.py, stages/exploring.py, stages/abid.py]
-params: [explore]
-outs: [data/explore/class_counts.csv, data/explore/file_sizes.csv, data/explore/resolutions.csv,
-       data/explore/items.csv]
-metrics: [data/explore/summary.json]
-""")
-EXPLORE_PLOTS = yaml.safe_load("""
-- data/explore/class_counts.csv: {template: bar_horizontal, x: bins, y: label, title: Bins per item count}
-- data/explore/file_sizes.csv: {template: linear, x: size_kib, y: bins, title: JPEG file size histogram}
-- data/explore/resolutions.csv: {template: scatter, x: width, y: height, title: Image width x height (px)}
-- data/explore/items.csv: {template: scatter, x: volume_in3, y: weight_lb, title: "Products: volume vs weight"}
-""")
-
-
 def read_rows(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
-
-
-def ensure_explore_stage(project):
-    path = project / "dvc.yaml"
-    spec = yaml.safe_load(path.read_text())
-    if "explore" not in spec["stages"]:
-        spec["stages"]["explore"] = EXPLORE_STAGE
-        spec["plots"] = (spec.get("plots") or []) + EXPLORE_PLOTS
-        path.write_text(yaml.safe_dump(spec, sort_keys=False))
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +40,6 @@ def explored(tmp_path_factory, abid_bucket):
         "fetch": {"file_list": "file_list.json", "endpoint_url": b.url, "max_bad_fraction": 0.1},
         "explore": {"size_bins": SIZE_BINS}})
     b.write_file_list(project / "file_list.json", b.clean, b.real, b.faults)  # the faults must not be counted
-    ensure_explore_stage(project)
     git_commit(project, "explore test project")
     dvc(project, "repro", "explore")
     return project

@@ -36,7 +36,7 @@ def fetched(tmp_path_factory, abid_bucket):
     tmp = tmp_path_factory.mktemp("fetch")
     b = abid_bucket
     project = new_project(tmp, b, b.url, [b.clean, b.faults, b.real])
-    out = dvc(project, "repro")
+    out = dvc(project, "repro", "split")
     return project, out
 
 
@@ -82,7 +82,7 @@ def test_split_is_stratified_disjoint_and_stable(fetched):
         for name, ratio in (("train", 0.6), ("val", 0.2), ("test", 0.2)):
             assert abs(sum(r["label"] == label for r in splits[name]) - n * ratio) <= 1
     before = {name: (project / f"data/split/{name}.csv").read_bytes() for name in splits}
-    status = dvc(project, "repro")
+    status = dvc(project, "repro", "split")
     assert "didn't change, skipping" in status.stdout or "up to date" in status.stdout.lower()
     dvc(project, "repro", "-f", "-s", "split")
     assert before == {name: (project / f"data/split/{name}.csv").read_bytes() for name in splits}
