@@ -58,7 +58,7 @@ def main():
             run_load(server.url, images, requests=20, concurrency=4)  # warm-up: threads, allocator, caches
             results.append(("single, 1 at a time", run_load(server.url, images, args.requests, 1)))
             results.append(("single, concurrent", run_load(server.url, images, args.requests, args.concurrency)))
-            batched = max(1, args.requests // args.batch)
+            batched = max(20, args.requests // args.batch)
             results.append((f"batch of {args.batch}, 1 at a time", run_load(server.url, images, batched, 1, args.batch)))
             results.append((f"batch of {args.batch}, concurrent", run_load(server.url, images, batched, 4, args.batch)))
             health = httpx.get(f"{server.url}/health").json()
