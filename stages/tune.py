@@ -180,9 +180,11 @@ def main(argv=None):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(out / f"{args.study}.journal")))
     study = optuna.create_study(study_name=args.study, storage=storage, direction=tp["direction"],
-                                sampler=optuna.samplers.TPESampler(seed=tp["seed"]), load_if_exists=True)
+                                load_if_exists=True)
+    # Reproducible, yet a continued study must not replay the random start-up trials of its first run.
+    study.sampler = optuna.samplers.TPESampler(seed=tp["seed"] + len(study.trials))
     names, metric = list(tp["space"]), tp["metric"]
-    print(f"tune: study {args.study!r}, {args.trials} trials of {', '.join(names)} by {tp['direction']} {metric}"
+    print(f"tune: study {args.study!r}, {args.trials} trial{'s' if args.trials > 1 else ''} of {', '.join(names)} by {tp['direction']} {metric}"
           f"{f' (continuing after {len(study.trials)} earlier trials)' if study.trials else ''}", flush=True)
 
     start, durations = time.perf_counter(), []

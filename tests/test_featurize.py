@@ -1,0 +1,119 @@
+"""The featurize stage and train's cached-embedding path: same head as on images, skipped by DVC
+when only train.lr or train.batch_size change, and never trusted when stale."""
+import csv
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from stages import featurize
+from stages.data import read_split
+from stages.engine import seed_everything
+from stages.errors import ConfigError
+from stages.features import cached_features
+from stages.model import model_from_params
+from stages.params import check_model, check_train, load_params
+from tests.support.dataset import write_dataset
+from tests.support.project import dvc, git_commit, make_project, run, set_params
+from tests.support.tuning import FROZEN_MODEL, FROZEN_TRAIN, frozen_project, stages_run  # noqa: F401 (fixture)
+
+
+@pytest.fixture
+def project(tmp_path):
+    proj = make_project(tmp_path / "proj", commit=False,
+                        params={"model": FROZEN_MODEL, "train": {**FROZEN_TRAIN, "epochs": 3}})
+    write_dataset(proj, n_per_class=8)
+    git_commit(proj, "small frozen project")
+    return proj
+
+
+def params_of(project):
+    params = load_params(project / "params.yaml")
+    return check_model(params["model"]), check_train(params["train"])
+
+
+def val_curve(live):
+    return [float(r["acc"]) for r in csv.DictReader(open(live / "plots/metrics/val/acc.tsv"), delimiter="\t")]
+
+
+def test_head_on_cached_embeddings_matches_the_image_path(project):
+    out = run([sys.executable, "-m", "stages.featurize"], project).stdout
+    assert "512-d resnet18 features at 64 px" in out, out
+    meta = json.loads((project / "data/features/meta.json").read_text())
+    n_train = len(read_split(project / "data/split", "train", project / "data/raw/images"))
+    assert meta["cached"] and meta["feature_dim"] == 512 and meta["splits"]["train"] == n_train, meta
+    assert np.load(project / "data/features/train.npy").shape == (n_train, 512)
+
+    logs, models = {}, {}
+    for mode in ("auto", "never"):  # same seed, same head init, same batches; only the input differs
+        set_params(project, {"train": {"use_features": mode}})
+        logs[mode] = run([sys.executable, "-m", "stages.train", "--live", f"live_{mode}", "--model", f"{mode}.pt",
+                          "--checkpoint", f"ckpt_{mode}.pt"], project).stdout
+        models[mode] = torch.load(project / f"{mode}.pt", weights_only=False)["state_dict"]
+    assert "train: head only on cached 512-d features" in logs["auto"], logs["auto"]
+    assert "train: images; no cached features: train.use_features is never" in logs["never"], logs["never"]
+    assert val_curve(project / "live_auto") == pytest.approx(val_curve(project / "live_never"), abs=1e-9)
+    # The saved model is whole (pretrained-or-initial backbone + trained head), as on the image path.
+    assert models["auto"].keys() == models["never"].keys()
+    for key in models["auto"]:
+        assert torch.allclose(models["auto"][key].float(), models["never"][key].float(), atol=1e-4), key
+
+
+def test_not_cacheable_writes_only_a_meta_saying_why(project, capsys):
+    set_params(project, {"model": {"freeze_backbone": False}})
+    featurize.main(["--params", str(project / "params.yaml"), "--split", str(project / "data/split"),
+                    "--images", str(project / "data/raw/images"), "--out", str(project / "data/features")])
+    assert "nothing to cache (model.freeze_backbone is false" in capsys.readouterr().out
+    assert [p.name for p in (project / "data/features").iterdir()] == ["meta.json"]
+    meta = json.loads((project / "data/features/meta.json").read_text())
+    assert meta["cached"] is False and "fine-tuning" in meta["reason"]
+
+
+def test_stale_or_mismatched_features_are_never_used(project):
+    run([sys.executable, "-m", "stages.featurize"], project)
+    mp, tp = params_of(project)
+    folder = project / "data/features"
+    rows = {s: read_split(project / "data/split", s, project / "data/raw/images") for s in ("train", "val")}
+    classes = [1, 2, 3, 4, 5]
+
+    def backbone(seed=tp["seed"]):
+        seed_everything(seed)
+        return model_from_params(mp, 5).backbone
+
+    got, why = cached_features(folder, mp, tp, rows, classes, backbone())
+    assert got is not None and got["train"][0].shape == (len(rows["train"]), 512) and got["val"][1].tolist() == \
+        [classes.index(label) for _, label in rows["val"]], why
+    cases = [
+        ((mp, {**tp, "image_size": 96}, rows, backbone()), "not {'arch': 'resnet18', 'weights': 'none', "
+                                                           "'image_size': 96"),
+        ((mp, tp, rows, backbone(seed=7)), "other backbone weights"),
+        ((mp, tp, {**rows, "train": rows["train"][1:]}, backbone()), "does not list the bins of the train split"),
+        ((mp, {**tp, "augment": True}, rows, backbone()), "train.augment is true"),
+        ((mp, {**tp, "use_features": "never"}, rows, backbone()), "train.use_features is never"),
+        ((mp, tp, rows, backbone()), "no "),  # folder missing
+    ]
+    for i, ((m, t, r, b), expected) in enumerate(cases):
+        target = folder if i < len(cases) - 1 else project / "nowhere"
+        got, why = cached_features(target, m, t, r, classes, b)
+        assert got is None and expected in why, (expected, why)
+
+
+def test_use_features_takes_auto_or_never():
+    with pytest.raises(ConfigError, match="train.use_features='always' is not allowed: expected auto or never"):
+        check_train({**load_params()["train"], "use_features": "always"})
+
+
+def test_lr_or_batch_size_change_reruns_train_and_evaluate_but_never_featurize(frozen_project, clone_project):
+    project = clone_project(frozen_project)
+    assert json.loads((project / "data/features/meta.json").read_text())["cached"] is True
+    set_params(project, {"train": {"lr": 0.003, "batch_size": 8}})
+    status = dvc(project, "status").stdout
+    assert "train:" in status and "featurize:" not in status, status
+    out = dvc(project, "repro").stdout
+    assert stages_run(out) == ["train", "evaluate"], out
+    assert "train: head only on cached 512-d features" in out, out
+    # A change of what the features depend on does rerun it.
+    set_params(project, {"train": {"image_size": 48}})
+    assert "featurize:" in dvc(project, "status").stdout

@@ -1,0 +1,51 @@
+"""A 2x2 grid through the real DVC 3 queue: `dvc exp run --queue -S ... -S ...`, `dvc queue start`,
+then `dvc exp show --csv` compares the four finished experiments."""
+import csv
+import io
+import time
+
+from tests.support.project import dvc
+from tests.support.tuning import frozen_project  # noqa: F401 (fixture)
+
+QUEUE_TIMEOUT = 300
+
+
+def wait_for_queue(project, timeout=QUEUE_TIMEOUT):
+    """Poll `dvc queue status` until nothing is queued or running; return its last output."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = dvc(project, "queue", "status").stdout
+        if not any(word in status for word in ("Queued", "Running")):
+            return status
+        if time.monotonic() > deadline:
+            raise AssertionError(f"queue not done after {timeout}s:\n{status}")
+        time.sleep(2)
+
+
+def test_queued_grid_runs_four_experiments_with_metrics(frozen_project, clone_project):
+    project = clone_project(frozen_project)
+    queued = dvc(project, "exp", "run", "--queue", "-S", "train.lr=0.001,0.01", "-S", "train.batch_size=16,32")
+    assert queued.stdout.count("Queued experiment") == 4, queued.stdout
+    try:
+        dvc(project, "queue", "start", "-j", "1")
+        status = wait_for_queue(project)
+    finally:
+        dvc(project, "queue", "stop", check=False)
+    assert status.count("Success") == 4, status
+    # Every queued run found featurize's output in the DVC cache: only train and evaluate ran.
+    names = [line.split()[1] for line in status.splitlines()[1:] if line.endswith("Success")]
+    assert len(names) == 4, status
+    for name in names:
+        log = dvc(project, "queue", "logs", name).stdout
+        assert "Running stage 'featurize'" not in log and "Stage 'featurize' didn't change" in log, log
+
+    shown = dvc(project, "exp", "show", "--csv", "--no-pager").stdout
+    rows = list(csv.DictReader(io.StringIO(shown)))
+    exps = [r for r in rows if r["Experiment"]]  # the workspace and main rows have no name
+    assert len(exps) == 4, shown
+    grid = {(float(r["train.lr"]), int(r["train.batch_size"])) for r in exps}
+    assert grid == {(0.001, 16), (0.001, 32), (0.01, 16), (0.01, 32)}, shown
+    for r in exps:
+        assert r["State"] == "Success", r
+        assert 0 <= float(r["best/val_acc"]) <= 1 and 0 <= float(r["test.accuracy"]) <= 1, r
+        assert r["train.epochs"] == "2" and r["model.freeze_backbone"] == "True", r
