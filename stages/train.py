@@ -9,6 +9,7 @@ Outputs: models/model.pt (best val accuracy: weights + what rebuilds them), mode
 import argparse
 import contextlib
 import copy
+import json
 import math
 import os
 import sys
@@ -139,7 +140,7 @@ def fit(args, mp, tp, world):
 
     run_id = fingerprint(mp, tp, [Path(args.split) / "train.csv", Path(args.split) / "val.csv"])
     state, why = load_resumable(args.checkpoint, run_id) if tp["resume"] else (None, "train.resume is false")
-    start, best_acc, best_epoch, best_state, bad_epochs, collapsed = 0, -1.0, -1, None, 0, 0
+    start, best_acc, best_epoch, best_state, bad_epochs, collapsed, history = 0, -1.0, -1, None, 0, 0, {}
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -148,6 +149,7 @@ def fit(args, mp, tp, world):
             scaler.load_state_dict(state["scaler"])
         start, best_acc, best_epoch = state["epoch"] + 1, state["best_acc"], state["best_epoch"]
         best_state, bad_epochs, collapsed = state["best_state"], state["bad_epochs"], state.get("collapsed", 0)
+        history = state.get("history", {})
         say(f"train: resuming at epoch {start + 1}/{tp['epochs']} from {args.checkpoint} "
             f"(best val acc so far {best_acc:.3f} at epoch {best_epoch + 1})")
         if best_state is not None and world.is_main:  # `dvc repro` removed the old model file before this run
@@ -165,6 +167,9 @@ def fit(args, mp, tp, world):
     live = Live(dir=args.live, resume=state is not None, save_dvc_exp=True, dvcyaml=False) if world.is_main else None
     if live is not None and state is None:
         live.log_params({"model": mp, "train": tp, "classes": classes})
+    if live is not None:  # a kill between checkpoint and log: log those epochs from the checkpoint
+        for epoch in sorted(e for e in history if e > _last_logged_step(args.live)):
+            _log_epoch(live, epoch, history[epoch])
     profiler = StepProfiler(Path(args.live) / "profile", device) if tp["profile"] and world.is_main else None
     for epoch in range(start, tp["epochs"]):
         train_sampler.set_epoch(epoch)
@@ -197,12 +202,13 @@ def fit(args, mp, tp, world):
             bad_epochs += 1
         stop = bad_epochs >= tp["patience"] or epoch == tp["epochs"] - 1
         if world.is_main:
+            history[epoch] = epoch_metrics(tr, val_loss, val_acc, lr, device)
             save_checkpoint(args.checkpoint, model=model.state_dict(), optimizer=optimizer.state_dict(),
                             scheduler=scheduler.state_dict(), scaler=scaler.state_dict() if scaler else None,
                             epoch=epoch, best_acc=best_acc, best_epoch=best_epoch, best_state=best_state,
                             bad_epochs=bad_epochs, collapsed=collapsed, fingerprint=run_id, completed=stop,
-                            params={"model": mp, "train": tp}, classes=classes)
-            _log_epoch(live, epoch, tr, val_loss, val_acc, lr, device)
+                            params={"model": mp, "train": tp}, classes=classes, history=history)
+            _log_epoch(live, epoch, history[epoch])
         say(f"epoch {epoch + 1}/{tp['epochs']}  train loss {tr.loss:.4f} acc {tr.acc:.3f}  "
             f"val loss {val_loss:.4f} acc {val_acc:.3f}  lr {lr:.2g}  {tr.images_per_s:.0f} img/s  "
             f"data wait {tr.data_wait_fraction:.0%}", flush=True)
@@ -220,16 +226,27 @@ def fit(args, mp, tp, world):
     say(f"train: best val acc {best_acc:.3f} at epoch {best_epoch + 1} -> {args.model}")
 
 
-def _log_epoch(live, epoch, tr, val_loss, val_acc, lr, device):
-    live.step = epoch
+def epoch_metrics(tr, val_loss, val_acc, lr, device):
     metrics = {"train/loss": tr.loss, "train/acc": tr.acc, "val/loss": val_loss, "val/acc": val_acc, "lr": lr,
                "train/images_per_s": tr.images_per_s, "train/images_seen": tr.images,
                "train/data_wait_fraction": tr.data_wait_fraction}
     if device.type == "cuda":
         metrics["train/max_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return metrics
+
+
+def _log_epoch(live, epoch, metrics):
+    live.step = epoch
     for name, value in metrics.items():
         live.log_metric(name, value)
     live.next_step()
+
+
+def _last_logged_step(live_dir):
+    try:
+        return int(json.loads((Path(live_dir) / "metrics.json").read_text())["step"])
+    except (OSError, ValueError, KeyError):
+        return -1
 
 
 def _with_state(model, state_dict):

@@ -57,7 +57,7 @@ def test_dvc_metrics_exp_and_plots_show_the_results(trained_project, tmp_path):
     assert "confusion" in html.lower() and "per_class_accuracy" in html
 
 
-def test_repro_again_does_nothing_and_lr_reruns_only_train_and_evaluate(trained_project, clone_project):
+def test_repro_again_does_nothing_and_lr_reruns_only_train_evaluate_and_report(trained_project, clone_project):
     project = clone_project(trained_project)
     again = dvc(project, "repro").stdout
     assert "Running stage" not in again, again
@@ -67,4 +67,4 @@ def test_repro_again_does_nothing_and_lr_reruns_only_train_and_evaluate(trained_
     assert "train" in status and "fetch" not in status.replace("data/fetch", "") and "split:" not in status
     out = dvc(project, "repro").stdout
     ran = [line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")]
-    assert ran == ["train", "evaluate"], out
+    assert ran == ["train", "evaluate", "report"], out  # the report shows the new metrics
