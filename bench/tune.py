@@ -13,6 +13,7 @@ cost never (DVC's cache), a first run once.
 import argparse
 import contextlib
 import io
+import logging
 import os
 import statistics
 import sys
@@ -88,6 +89,7 @@ def main():
                         help="data loader processes for the image side (default: %(default)s)")
     parser.add_argument("--verbose", action="store_true", help="show the train stage's own log")
     args = parser.parse_args()
+    logging.getLogger("dvclive").setLevel(logging.ERROR)  # "can't save experiment without a Git repo": by design
 
     with tempfile.TemporaryDirectory() as tmp, contextlib.chdir(tmp):
         # Run outside any git/DVC repo: dvclive would otherwise save each fit as an experiment of
