@@ -20,6 +20,7 @@ from PIL import Image, UnidentifiedImageError
 from stages.data import eval_transform
 from stages.engine import amp_dtype, pick_device
 from stages.errors import ConfigError, DataError
+from stages.images import load_rgb
 from stages.model import load_model
 
 FORMATS = ("JPEG", "PNG")
@@ -40,21 +41,16 @@ def file_digest(path, algorithm="sha256"):
 
 
 def decode_image(data, size, max_pixels=MAX_PIXELS):
-    """JPEG or PNG bytes -> an RGB PIL image, fully decoded. JPEGs decode at a reduced scale when
-    larger than `size` (like stages.images.load_rgb, so results match evaluate's). Raises BadImage."""
+    """JPEG or PNG bytes -> an RGB PIL image, fully decoded the way evaluate decodes files
+    (stages.images.load_rgb), so results match. Raises BadImage saying why not."""
     if not data:
         raise BadImage("empty body: expected JPEG or PNG bytes")
     try:
-        img = Image.open(io.BytesIO(data), formats=FORMATS)
-        if img.format == "JPEG":
-            img.draft("RGB", (size, size))
-        w, h = img.size
-        if w * h > max_pixels:
-            raise BadImage(f"image is {w}x{h} pixels, more than the {max_pixels} allowed")
-        img.load()  # a truncated file fails here, not at open()
-        return img.convert("RGB")
+        return load_rgb(io.BytesIO(data), size, FORMATS, max_pixels)
     except UnidentifiedImageError:
         raise BadImage("not a JPEG or PNG image") from None
+    except DataError as exc:
+        raise BadImage(str(exc)) from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise BadImage(f"image does not decode: {exc}") from None
 
