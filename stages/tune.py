@@ -14,7 +14,6 @@ The study lives in tune/<study>.journal, so a second run continues it. At the en
 tune/<study>.csv, tune/best_params.yaml and the `dvc exp apply` command of the best trial.
 """
 import argparse
-import csv
 import json
 import subprocess
 import sys
@@ -26,7 +25,9 @@ import optuna
 import yaml
 
 from stages.errors import ConfigError, one_line_errors
+from stages.files import atomic_write_text
 from stages.params import is_number, load_params, require
+from stages.tables import write_csv
 
 LIVE_METRICS = Path("dvclive/train/metrics.json")
 
@@ -234,16 +235,13 @@ def main(argv=None):
     print(format_table(rows), flush=True)
     if not rows:
         raise ConfigError(f"no trial finished: see the logs in {out / 'logs'}")
-    with open(out / f"{args.study}.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(out / f"{args.study}.csv", rows, list(rows[0]))
     best = study.best_trial
     name = best.user_attrs["experiment"]
     result = {"study": args.study, "experiment": name, "apply": f"dvc exp apply {name}", "metric": metric,
               "direction": tp["direction"], "value": best.value, "trials": len(rows),
               "params": nested({k: yaml.safe_load(cli_value(v)) for k, v in best.params.items()})}
-    (out / "best_params.yaml").write_text(yaml.safe_dump(result, sort_keys=False))
+    atomic_write_text(out / "best_params.yaml", yaml.safe_dump(result, sort_keys=False))
     print(f"\ntune: best {metric} {best.value:.4f} by {name} -> {out / 'best_params.yaml'}")
     if args.apply:
         subprocess.run(["dvc", "exp", "apply", name], check=True)
