@@ -1,7 +1,7 @@
 """Benchmark: the HTTP server's throughput and latency, single-image and batched requests.
 
 Saves an untrained model of the chosen architecture (the weights do not change the cost), starts
-`python -m stages.serve` in a subprocess on 127.0.0.1, and sends photo-sized synthetic JPEGs
+`python -m binsight.serve` in a subprocess on 127.0.0.1, and sends photo-sized synthetic JPEGs
 from this process over real HTTP. Prints requests/s, images/s and p50/p99 latency for:
 
   single, 1 at a time       one image per request, sequential: the latency floor
@@ -21,9 +21,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support.http_load import run_load  # noqa: E402
-from tests.support.serving import Server, untrained_model  # noqa: E402
-from tests.support.synthetic import draw_bin, jpeg_bytes  # noqa: E402
+from binsight.testing.http_load import run_load  # noqa: E402
+from binsight.testing.serving import Server, untrained_model  # noqa: E402
+from binsight.testing.synthetic import draw_bin, jpeg_bytes  # noqa: E402
 
 
 def photos(n, seed=0):

@@ -1,7 +1,7 @@
 """Benchmark: training throughput of the frozen-backbone and full fine-tune modes, and the data
 loader with and without reduced-scale JPEG decoding (train.jpeg_draft), side by side in one run.
 
-Uses the real code paths (stages.model, stages.data, stages.engine.train_one_epoch) on generated
+Uses the real code paths (binsight.model, binsight.datasets, binsight.loops.train_one_epoch) on generated
 bin photos the size of real ABID ones (about 500x400 px). On a GPU box:
 
     .venv/bin/python bench/train.py --arch resnet50 --size 224 --images 2048 --batch-size 64 --workers 8
@@ -17,11 +17,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from stages.data import BinImages, make_loader, train_transform  # noqa: E402
-from stages.engine import amp_dtype, pick_device, train_one_epoch  # noqa: E402
-from stages.model import build_model  # noqa: E402
+from binsight.datasets import BinImages, make_loader, train_transform  # noqa: E402
+from binsight.loops import amp_dtype, pick_device, train_one_epoch  # noqa: E402
+from binsight.model import build_model  # noqa: E402
 from stages.train import make_optimizer  # noqa: E402
-from tests.support.synthetic import draw_bin, jpeg_bytes  # noqa: E402
+from binsight.testing.synthetic import draw_bin, jpeg_bytes  # noqa: E402
 
 TRAIN = {"lr": 1e-3, "backbone_lr": None, "optimizer": "adam", "weight_decay": 0.0, "momentum": 0.9}
 

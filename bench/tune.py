@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import stages.train as train_stage  # noqa: E402
 from stages import featurize  # noqa: E402
-from stages.engine import evaluate_split, train_one_epoch  # noqa: E402
-from tests.support.dataset import write_dataset  # noqa: E402
+from binsight.loops import evaluate_split, train_one_epoch  # noqa: E402
+from binsight.testing.dataset import write_dataset  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -2,41 +2,32 @@
 
     python -m stages.evaluate         # what `dvc repro evaluate` runs
 
-Outputs dvclive/evaluate/: metrics.json (accuracy, balanced accuracy, macro-F1, per-class
-precision/recall, RMSE and MAE of the count, off-by-one accuracy), the confusion matrix, a
-per-class accuracy bar chart and a few misclassified images; data/predictions/test.csv.
+Images are prepared as the model file says (size, decode, normalisation) and, when the model asks
+for test-time augmentation (model.tta), averaged over its views. Outputs dvclive/evaluate/:
+metrics.json (accuracy, balanced accuracy, macro-F1, per-class precision/recall, RMSE and MAE of
+the count, off-by-one accuracy; the same for a single view under test/single_view/, and the cost
+of each in ms per image), the confusion matrix, a per-class accuracy bar chart and a few
+misclassified images; data/predictions/test.csv.
 """
 import argparse
 
 import numpy as np
 from dvclive import Live
 
-from stages.data import BinImages, eval_transform, make_loader, read_split
-from stages.engine import amp_dtype, pick_device, predict
-from stages.errors import one_line_errors
-from stages.images import load_rgb
-from stages.metrics import count_metrics
-from stages.model import load_model
-from stages.params import check_evaluate, check_train, load_params, section
-from stages.tables import write_csv
+from binsight.datasets import read_split
+from binsight.errors import one_line_errors
+from binsight.evaluation import per_class_accuracy, prediction_rows, split_loader, timed_predictions
+from binsight.images import load_rgb
+from binsight.loops import amp_dtype, pick_device
+from binsight.metrics import count_metrics
+from binsight.model import load_model
+from binsight.params import check_evaluate, check_train, load_params, section
+from binsight.tables import write_csv
+
+HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1", "rmse", "mae", "off_by_one_accuracy")
 
 
-def prediction_rows(rows, probs, classes):
-    out = []
-    for (bin_id, label), p in zip(rows, probs):
-        row = {"id": bin_id, "label": label, "pred": classes[int(p.argmax())], "prob": round(float(p.max()), 6)}
-        row.update({f"p{c}": round(float(v), 6) for c, v in zip(classes, p)})
-        out.append(row)
-    return out
-
-
-def per_class_accuracy(y_true, y_pred, classes):
-    return [{"count": str(c), "accuracy": float(np.mean(y_pred[y_true == c] == c)) if np.any(y_true == c) else 0.0}
-            for c in classes]
-
-
-@one_line_errors
-def main(argv=None):
+def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--model", default="models/model.pt")
@@ -44,48 +35,63 @@ def main(argv=None):
     parser.add_argument("--images", default="data/raw/images")
     parser.add_argument("--predictions", default="data/predictions/test.csv")
     parser.add_argument("--live", default="dvclive/evaluate")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
+
+def log_plots(live, y_true, y_pred, classes, rows, images_dir, max_images):
+    live.log_sklearn_plot("confusion_matrix", [str(v) for v in y_true], [str(v) for v in y_pred],
+                          name="confusion_matrix.json", title="Test confusion matrix (item count)",
+                          x_label="true count", y_label="predicted count")
+    live.log_plot("per_class_accuracy", per_class_accuracy(y_true, y_pred, classes), x="count", y="accuracy",
+                  template="bar_horizontal", title="Test accuracy per item count")
+    wrong = [i for i in range(len(rows)) if y_pred[i] != y_true[i]]
+    for i in wrong[:max_images]:
+        bin_id, label = rows[i]
+        img = load_rgb(f"{images_dir}/{bin_id}.jpg", 256)
+        img.thumbnail((256, 256))
+        live.log_image(f"misclassified/{bin_id}_true{label}_pred{y_pred[i]}.jpg", img)
+
+
+@one_line_errors
+def main(argv=None):
+    args = parse_args(argv)
     params = load_params(args.params)
-    ep, tp = section(params, "evaluate", check_evaluate), section(params, "train", check_train)
-    rows = read_split(args.split, "test", args.images)
+    eval_params, train_params = section(params, "evaluate", check_evaluate), section(params, "train", check_train)
     device = pick_device()
     model, meta = load_model(args.model, device)
-    classes, size = meta["classes"], meta["image_size"]
+    classes, tta = meta["classes"], meta["preprocess"]["tta"]
+    rows = read_split(args.split, "test", args.images)
     unknown = sorted({label for _, label in rows} - set(classes))
-    rows_known = [r for r in rows if r[1] in classes]
     if unknown:
         print(f"evaluate: warning: counts {unknown} never seen in training are left out")
-    loader = make_loader(BinImages(rows_known, args.images, classes, eval_transform(size), size),
-                         ep["batch_size"], False, tp["num_workers"], device.type == "cuda")
-    probs, _ = predict(model, loader, device, amp_dtype(tp["amp"], device))
-    y_true = np.array([label for _, label in rows_known])
+    rows = [r for r in rows if r[1] in classes]
+    loader = split_loader(rows, args.images, meta, eval_params["batch_size"], train_params["num_workers"], device)
+    dtype = amp_dtype(train_params["amp"], device)
+    single, single_s = timed_predictions(model, meta, loader, device, dtype, "none")
+    probs, tta_s = timed_predictions(model, meta, loader, device, dtype, tta) if tta != "none" else (single, single_s)
+    y_true = np.array([label for _, label in rows])
     y_pred = np.array([classes[i] for i in probs.argmax(1)])
     scores = count_metrics(y_true, y_pred, classes)
-    write_csv(args.predictions, prediction_rows(rows_known, probs, classes),
+    single_scores = count_metrics(y_true, np.array([classes[i] for i in single.argmax(1)]), classes)
+    write_csv(args.predictions, prediction_rows(rows, probs, classes),
               ["id", "label", "pred", "prob", *(f"p{c}" for c in classes)])
 
     with Live(dir=args.live, save_dvc_exp=True, dvcyaml=False) as live:
-        for name in ("accuracy", "balanced_accuracy", "macro_f1", "rmse", "mae", "off_by_one_accuracy"):
+        for name in HEADLINE:
             live.log_metric(f"test/{name}", scores[name], plot=False)
+            live.log_metric(f"test/single_view/{name}", single_scores[name], plot=False)
         for c, s in scores["per_class"].items():
             live.log_metric(f"test/per_class/{c}/precision", s["precision"], plot=False)
             live.log_metric(f"test/per_class/{c}/recall", s["recall"], plot=False)
-        live.log_metric("test/n", len(rows_known), plot=False)
-        live.log_sklearn_plot("confusion_matrix", [str(v) for v in y_true], [str(v) for v in y_pred],
-                              name="confusion_matrix.json", title="Test confusion matrix (item count)",
-                              x_label="true count", y_label="predicted count")
-        live.log_plot("per_class_accuracy", per_class_accuracy(y_true, y_pred, classes), x="count", y="accuracy",
-                      template="bar_horizontal", title="Test accuracy per item count")
-        wrong = [i for i in range(len(rows_known)) if y_pred[i] != y_true[i]]
-        for i in wrong[: ep["misclassified"]]:
-            bin_id, label = rows_known[i]
-            img = load_rgb(f"{args.images}/{bin_id}.jpg", 256)
-            img.thumbnail((256, 256))
-            live.log_image(f"misclassified/{bin_id}_true{label}_pred{y_pred[i]}.jpg", img)
+        live.log_metric("test/n", len(rows), plot=False)
+        live.log_metric("test/ms_per_image", 1000 * tta_s, plot=False)
+        live.log_metric("test/single_view/ms_per_image", 1000 * single_s, plot=False)
+        log_plots(live, y_true, y_pred, classes, rows, args.images, eval_params["misclassified"])
     print(f"evaluate: test accuracy {scores['accuracy']:.3f}, balanced {scores['balanced_accuracy']:.3f}, "
-          f"macro-F1 {scores['macro_f1']:.3f}, RMSE {scores['rmse']:.3f}, off-by-one {scores['off_by_one_accuracy']:.3f} "
-          f"on {len(rows_known)} bins")
+          f"macro-F1 {scores['macro_f1']:.3f}, RMSE {scores['rmse']:.3f}, off-by-one "
+          f"{scores['off_by_one_accuracy']:.3f} on {len(rows)} bins"
+          + (f"; TTA {tta} ({1000 * tta_s:.1f} ms/image) vs one view {single_scores['accuracy']:.3f} "
+             f"({1000 * single_s:.1f} ms/image)" if tta != "none" else ""))
 
 
 if __name__ == "__main__":

@@ -10,12 +10,12 @@ metadata has null) and summary.json (`dvc metrics show`).
 import argparse
 from pathlib import Path
 
-from stages.abid import parse_metadata
-from stages.errors import DataError, one_line_errors
-from stages.exploring import (CLASS_COLUMNS, ITEM_COLUMNS, RESOLUTION_COLUMNS, SIZE_COLUMNS, bins_from_manifest,
+from binsight.abid import parse_metadata
+from binsight.errors import DataError, one_line_errors
+from binsight.dataset_stats import (CLASS_COLUMNS, ITEM_COLUMNS, RESOLUTION_COLUMNS, SIZE_COLUMNS, bins_from_manifest,
                               class_counts, item_rows, resolution_rows, size_histogram, summary)
-from stages.params import is_int, load_params, require, section
-from stages.tables import read_csv, write_csv, write_json
+from binsight.params import is_int, load_params, require, section
+from binsight.tables import read_csv, write_csv, write_json
 
 
 def check_explore(p):

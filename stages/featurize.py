@@ -11,13 +11,13 @@ only writes data/features/meta.json saying so, and train reads images as before.
 import argparse
 import time
 
-from stages.data import read_split
-from stages.engine import pick_device, seed_everything
-from stages.errors import one_line_errors
-from stages.features import SPLITS, backbone_digest, cacheable, compute_features, feature_key, write_features, \
+from binsight.datasets import read_split
+from binsight.loops import pick_device, seed_everything
+from binsight.errors import one_line_errors
+from binsight.embeddings import SPLITS, backbone_digest, cacheable, compute_features, feature_key, write_features, \
     write_not_cached
-from stages.model import model_from_params
-from stages.params import check_model, check_train, load_params, section
+from binsight.model import model_from_params
+from binsight.params import check_model, check_train, load_params, section
 
 
 @one_line_errors
@@ -31,8 +31,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     params = load_params(args.params)
-    mp, tp = section(params, "model", check_model), section(params, "train", check_train)
-    ok, why = cacheable(mp, tp)
+    model_params, train_params = section(params, "model", check_model), section(params, "train", check_train)
+    ok, why = cacheable(model_params, train_params)
     if not ok:
         write_not_cached(args.out, why)
         print(f"featurize: nothing to cache ({why}); train reads images")
@@ -40,20 +40,20 @@ def main(argv=None):
     rows = {split: read_split(args.split, split, args.images) for split in SPLITS}
     # The same seed and build as the train stage: a backbone without pretrained weights gets the
     # same random init there, and the digest in meta.json proves it.
-    seed_everything(tp["seed"])
+    seed_everything(train_params["seed"])
     classes = sorted({label for split in ("train", "val") for _, label in rows[split]})
-    model = model_from_params(mp, len(classes))
+    model = model_from_params(model_params, len(classes))
     device = pick_device()
     backbone = model.backbone.to(device)
     start = time.perf_counter()
-    arrays = {split: compute_features(backbone, rows[split], args.images, tp["image_size"], tp["jpeg_draft"],
-                                      args.batch_size, tp["num_workers"], device) for split in SPLITS}
+    arrays = {split: compute_features(backbone, rows[split], args.images, train_params["image_size"], train_params["jpeg_draft"],
+                                      args.batch_size, train_params["num_workers"], device) for split in SPLITS}
     seconds = time.perf_counter() - start
     n = sum(len(r) for r in rows.values())
-    meta = {"cached": True, **feature_key(mp, tp), "feature_dim": model.feature_dim,
+    meta = {"cached": True, **feature_key(model_params, train_params), "feature_dim": model.feature_dim,
             "backbone_sha256": backbone_digest(backbone), "splits": {s: len(r) for s, r in rows.items()}}
     write_features(args.out, meta, arrays, rows)
-    print(f"featurize: {n} images -> {model.feature_dim}-d {mp['arch']} features at {tp['image_size']} px "
+    print(f"featurize: {n} images -> {model.feature_dim}-d {model_params['arch']} features at {train_params['image_size']} px "
           f"in {seconds:.1f}s on {device} ({n / max(seconds, 1e-9):.0f} img/s) -> {args.out}")
 
 

@@ -1,4 +1,5 @@
-"""Stage `fetch`: download the bins named by file_list.json from S3, verify them, write a manifest.
+"""Stage `fetch`: download the bins named by file_list.json from S3 (or copy them from a local copy of
+the bucket, `fetch.local_dir`), verify them, write a manifest.
 
     python -m stages.fetch            # what `dvc repro fetch` runs
 
@@ -10,12 +11,12 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from stages.abid import limit_per_class, parse_file_list_bytes
-from stages.downloader import MANIFEST_COLUMNS, Downloader, build_report, manifest_rows
-from stages.errors import BinsightError, DataError, one_line_errors
-from stages.params import check_fetch, load_params, section
-from stages.s3 import make_client
-from stages.tables import write_csv, write_json
+from binsight.abid import limit_per_class, parse_file_list_bytes
+from binsight.download import MANIFEST_COLUMNS, Downloader, build_report, local_folder, manifest_rows
+from binsight.errors import BinsightError, DataError, one_line_errors
+from binsight.params import check_fetch, load_params, section
+from binsight.s3 import make_client
+from binsight.tables import write_csv, write_json
 
 
 def read_file_list(source):
@@ -47,10 +48,13 @@ def main(argv=None):
 
     p = section(load_params(args.params), "fetch", check_fetch)
     labels = limit_per_class(read_file_list(p["file_list"]), p["limit_per_class"])
-    client = make_client(p["region"], p["endpoint_url"], p["anonymous"], p["concurrency"], p["retries"])
-    downloader = Downloader(client, p["bucket"], p["prefix"], args.out, attempts=p["retries"])
-    print(f"fetch: {len(labels)} bins from s3://{p['bucket']}/{p['prefix']} "
-          f"({p['endpoint_url'] or 'AWS'}), {p['concurrency']} at a time")
+    folder = local_folder(p["local_dir"])
+    client = None if folder else make_client(p["region"], p["endpoint_url"], p["anonymous"], p["concurrency"],
+                                             p["retries"])
+    downloader = Downloader(client, p["bucket"], p["prefix"], args.out, attempts=p["retries"], folder=folder)
+    where = f"the local copy {folder}/{p['prefix']}" if folder else \
+        f"s3://{p['bucket']}/{p['prefix']} ({p['endpoint_url'] or 'AWS'})"
+    print(f"fetch: {len(labels)} bins from {where}, {p['concurrency']} at a time")
     records = downloader.fetch_all(labels, p["concurrency"], progress=not args.no_progress)
 
     write_csv(Path(args.out) / "manifest.csv", manifest_rows(records), MANIFEST_COLUMNS)

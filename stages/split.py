@@ -7,10 +7,10 @@ Outputs data/split/{train,val,test}.csv with columns id,label.
 import argparse
 from pathlib import Path
 
-from stages.errors import DataError, one_line_errors
-from stages.params import check_split, load_params, section
-from stages.splitting import SPLITS, stratified_split
-from stages.tables import read_labels, write_csv
+from binsight.errors import DataError, one_line_errors
+from binsight.params import check_split, load_params, section
+from binsight.splitting import SPLITS, stratified_split
+from binsight.tables import read_labels, write_csv
 
 
 @one_line_errors

@@ -2,10 +2,10 @@ import shutil
 
 import pytest
 
-from tests.support.bucket import build_bucket
-from tests.support.dataset import SMALL_MODEL, SMALL_TRAIN
-from tests.support.project import dvc, git_commit, make_project
-from tests.support.s3server import MotoS3
+from binsight.testing.bucket import build_bucket
+from binsight.testing.dataset import SMALL_MODEL, SMALL_TRAIN
+from binsight.testing.project import dvc, git_commit, make_project
+from binsight.testing.s3server import MotoS3
 
 
 @pytest.fixture(scope="session")

@@ -3,10 +3,10 @@ import json
 
 import pytest
 
-from stages.abid import (bin_id_from_path, image_key, limit_per_class, metadata_key, parse_file_list,
+from binsight.abid import (bin_id_from_path, image_key, limit_per_class, metadata_key, parse_file_list,
                          parse_file_list_bytes, parse_metadata)
-from stages.errors import DataError
-from tests.support.bucket import REAL_SAMPLE, SHARED
+from binsight.errors import DataError
+from binsight.testing.bucket import REAL_SAMPLE, SHARED
 
 needs_shared = pytest.mark.skipif(not (SHARED / "abid").is_dir(), reason=f"no shared data at {SHARED}")
 

@@ -5,11 +5,11 @@ import sys
 
 import pytest
 
-from stages.distributed import ShardSampler
-from stages.model import load_model
-from stages.train import collapse_streak
-from tests.support.dataset import SMALL_MODEL, SMALL_TRAIN, write_dataset
-from tests.support.project import git_commit, make_project, run
+from binsight.distributed import ShardSampler
+from binsight.model import load_model
+from binsight.training import collapse_streak
+from binsight.testing.dataset import SMALL_MODEL, SMALL_TRAIN, write_dataset
+from binsight.testing.project import git_commit, make_project, run
 
 
 @pytest.mark.parametrize("n,world", [(20, 2), (21, 2), (7, 3), (1, 2)])

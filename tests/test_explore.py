@@ -11,9 +11,9 @@ from collections import Counter
 import pytest
 from PIL import Image
 
-from stages.exploring import bins_from_manifest, size_histogram, summary
-from tests.support.bucket import admin_client
-from tests.support.project import dvc, git_commit, make_project, run, set_params
+from binsight.dataset_stats import bins_from_manifest, size_histogram, summary
+from binsight.testing.bucket import admin_client
+from binsight.testing.project import dvc, git_commit, make_project, run, set_params
 
 SIZE_BINS = 12
 
@@ -162,7 +162,7 @@ def test_histogram_edges_are_exact():
 
 
 def test_bad_manifest_row_and_empty_manifest_are_data_errors():
-    from stages.errors import DataError
+    from binsight.errors import DataError
     with pytest.raises(DataError, match="manifest line 3"):
         bins_from_manifest([{"id": "1", "label": "1", "width": "5", "height": "5", "bytes": "9"},
                             {"id": "2", "label": "x", "width": "5", "height": "5", "bytes": "9"}])

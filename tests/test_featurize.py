@@ -9,15 +9,15 @@ import pytest
 import torch
 
 from stages import featurize
-from stages.data import read_split
-from stages.engine import seed_everything
-from stages.errors import ConfigError
-from stages.features import cached_features
-from stages.model import model_from_params
-from stages.params import check_model, check_train, load_params
-from tests.support.dataset import write_dataset
-from tests.support.project import dvc, git_commit, make_project, run, set_params
-from tests.support.tuning import FROZEN_MODEL, FROZEN_TRAIN, frozen_project, stages_run  # noqa: F401 (fixture)
+from binsight.datasets import read_split
+from binsight.loops import seed_everything
+from binsight.errors import ConfigError
+from binsight.embeddings import cached_features
+from binsight.model import model_from_params
+from binsight.params import check_model, check_train, load_params
+from binsight.testing.dataset import write_dataset
+from binsight.testing.project import dvc, git_commit, make_project, run, set_params
+from binsight.testing.tuning import FROZEN_MODEL, FROZEN_TRAIN, frozen_project, stages_run  # noqa: F401 (fixture)
 
 
 @pytest.fixture
@@ -76,26 +76,26 @@ def test_not_cacheable_writes_only_a_meta_saying_why(project, capsys):
 
 def test_stale_or_mismatched_features_are_never_used(project):
     run([sys.executable, "-m", "stages.featurize"], project)
-    mp, tp = params_of(project)
+    model_params, train_params = params_of(project)
     folder = project / "data/features"
     rows = {s: read_split(project / "data/split", s, project / "data/raw/images") for s in ("train", "val")}
     classes = [1, 2, 3, 4, 5]
 
-    def backbone(seed=tp["seed"]):
+    def backbone(seed=train_params["seed"]):
         seed_everything(seed)
-        return model_from_params(mp, 5).backbone
+        return model_from_params(model_params, 5).backbone
 
-    got, why = cached_features(folder, mp, tp, rows, classes, backbone())
+    got, why = cached_features(folder, model_params, train_params, rows, classes, backbone())
     assert got is not None and got["train"][0].shape == (len(rows["train"]), 512) and got["val"][1].tolist() == \
         [classes.index(label) for _, label in rows["val"]], why
     cases = [
-        ((mp, {**tp, "image_size": 96}, rows, backbone()), "not {'arch': 'resnet18', 'weights': 'none', "
+        ((model_params, {**train_params, "image_size": 96}, rows, backbone()), "not {'arch': 'resnet18', 'weights': 'none', "
                                                            "'image_size': 96"),
-        ((mp, tp, rows, backbone(seed=7)), "other backbone weights"),
-        ((mp, tp, {**rows, "train": rows["train"][1:]}, backbone()), "does not list the bins of the train split"),
-        ((mp, {**tp, "augment": True}, rows, backbone()), "train.augment is true"),
-        ((mp, {**tp, "use_features": "never"}, rows, backbone()), "train.use_features is never"),
-        ((mp, tp, rows, backbone()), "no "),  # folder missing
+        ((model_params, train_params, rows, backbone(seed=7)), "other backbone weights"),
+        ((model_params, train_params, {**rows, "train": rows["train"][1:]}, backbone()), "does not list the bins of the train split"),
+        ((model_params, {**train_params, "augment": True}, rows, backbone()), "train.augment is true"),
+        ((model_params, {**train_params, "use_features": "never"}, rows, backbone()), "train.use_features is never"),
+        ((model_params, train_params, rows, backbone()), "no "),  # folder missing
     ]
     for i, ((m, t, r, b), expected) in enumerate(cases):
         target = folder if i < len(cases) - 1 else project / "nowhere"

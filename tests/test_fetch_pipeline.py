@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.project import dvc, env, git_commit, make_project, run, set_params
-from tests.support.s3server import S3Proxy
+from binsight.testing.project import dvc, env, git_commit, make_project, run, set_params
+from binsight.testing.s3server import S3Proxy
 
 
 def fetch_params(endpoint, **extra):

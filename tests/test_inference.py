@@ -13,10 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
-from stages.errors import ConfigError, DataError
-from stages.inference import BadImage, BatchQueue, Predictor, decode_image, lock_metrics, resolve_device, result
-from tests.support.serving import png_bytes, untrained_model
-from tests.support.synthetic import draw_bin, jpeg_bytes, make_bins
+from binsight.errors import ConfigError, DataError
+from binsight.inference import BadImage, BatchQueue, Predictor, decode_image, lock_metrics, resolve_device, result
+from binsight.testing.serving import png_bytes, untrained_model
+from binsight.testing.synthetic import draw_bin, jpeg_bytes, make_bins
 
 
 @pytest.fixture(scope="module")

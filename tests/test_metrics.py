@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from stages.engine import mean_loss
-from stages.metrics import confusion, count_metrics
+from binsight.loops import mean_loss
+from binsight.metrics import confusion, count_metrics
 
 
 def test_metrics_match_hand_computed_values():

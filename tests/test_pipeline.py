@@ -2,7 +2,7 @@
 import csv
 import json
 
-from tests.support.project import dvc, git_commit, set_params
+from binsight.testing.project import dvc, git_commit, set_params
 
 
 def load_json(path):

@@ -1,4 +1,4 @@
-"""`python -m stages.predict`: files, folders and stdin, text and JSON lines, bad input, and the check
+"""`python -m binsight.predict`: files, folders and stdin, text and JSON lines, bad input, and the check
 the seed would have failed (every image got the same answer)."""
 import csv
 import json
@@ -7,13 +7,13 @@ import sys
 
 import pytest
 
-from tests.support.project import REPO, env, run
-from tests.support.serving import png_bytes, untrained_model
-from tests.support.synthetic import make_bins
+from binsight.testing.project import REPO, env, run
+from binsight.testing.serving import png_bytes, untrained_model
+from binsight.testing.synthetic import make_bins
 
 
 def predict(*args, stdin=None):
-    return subprocess.run([sys.executable, "-m", "stages.predict", *map(str, args)], cwd=REPO, env=env(),
+    return subprocess.run([sys.executable, "-m", "binsight.predict", *map(str, args)], cwd=REPO, env=env(),
                           input=stdin, capture_output=True, timeout=300)
 
 
@@ -115,6 +115,6 @@ def test_user_mistakes_are_one_line_errors(model, folder, tmp_path, args, expect
 
 
 def test_help_explains_the_inputs():
-    proc = run([sys.executable, "-m", "stages.predict", "--help"], REPO)
+    proc = run([sys.executable, "-m", "binsight.predict", "--help"], REPO)
     for words in ("--json", "--batch-size", "stdin", "folder"):
         assert words in proc.stdout

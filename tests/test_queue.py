@@ -4,8 +4,8 @@ import csv
 import io
 import time
 
-from tests.support.project import dvc
-from tests.support.tuning import frozen_project  # noqa: F401 (fixture)
+from binsight.testing.project import dvc
+from binsight.testing.tuning import frozen_project  # noqa: F401 (fixture)
 
 QUEUE_TIMEOUT = 300
 

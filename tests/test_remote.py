@@ -2,8 +2,8 @@
 import hashlib
 import shutil
 
-from tests.support.bucket import admin_client
-from tests.support.project import dvc
+from binsight.testing.bucket import admin_client
+from binsight.testing.project import dvc
 
 CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 OUTPUTS = ["data/raw", "data/split", "data/fetch_report.json", "data/predictions", "models/model.pt",

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from stages.errors import DataError
-from stages.report import confusion_counts, table_rows
-from tests.support import browser
-from tests.support.bucket import REAL_SAMPLE
-from tests.support.project import REPO, make_project, run, set_params
+from binsight.errors import DataError
+from binsight.report import confusion_counts, table_rows
+from binsight.testing import browser
+from binsight.testing.bucket import REAL_SAMPLE
+from binsight.testing.project import REPO, make_project, run, set_params
 
 SECTION_IDS = ["summary", "exploration", "training", "confusion", "misclassified"]
 MISSING = "not available yet: run dvc repro"

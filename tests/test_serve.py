@@ -1,4 +1,4 @@
-"""The real server (`python -m stages.serve`, uvicorn) in a subprocess on 127.0.0.1, serving the model
+"""The real server (`python -m binsight.serve`, uvicorn) in a subprocess on 127.0.0.1, serving the model
 the pipeline test trained, asked over real HTTP; s3:// URLs read from the local S3 server."""
 import csv
 import hashlib
@@ -12,8 +12,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.support.project import REPO
-from tests.support.serving import Server, png_bytes
+from binsight.testing.project import REPO
+from binsight.testing.serving import Server, png_bytes
 
 MAX_BODY_MB = 1
 
@@ -204,7 +204,7 @@ def test_concurrent_requests_each_get_their_own_answer(client, trained_project, 
 def test_cli_prints_what_the_server_answers(server, client, trained_project, test_rows, tmp_path):
     ids = [r["id"] for r in test_rows[:5]]
     paths = [str(trained_project / f"data/raw/images/{i}.jpg") for i in ids]
-    proc = subprocess.run([sys.executable, "-m", "stages.predict", "--json", "--model",
+    proc = subprocess.run([sys.executable, "-m", "binsight.predict", "--json", "--model",
                            str(trained_project / "models/model.pt"), *paths],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -220,7 +220,7 @@ def test_load_from_a_second_process_has_no_errors(server, client, trained_projec
     """500 requests at concurrency 16 from another process; reports p50/p99 latency."""
     passes_before = client.get("/health").json()["forward_passes"]
     paths = [str(trained_project / f"data/raw/images/{r['id']}.jpg") for r in test_rows[:20]]
-    proc = subprocess.run([sys.executable, "-m", "tests.support.http_load", server.url, *paths,
+    proc = subprocess.run([sys.executable, "-m", "binsight.testing.http_load", server.url, *paths,
                            "--requests", "500", "--concurrency", "16"],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -235,7 +235,7 @@ def test_load_from_a_second_process_has_no_errors(server, client, trained_projec
 
 
 def test_a_missing_model_stops_the_server_with_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "stages.serve", "--model", str(tmp_path / "none.pt")],
+    proc = subprocess.run([sys.executable, "-m", "binsight.serve", "--model", str(tmp_path / "none.pt")],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: {tmp_path / 'none.pt'} not found: train a model first "
@@ -243,7 +243,7 @@ def test_a_missing_model_stops_the_server_with_one_line(tmp_path):
 
 
 def test_help_gives_the_command_and_the_limits():
-    out = subprocess.run([sys.executable, "-m", "stages.serve", "--help"], cwd=REPO, capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "binsight.serve", "--help"], cwd=REPO, capture_output=True,
                          text=True, timeout=120).stdout
-    for words in ("python -m stages.serve --model models/model.pt", "--max-body-mb", "413", "415", "s3://"):
+    for words in ("python -m binsight.serve --model models/model.pt", "--max-body-mb", "413", "415", "s3://"):
         assert words in out

@@ -12,11 +12,11 @@ import yaml
 import torch
 import torchvision
 
-from stages.errors import ConfigError, DataError
-from stages.model import build_model, load_model, resolve_weights
-from stages.params import check_model, check_train
-from tests.support.dataset import SMALL_MODEL, SMALL_TRAIN, write_dataset
-from tests.support.project import REPO, env, git_commit, make_project, run, set_params
+from binsight.errors import ConfigError, DataError
+from binsight.model import build_model, load_model, resolve_weights
+from binsight.params import check_model, check_train
+from binsight.testing.dataset import SMALL_MODEL, SMALL_TRAIN, write_dataset
+from binsight.testing.project import REPO, env, git_commit, make_project, run, set_params
 
 
 @pytest.fixture
@@ -119,8 +119,8 @@ def test_killed_training_resumes_at_the_next_epoch(tmp_path):
 
 def test_pretrained_weights_offline_give_one_line_with_the_fix(tmp_path):
     home = tmp_path / "torch_home"
-    proc = run([sys.executable, "-c", "from stages.errors import one_line_errors\n"
-                "from stages.model import build_model\n"
+    proc = run([sys.executable, "-c", "from binsight.errors import one_line_errors\n"
+                "from binsight.model import build_model\n"
                 "one_line_errors(build_model)('resnet18', 'imagenet', 5)"],
                os.getcwd(), check=False, TORCH_HOME=home, HTTPS_PROXY="http://127.0.0.1:9",
                https_proxy="http://127.0.0.1:9")

@@ -1,4 +1,4 @@
-"""`python -m stages.tune`: Optuna trials as real DVC experiments, a leaderboard, best params."""
+"""`python -m binsight.tune`: Optuna trials as real DVC experiments, a leaderboard, best params."""
 import csv
 import io
 import re
@@ -7,19 +7,19 @@ import sys
 import pytest
 import yaml
 
-from stages.errors import ConfigError
-from stages.params import load_params
-from stages.tune import check_tune, cli_value, lookup
-from tests.support.project import dvc, git_commit, run, set_params
-from tests.support.tuning import frozen_project  # noqa: F401 (fixture)
+from binsight.errors import ConfigError
+from binsight.params import load_params
+from binsight.tune import check_tune, cli_value, lookup
+from binsight.testing.project import dvc, git_commit, run, set_params
+from binsight.testing.tuning import frozen_project  # noqa: F401 (fixture)
 
 
 def test_the_default_search_space_is_the_seed_tuners():
-    tp = check_tune(load_params()["tune"])
-    assert tp["space"] == {"train.lr": {"low": 0.001, "high": 0.1, "log": True},
+    tune_params = check_tune(load_params()["tune"])
+    assert tune_params["space"] == {"train.lr": {"low": 0.001, "high": 0.1, "log": True},
                            "train.batch_size": [16, 32, 64, 128, 256, 512],
                            "train.epochs": {"low": 10, "high": 20}}
-    assert tp["metric"] == "best/val_acc" and tp["direction"] == "maximize"
+    assert tune_params["metric"] == "best/val_acc" and tune_params["direction"] == "maximize"
 
 
 @pytest.mark.parametrize("override,expected", [
@@ -50,7 +50,7 @@ def test_three_trials_are_three_dvc_experiments_then_a_continued_study_applies_t
     set_params(project, {"tune": {"space": {"train": {"lr": {"low": 0.001, "high": 0.1, "log": True},
                                                       "batch_size": [16, 32], "epochs": {"low": 1, "high": 2}}}}})
     git_commit(project, "small search space")
-    out = run([sys.executable, "-m", "stages.tune", "--trials", "3", "--study", "t"], project).stdout
+    out = run([sys.executable, "-m", "binsight.tune", "--trials", "3", "--study", "t"], project).stdout
     for n in (1, 2, 3):
         assert re.search(rf"tune: trial {n}/3 t-trial-{n} best/val_acc [0-9.]+ in \S+ \| best [0-9.]+ "
                          rf"\(t-trial-\d\) \| ETA \S+", out), out
@@ -72,7 +72,7 @@ def test_three_trials_are_three_dvc_experiments_then_a_continued_study_applies_t
     assert [r["experiment"] for r in leaderboard][0] == best["experiment"] and len(leaderboard) == 3
 
     # Running it again continues the study (new draws, not a replay) and --apply takes the best.
-    again = run([sys.executable, "-m", "stages.tune", "--trials", "1", "--study", "t", "--apply"], project).stdout
+    again = run([sys.executable, "-m", "binsight.tune", "--trials", "1", "--study", "t", "--apply"], project).stdout
     assert "(continuing after 3 earlier trials)" in again and "t-trial-4" in again, again
     rows = list(csv.DictReader(io.StringIO(dvc(project, "exp", "show", "--csv", "--no-pager").stdout)))
     exps = {r["Experiment"]: r for r in rows if r["Experiment"]}

@@ -97,3 +97,22 @@ class ShardSampler(Sampler):
 
     def __len__(self):
         return math.ceil((self.n - self.rank) / self.world_size) if self.n > self.rank else 0
+
+
+class BalancedShardSampler(ShardSampler):
+    """An epoch of len(labels) indices drawn with replacement so that every label is equally
+    likely (class-balanced sampling), seeded by epoch, then sharded like ShardSampler."""
+
+    def __init__(self, labels, rank=0, world_size=1, seed=0):
+        super().__init__(len(labels), rank, world_size, shuffle=True, seed=seed)
+        counts = {}
+        for label in labels:
+            counts[label] = counts.get(label, 0) + 1
+        self.weights = torch.tensor([1.0 / counts[label] for label in labels], dtype=torch.double)
+
+    def indices(self):
+        if self.n == 0:
+            return []
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.multinomial(self.weights, self.n, replacement=True, generator=generator).tolist()
+        return order[self.rank::self.world_size]

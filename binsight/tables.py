@@ -4,8 +4,8 @@ import io
 import json
 from pathlib import Path
 
-from stages.errors import DataError
-from stages.files import atomic_write_text
+from binsight.errors import DataError
+from binsight.files import atomic_write_text
 
 
 def write_csv(path, rows, columns):

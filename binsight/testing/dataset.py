@@ -1,8 +1,8 @@
 """A fetched-and-split dataset written straight to disk, for tests of the stages after fetch."""
 from pathlib import Path
 
-from stages.splitting import stratified_split
-from tests.support.synthetic import make_bins
+from binsight.splitting import stratified_split
+from binsight.testing.synthetic import make_bins
 
 SMALL_MODEL = {"arch": "resnet18", "weights": "none", "freeze_backbone": False, "head": {"hidden": [], "dropout": 0.0}}
 SMALL_TRAIN = {"epochs": 8, "batch_size": 16, "image_size": 64, "num_workers": 0, "lr": 0.001}

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from stages.files import atomic_path
+from binsight.files import atomic_path
 
 # Keys that do not change what an epoch computes, so a run may resume across a change of them.
 RESUMABLE_KEYS = {"epochs", "patience", "num_workers", "pin_memory", "resume", "profile"}

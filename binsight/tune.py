@@ -1,8 +1,8 @@
 """Bayesian hyper-parameter search (Optuna TPE) where every trial is a real DVC experiment.
 
-    python -m stages.tune --trials 20                # search the `tune:` space of params.yaml
-    python -m stages.tune --trials 10                # again: 10 more trials of the same study
-    python -m stages.tune --trials 8 --study bs      # another study (own journal, own experiment names)
+    python -m binsight.tune --trials 20                # search the `tune:` space of params.yaml
+    python -m binsight.tune --trials 10                # again: 10 more trials of the same study
+    python -m binsight.tune --trials 8 --study bs      # another study (own journal, own experiment names)
     dvc exp show --sort-by best/val_acc              # all trials side by side
     dvc exp apply tune-trial-7                       # take the best one into the workspace (or --apply)
 
@@ -24,10 +24,10 @@ from pathlib import Path
 import optuna
 import yaml
 
-from stages.errors import ConfigError, one_line_errors
-from stages.files import atomic_write_text
-from stages.params import is_number, load_params, require
-from stages.tables import write_csv
+from binsight.errors import ConfigError, one_line_errors
+from binsight.files import atomic_write_text
+from binsight.params import is_number, load_params, require
+from binsight.tables import write_csv
 
 LIVE_METRICS = Path("dvclive/train/metrics.json")
 
@@ -153,7 +153,7 @@ def nested(dotted):
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="binsight tune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=20, help="trials to run now (default: %(default)s)")
     parser.add_argument("--study", default="tune", help="study name, the prefix of the experiment names; an "
                         "existing study gets more trials (default: %(default)s)")
@@ -172,7 +172,7 @@ def parse_args(argv):
 @one_line_errors
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    tp = check_tune(load_params().get("tune"))
+    tune_params = check_tune(load_params().get("tune"))
     if subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], capture_output=True).returncode != 0:
         raise ConfigError("tune runs DVC experiments, which need a git repository with a commit: "
                           "`git add -A && git commit -m baseline` first")
@@ -180,12 +180,12 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(out / f"{args.study}.journal")))
-    study = optuna.create_study(study_name=args.study, storage=storage, direction=tp["direction"],
+    study = optuna.create_study(study_name=args.study, storage=storage, direction=tune_params["direction"],
                                 load_if_exists=True)
     # Reproducible, yet a continued study must not replay the random start-up trials of its first run.
-    study.sampler = optuna.samplers.TPESampler(seed=tp["seed"] + len(study.trials))
-    names, metric = list(tp["space"]), tp["metric"]
-    print(f"tune: study {args.study!r}, {args.trials} trial{'s' if args.trials > 1 else ''} of {', '.join(names)} by {tp['direction']} {metric}"
+    study.sampler = optuna.samplers.TPESampler(seed=tune_params["seed"] + len(study.trials))
+    names, metric = list(tune_params["space"]), tune_params["metric"]
+    print(f"tune: study {args.study!r}, {args.trials} trial{'s' if args.trials > 1 else ''} of {', '.join(names)} by {tune_params['direction']} {metric}"
           f"{f' (continuing after {len(study.trials)} earlier trials)' if study.trials else ''}", flush=True)
 
     start, durations = time.perf_counter(), []
@@ -194,7 +194,7 @@ def main(argv=None):
             print(f"tune: --timeout {args.timeout:g}s reached, stopping after {n - 1} trials", flush=True)
             break
         trial = study.ask()
-        values = {name: suggest(trial, name, spec) for name, spec in tp["space"].items()}
+        values = {name: suggest(trial, name, spec) for name, spec in tune_params["space"].items()}
         exp = f"{args.study}-trial-{trial.number + 1}"
         shown = " ".join(f"{k.split('.')[-1]}={cli_value(v)}" for k, v in values.items())
         print(f"tune: trial {n}/{args.trials} {exp}: {shown} ...", flush=True)
@@ -239,7 +239,7 @@ def main(argv=None):
     best = study.best_trial
     name = best.user_attrs["experiment"]
     result = {"study": args.study, "experiment": name, "apply": f"dvc exp apply {name}", "metric": metric,
-              "direction": tp["direction"], "value": best.value, "trials": len(rows),
+              "direction": tune_params["direction"], "value": best.value, "trials": len(rows),
               "params": nested({k: yaml.safe_load(cli_value(v)) for k, v in best.params.items()})}
     atomic_write_text(out / "best_params.yaml", yaml.safe_dump(result, sort_keys=False))
     print(f"\ntune: best {metric} {best.value:.4f} by {name} -> {out / 'best_params.yaml'}")

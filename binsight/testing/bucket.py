@@ -7,7 +7,7 @@ from pathlib import Path
 
 import boto3
 
-from tests.support.synthetic import file_list, make_bins
+from binsight.testing.synthetic import file_list, make_bins
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("BINSIGHT_SHARED", REPO.parent / "shared"))

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-COPIED = ["dvc.yaml", "params.yaml", "stages", ".dvc/config", ".dvc/.gitignore", ".dvcignore", ".gitignore",
+COPIED = ["dvc.yaml", "params.yaml", "stages", "binsight", ".dvc/config", ".dvc/.gitignore", ".dvcignore", ".gitignore",
           "data/.gitkeep", "models/.gitkeep"]
 VENV_BIN = str(Path(sys.executable).parent)
 

@@ -1,8 +1,8 @@
 """Count the items in bin photos with a trained model.
 
-    python -m stages.predict photo.jpg                  # one image
-    python -m stages.predict data/raw/images --json     # every .jpg/.jpeg/.png in a folder, JSON lines
-    curl -s https://.../bin.jpg | python -m stages.predict -   # image bytes on stdin
+    python -m binsight.predict photo.jpg                  # one image
+    python -m binsight.predict data/raw/images --json     # every .jpg/.jpeg/.png in a folder, JSON lines
+    curl -s https://.../bin.jpg | python -m binsight.predict -   # image bytes on stdin
 
 Prints, per image, the predicted count, its probability and the probability of every count.
 With --json, one object per line: {"path", "count", "probability", "probabilities": {"1": ..},
@@ -17,8 +17,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from stages.errors import DataError, one_line_errors
-from stages.inference import BadImage, Predictor
+from binsight.errors import DataError, one_line_errors
+from binsight.inference import BadImage, Predictor
 
 SUFFIXES = {".jpg", ".jpeg", ".png"}
 
@@ -77,13 +77,16 @@ def predict_paths(predictor, paths, batch_size, workers):
 
 @one_line_errors
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m stages.predict", description=__doc__,
+    parser = argparse.ArgumentParser(prog="binsight predict", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders of images, or - for stdin")
     parser.add_argument("--model", default="models/model.pt", help="a model file from the train stage (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per image")
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: %(default)s)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the GPU when there is one)")
+    parser.add_argument("--tta", choices=("none", "flips", "dihedral"), default=None,
+                        help="test-time augmentation: average over flipped/rotated views (default: what the model "
+                             "file says, i.e. what evaluate used; each view costs one more forward pass)")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
@@ -91,7 +94,7 @@ def main(argv=None):
     paths = expand_inputs(args.paths)
     if not paths:
         raise DataError(f"no .jpg, .jpeg or .png images in {' '.join(args.paths)}")
-    predictor = Predictor(args.model, args.device)
+    predictor = Predictor(args.model, args.device, tta=args.tta)
     failed = 0
     workers = min(8, os.cpu_count() or 1)
     try:

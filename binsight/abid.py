@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from stages.errors import DataError
+from binsight.errors import DataError
 
 IMAGE_DIR = "bin-images"
 METADATA_DIR = "metadata"

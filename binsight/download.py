@@ -1,4 +1,4 @@
-"""Parallel, resumable, verified download of ABID bins (image + metadata) from S3.
+"""Parallel, resumable, verified download of ABID bins (image + metadata) from S3 or a local copy.
 
 A bin is kept only when its JPEG decodes, its metadata parses and EXPECTED_QUANTITY equals the
 label of the subset list. Files land under their final names only after they verified (temp name,
@@ -11,15 +11,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 from botocore.exceptions import (ClientError, ConnectionClosedError, EndpointConnectionError,
                                  IncompleteReadError, ReadTimeoutError, ResponseStreamingError)
 from tqdm import tqdm
 
-from stages.abid import image_key, metadata_key, parse_metadata
-from stages.errors import BinsightError, ConfigError, DataError
-from stages.files import atomic_write_bytes, remove_partial_files
-from stages.images import verify_jpeg
+from binsight.abid import image_key, metadata_key, parse_metadata
+from binsight.errors import BinsightError, ConfigError, DataError
+from binsight.files import atomic_write_bytes, remove_partial_files
+from binsight.images import verify_jpeg
 
 STREAM_ERRORS = (ResponseStreamingError, ReadTimeoutError, IncompleteReadError, ConnectionClosedError)
 FATAL_CODES = {"NoSuchBucket", "InvalidBucketName", "PermanentRedirect"}
@@ -43,13 +44,53 @@ class MissingObject(Exception):
     pass
 
 
+def local_folder(location):
+    """A local copy's folder from a path or a file:// URL (None stays None)."""
+    if location is None:
+        return None
+    parsed = urlparse(str(location))
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path))
+    if parsed.scheme and len(parsed.scheme) > 1:  # not a Windows drive letter
+        raise ConfigError(f"fetch.local_dir={location!r} is not a folder path or file:// URL")
+    return Path(location)
+
+
+class FolderObjects:
+    """A local copy of the bucket (`aws s3 sync`, a mounted disk) read like S3: same keys, same
+    errors for a missing object, no network."""
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise ConfigError(f"fetch.local_dir: {self.folder} is not a folder; it must hold bin-images/ "
+                              "and metadata/ as in the bucket (e.g. from `aws s3 sync s3://aft-vbi-pds DIR`)")
+
+    def get(self, key):
+        try:
+            return (self.folder / key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise MissingObject(f"{self.folder / key}") from None
+
+    def describe(self):
+        return f"local copy {self.folder}"
+
+
 class Downloader:
-    def __init__(self, client, bucket, prefix, out_dir, attempts=5):
+    """Bins from S3 (`client` + `bucket`) or, with `folder`, from a local copy of the bucket."""
+
+    def __init__(self, client, bucket, prefix, out_dir, attempts=5, folder=None):
         self.client, self.bucket, self.prefix, self.attempts = client, bucket, prefix, attempts
+        self.folder = FolderObjects(folder) if folder is not None else None
         self.images_dir = Path(out_dir) / "images"
         self.metadata_dir = Path(out_dir) / "metadata"
 
     def get(self, key):
+        if self.folder is not None:
+            return self.folder.get(key)
+        return self.get_s3(key)
+
+    def get_s3(self, key):
         """GET an object's bytes. botocore retries the request; this loop retries a body that
         breaks off mid-stream, which botocore does not."""
         for attempt in range(self.attempts):

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stages.data import BinImages, eval_transform, make_loader
-from stages.files import atomic_path
-from stages.tables import read_labels, write_csv, write_json
+from binsight.datasets import BinImages, augment_mode, eval_transform, make_loader
+from binsight.files import atomic_path
+from binsight.tables import read_labels, write_csv, write_json
 
 FORMAT = 1
 SPLITS = ("train", "val", "test")
@@ -29,17 +29,17 @@ SPLITS = ("train", "val", "test")
 KEY_PARAMS = (("model", "arch"), ("model", "weights"), ("train", "image_size"), ("train", "jpeg_draft"))
 
 
-def cacheable(mp, tp):
+def cacheable(model_params, train_params):
     """(True, why) when the backbone output of each image can never change during training."""
-    if not mp["freeze_backbone"]:
+    if not model_params["freeze_backbone"]:
         return False, "model.freeze_backbone is false: fine-tuning changes the features every step"
-    if tp["augment"]:
-        return False, "train.augment is true: every epoch sees other pixels"
+    if augment_mode(train_params["augment"]) != "none":
+        return False, f"train.augment is {str(train_params['augment']).lower()}: every epoch sees other pixels"
     return True, "frozen backbone, no augmentation"
 
 
-def feature_key(mp, tp):
-    return {key: (mp if section == "model" else tp)[key] for section, key in KEY_PARAMS}
+def feature_key(model_params, train_params):
+    return {key: (model_params if part == "model" else train_params)[key] for part, key in KEY_PARAMS}
 
 
 def backbone_digest(backbone):
@@ -91,12 +91,12 @@ def read_meta(folder):
         return None
 
 
-def cached_features(folder, mp, tp, rows_by_split, classes, backbone):
+def cached_features(folder, model_params, train_params, rows_by_split, classes, backbone):
     """The stored features of each split in `rows_by_split` when they are valid for this run ->
     ({split: (features float32 tensor, class index tensor)}, why); else (None, why not)."""
-    if tp.get("use_features", "auto") == "never":
+    if train_params.get("use_features", "auto") == "never":
         return None, "train.use_features is never"
-    ok, why = cacheable(mp, tp)
+    ok, why = cacheable(model_params, train_params)
     if not ok:
         return None, why
     meta = read_meta(folder)
@@ -104,7 +104,7 @@ def cached_features(folder, mp, tp, rows_by_split, classes, backbone):
         return None, f"no {Path(folder) / 'meta.json'} (run `dvc repro featurize`)"
     if meta.get("format") != FORMAT or not meta.get("cached"):
         return None, f"{folder} holds no features ({meta.get('reason', 'old format')})"
-    want = feature_key(mp, tp)
+    want = feature_key(model_params, train_params)
     have = {k: meta.get(k) for k in want}
     if have != want:
         return None, f"the features in {folder} are for {have}, not {want} (run `dvc repro featurize`)"

@@ -9,7 +9,10 @@ from pathlib import Path
 
 import yaml
 
-from stages.errors import ConfigError
+from binsight.datasets import AUGMENTS, augment_mode
+from binsight.errors import ConfigError
+from binsight.losses import LOSSES
+from binsight.views import TTA_MODES
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -74,6 +77,9 @@ def check_fetch(p):
     limit = p.get("limit_per_class")
     require(limit is None or (is_int(limit) and limit >= 1), "fetch.limit_per_class", limit,
             "null or a positive integer")
+    local = p.setdefault("local_dir", None)
+    require(local is None or (isinstance(local, str) and local), "fetch.local_dir", local,
+            "null or a folder (path or file:// URL) holding bin-images/ and metadata/")
     p.setdefault("anonymous", True)
     p.setdefault("region", "us-east-1")
     return p
@@ -112,7 +118,12 @@ def check_model(p):
             "a list of positive integers, e.g. [512] or []")
     dropout = head.get("dropout", 0.0)
     require(is_number(dropout) and 0 <= dropout < 1, "model.head.dropout", dropout, "a number in [0, 1)")
-    return {**p, "head": {"hidden": hidden, "dropout": float(dropout)}}
+    tta = p.get("tta", "none")
+    require(tta in TTA_MODES, "model.tta", tta, "one of " + ", ".join(TTA_MODES) + " (test-time views averaged)")
+    return {**p, "head": {"hidden": hidden, "dropout": float(dropout)}, "tta": tta}
+
+
+BALANCE = ("none", "weighted_loss", "sampler")
 
 
 def check_train(p):
@@ -137,15 +148,26 @@ def check_train(p):
             p.get("label_smoothing"), "a number in [0, 1)")
     require(is_int(p.get("image_size")) and 16 <= p["image_size"] <= 1024, "train.image_size",
             p.get("image_size"), "an integer from 16 to 1024")
-    require(isinstance(p.get("augment"), bool), "train.augment", p.get("augment"), "true or false")
+    require(isinstance(p.get("augment"), bool) or p.get("augment") in AUGMENTS, "train.augment", p.get("augment"),
+            "one of " + ", ".join(AUGMENTS) + " (true = full, false = none)")
     require(is_int(p.get("seed")), "train.seed", p.get("seed"), "an integer")
     require(is_int(p.get("num_workers")) and p["num_workers"] >= 0, "train.num_workers", p.get("num_workers"),
             "an integer >= 0")
     require(p.get("amp") in ("auto", "bf16", "fp16", "off"), "train.amp", p.get("amp"), "auto, bf16, fp16 or off")
     require(is_int(p.get("patience")) and p["patience"] >= 1, "train.patience", p.get("patience"), "an integer >= 1")
     p = {"momentum": 0.9, "step_size": 5, "gamma": 0.1, "jpeg_draft": True, "profile": False,
-         "use_features": "auto", **p}
-    for key in ("pin_memory", "channels_last", "resume", "jpeg_draft", "profile"):
+         "use_features": "auto", "loss": "ce", "neighbour_weight": 0.2, "balance": "none", "warmup_epochs": 0,
+         "ema": 0.0, "cache_images": False, **p}
+    p["augment"] = augment_mode(p["augment"])
+    require(p["loss"] in LOSSES, "train.loss", p["loss"], "one of " + ", ".join(LOSSES))
+    require(is_number(p["neighbour_weight"]) and 0 <= p["neighbour_weight"] < 1, "train.neighbour_weight",
+            p["neighbour_weight"], "a number in [0, 1)")
+    require(p["balance"] in BALANCE, "train.balance", p["balance"], "one of " + ", ".join(BALANCE))
+    require(is_number(p["warmup_epochs"]) and 0 <= p["warmup_epochs"] <= p["epochs"], "train.warmup_epochs",
+            p["warmup_epochs"], f"a number from 0 to train.epochs ({p['epochs']})")
+    require(is_number(p["ema"]) and 0 <= p["ema"] < 1, "train.ema", p["ema"],
+            "0 (off) or the EMA decay per step, e.g. 0.999")
+    for key in ("pin_memory", "channels_last", "resume", "jpeg_draft", "profile", "cache_images"):
         require(isinstance(p.get(key), bool), f"train.{key}", p.get(key), "true or false")
     require(p["use_features"] in ("auto", "never"), "train.use_features", p["use_features"], "auto or never")
     d = {"nproc_per_node": 1, "nnodes": 1, "backend": "auto", **(p.get("distributed") or {})}

@@ -1,8 +1,8 @@
 """Inference on a saved model: image bytes -> count and scores per count. Shared by predict and serve.
 
-A `Predictor` loads the model file once and decodes images exactly as evaluate does (JPEG draft
-decode, the model's own image size and normalisation), so the CLI, the server and the test-split
-predictions agree. A `BatchQueue` gathers single-image requests from many threads into one forward.
+A `Predictor` loads the model file once and prepares images exactly as evaluate does, by the
+model file's preprocessing contract (decode mode, image size, normalisation, test-time
+augmentation), so the CLI, the server and the test-split predictions agree. A `BatchQueue` gathers single-image requests from many threads into one forward.
 """
 import hashlib
 import io
@@ -11,17 +11,20 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
+from functools import partial
 from pathlib import Path
 
 import torch
 import yaml
 from PIL import Image, UnidentifiedImageError
 
-from stages.data import eval_transform
-from stages.engine import amp_dtype, pick_device
-from stages.errors import ConfigError, DataError
-from stages.images import load_rgb
-from stages.model import load_model
+from binsight.datasets import eval_transform
+from binsight.loops import amp_dtype, pick_device
+from binsight.errors import ConfigError, DataError
+from binsight.images import load_rgb
+from binsight.losses import decode
+from binsight.model import load_model
+from binsight.views import TTA_MODES, average_over_views
 
 FORMATS = ("JPEG", "PNG")
 # Far above any bin photo, far below what would exhaust memory; JPEGs count after draft scaling.
@@ -42,7 +45,7 @@ def file_digest(path, algorithm="sha256"):
 
 def decode_image(data, size, max_pixels=MAX_PIXELS):
     """JPEG or PNG bytes -> an RGB PIL image, fully decoded the way evaluate decodes files
-    (stages.images.load_rgb), so results match. Raises BadImage saying why not."""
+    (binsight.images.load_rgb), so results match. Raises BadImage saying why not."""
     if not data:
         raise BadImage("empty body: expected JPEG or PNG bytes")
     try:
@@ -109,12 +112,18 @@ def resolve_device(name=None):
 class Predictor:
     """A model loaded once; thread-safe predictions on decoded images or raw bytes."""
 
-    def __init__(self, model_path, device=None, max_pixels=MAX_PIXELS):
+    def __init__(self, model_path, device=None, max_pixels=MAX_PIXELS, tta=None):
         self.path = Path(model_path)
         self.device = resolve_device(device)
         self.model, self.meta = load_model(self.path, self.device)
         self.classes = list(self.meta["classes"])
-        self.image_size = int(self.meta["image_size"])
+        self.preprocess = self.meta["preprocess"]
+        self.image_size = int(self.preprocess["image_size"])
+        self.draft_size = self.image_size if self.preprocess["jpeg_draft"] else None
+        self.tta = tta or self.preprocess["tta"]  # the model file's test-time augmentation unless overridden
+        if self.tta not in TTA_MODES:
+            raise ConfigError(f"--tta {self.tta!r}: expected one of {', '.join(TTA_MODES)}")
+        self.decode = partial(decode, self.meta["loss"], num_classes=len(self.classes))
         self.version = file_digest(self.path)[:12]
         self.max_pixels = max_pixels
         self._transform = eval_transform(self.image_size)
@@ -123,7 +132,7 @@ class Predictor:
 
     def tensor(self, data):
         """Image bytes -> a normalised [3, size, size] tensor. Raises BadImage."""
-        return self._transform(decode_image(data, self.image_size, self.max_pixels))
+        return self._transform(decode_image(data, self.draft_size, self.max_pixels))
 
     def predict_tensors(self, tensors):
         """A list of image tensors -> a list of result dicts, in order, in one forward pass."""
@@ -133,7 +142,7 @@ class Predictor:
         # One forward at a time: concurrent forwards on one model only fight over the same cores.
         with self._lock, torch.inference_mode(), torch.autocast(
                 self.device.type, dtype=self._dtype or torch.float32, enabled=self._dtype is not None):
-            probs = torch.softmax(self.model(x).float(), dim=1).cpu().tolist()
+            probs = average_over_views(lambda v: self.decode(self.model(v)), x, self.tta).float().cpu().tolist()
         return [result(p, self.classes) for p in probs]
 
     def predict_bytes(self, images):
@@ -150,6 +159,7 @@ class Predictor:
         params = self.meta.get("model", {})
         return {"model": self.version, "file": self.path.name, "classes": self.classes,
                 "image_size": self.image_size, "arch": params.get("arch"), "params": params,
+                "loss": self.meta["loss"], "preprocess": {**self.preprocess, "tta": self.tta},
                 "training": {k: self.meta[k] for k in ("val_acc", "epoch") if k in self.meta}}
 
 

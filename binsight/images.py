@@ -3,7 +3,7 @@ import io
 
 from PIL import Image, UnidentifiedImageError
 
-from stages.errors import DataError
+from binsight.errors import DataError
 
 
 def verify_jpeg(data):

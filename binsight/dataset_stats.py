@@ -7,7 +7,7 @@ import math
 import statistics
 from dataclasses import dataclass
 
-from stages.errors import DataError
+from binsight.errors import DataError
 
 CLASS_COLUMNS = ("label", "bins", "share", "mean_products")
 SIZE_COLUMNS = ("size_kib", "from_bytes", "to_bytes", "bins")

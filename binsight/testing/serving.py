@@ -24,7 +24,7 @@ def untrained_model(path, arch="resnet18", image_size=64, classes=(1, 2, 3, 4, 5
     """A randomly initialised counter saved as the train stage would save one (for latency, not accuracy)."""
     import torch
 
-    from stages.model import model_from_params, save_model
+    from binsight.model import model_from_params, save_model
 
     torch.manual_seed(seed)
     params = {"arch": arch, "weights": "none", "freeze_backbone": False, "head": {"hidden": [], "dropout": 0.0}}
@@ -40,13 +40,13 @@ def png_bytes(jpeg):
 
 
 class Server:
-    """`python -m stages.serve` in a subprocess, its output in `log`; `url` once /health answers."""
+    """`python -m binsight.serve` in a subprocess, its output in `log`; `url` once /health answers."""
 
     def __init__(self, model, log, *args, cwd=REPO, env=None, timeout=120):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = Path(log)
-        cmd = [sys.executable, "-m", "stages.serve", "--model", str(model), "--port", str(self.port), *map(str, args)]
+        cmd = [sys.executable, "-m", "binsight.serve", "--model", str(model), "--port", str(self.port), *map(str, args)]
         self._log_file = open(self.log, "wb")
         full_env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc = subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=self._log_file, stderr=subprocess.STDOUT)

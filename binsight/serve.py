@@ -1,6 +1,6 @@
 """HTTP server for the trained counter: the seed's endpoint, without a cloud account.
 
-    python -m stages.serve --model models/model.pt --host 127.0.0.1 --port 8080
+    python -m binsight.serve --model models/model.pt --host 127.0.0.1 --port 8080
 
     curl -s --data-binary @bin.jpg -H 'Content-Type: image/jpeg' localhost:8080/predict
     curl -s -d '{"url": "s3://aft-vbi-pds/bin-images/00013.jpg"}' -H 'Content-Type: application/json' localhost:8080/predict
@@ -33,9 +33,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from stages.errors import one_line_errors
-from stages.inference import BadImage, BatchQueue, Predictor, lock_metrics
-from stages.s3 import make_client
+from binsight.errors import one_line_errors
+from binsight.inference import BadImage, BatchQueue, Predictor, lock_metrics
+from binsight.s3 import make_client
 
 IMAGE_TYPES = {"image/jpeg", "image/jpg", "image/png"}
 
@@ -221,7 +221,7 @@ def create_app(predictor, batcher, settings):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m stages.serve", description=__doc__,
+    parser = argparse.ArgumentParser(prog="binsight serve", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="models/model.pt", help="a model file from the train stage (default: %(default)s)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 for every interface (default: %(default)s)")
@@ -232,6 +232,9 @@ def parse_args(argv=None):
     parser.add_argument("--max-wait-ms", type=float, default=0.0,
                         help="how long a forward pass waits for more requests to join it; 0 = take what is queued (default: %(default)s)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the GPU when there is one)")
+    parser.add_argument("--tta", choices=("none", "flips", "dihedral"), default=None,
+                        help="test-time augmentation: average over flipped/rotated views (default: what the model "
+                             "file says, i.e. what evaluate used; each view costs one more forward pass)")
     parser.add_argument("--s3-endpoint", default=os.environ.get("AWS_ENDPOINT_URL"),
                         help="S3-compatible endpoint for s3:// URLs (default: env AWS_ENDPOINT_URL, else AWS)")
     parser.add_argument("--s3-region", default="us-east-1", help="(default: %(default)s)")
@@ -251,7 +254,7 @@ def parse_args(argv=None):
 @one_line_errors
 def main(argv=None):
     args = parse_args(argv)
-    predictor = Predictor(args.model, args.device)
+    predictor = Predictor(args.model, args.device, tta=args.tta)
     batcher = BatchQueue(predictor.predict_tensors, args.max_batch, args.max_wait_ms / 1000)
     settings = Settings(max_body=int(args.max_body_mb * 2**20), max_files=args.max_files,
                         s3_client=make_client(args.s3_region, args.s3_endpoint, anonymous=not args.s3_signed, retries=3),

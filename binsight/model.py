@@ -1,7 +1,9 @@
 """The counting model: a torchvision backbone (its classifier removed) and a new MLP head.
 
-A saved model file holds the weights plus everything needed to rebuild it (arch, head, classes,
-image size), so evaluate, predict and serve need nothing but the file.
+A saved model file holds the weights plus everything needed to rebuild and use it: arch, head,
+classes, the loss (how the head's outputs decode to a count) and the preprocessing contract
+(image size, resize, JPEG draft decode, mean/std, test-time augmentation), so evaluate, predict
+and serve need nothing but the file and treat every image alike.
 """
 import os
 from pathlib import Path
@@ -10,12 +12,14 @@ import torch
 import torchvision
 from torch import nn
 
-from stages.errors import ConfigError, DataError
-from stages.files import atomic_path
+from binsight.errors import ConfigError, DataError
+from binsight.files import atomic_path
+from binsight.losses import output_size
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MODEL_FORMAT = 1
+RESIZE = "bilinear, to a square (aspect ratio not kept: nothing is cropped away)"
 
 
 class BinCounter(nn.Module):
@@ -90,7 +94,8 @@ def pretrained_state_dict(weights):
 
 
 def build_model(arch, weights, num_classes, hidden=(), dropout=0.0, freeze_backbone=False, pretrained=True):
-    """A BinCounter. `pretrained=False` skips loading weights (for rebuilding a saved model)."""
+    """A BinCounter with `num_classes` outputs. `pretrained=False` skips loading weights (for
+    rebuilding a saved model)."""
     resolved = resolve_weights(arch, weights)
     try:
         net = torchvision.models.get_model(arch, weights=None)
@@ -102,16 +107,23 @@ def build_model(arch, weights, num_classes, hidden=(), dropout=0.0, freeze_backb
     return BinCounter(net, width, num_classes, hidden, dropout, freeze_backbone)
 
 
-def model_from_params(model_params, num_classes, pretrained=True):
-    return build_model(model_params["arch"], model_params["weights"], num_classes,
+def model_from_params(model_params, num_classes, pretrained=True, loss="ce"):
+    """The model for `num_classes` counts, its head as wide as `loss` needs (binsight.losses)."""
+    return build_model(model_params["arch"], model_params["weights"], output_size(loss, num_classes),
                        model_params["head"]["hidden"], model_params["head"]["dropout"],
                        model_params["freeze_backbone"], pretrained)
 
 
-def save_model(path, model, classes, model_params, image_size, extra=None):
+def preprocessing(image_size, jpeg_draft=True, tta="none"):
+    """The preprocessing contract stored in a model file and honoured by evaluate, predict, serve."""
+    return {"image_size": int(image_size), "resize": RESIZE, "jpeg_draft": bool(jpeg_draft),
+            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "tta": tta}
+
+
+def save_model(path, model, classes, model_params, image_size, extra=None, loss="ce", preprocess=None):
     payload = {"format": MODEL_FORMAT, "state_dict": model.state_dict(), "classes": list(classes),
                "model": model_params, "image_size": image_size, "mean": IMAGENET_MEAN, "std": IMAGENET_STD,
-               **(extra or {})}
+               "loss": loss, "preprocess": preprocess or preprocessing(image_size), **(extra or {})}
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
@@ -127,6 +139,8 @@ def load_model(path, device="cpu"):
         raise DataError(f"{path} is not a binsight model file ({exc})") from None
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         raise DataError(f"{path} is not a binsight model file (format {MODEL_FORMAT})")
-    model = model_from_params(payload["model"], len(payload["classes"]), pretrained=False)
+    payload.setdefault("loss", "ce")  # files written before the loss was a choice
+    payload.setdefault("preprocess", preprocessing(payload["image_size"]))
+    model = model_from_params(payload["model"], len(payload["classes"]), pretrained=False, loss=payload["loss"])
     model.load_state_dict(payload.pop("state_dict"))
     return model.to(device).eval(), payload

@@ -5,7 +5,7 @@ message fails a check: a clean page logs nothing) and how many images decoded. T
 is a small script added to a copy of the page, so the page under test stays script-free.
 `screenshot(page, png)` saves what a reader sees.
 
-    python -m tests.support.browser reports/index.html docs/report.png [--size 1280,full]
+    python -m binsight.testing.browser reports/index.html docs/report.png [--size 1280,full]
 """
 import os
 import re

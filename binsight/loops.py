@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from binsight.views import average_over_views
+
 
 def pick_device():
     if torch.cuda.is_available():
@@ -55,11 +57,30 @@ def _to_device(x, y, device, channels_last):
     return x, y.to(device, non_blocking=True)
 
 
+def softmax(outputs):
+    return torch.softmax(outputs.float(), dim=1)
+
+
+@dataclass
+class StepHooks:
+    """What runs after every optimizer step: a per-step lr schedule and an EMA of the weights."""
+    scheduler: object = None
+    ema: object = None
+
+    def after_step(self, model):
+        if self.scheduler is not None:
+            self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(getattr(model, "module", model))
+
+
 def train_one_epoch(model, loader, optimizer, criterion, device, dtype=None, scaler=None, channels_last=False,
-                    world=None, profiler=None):
+                    world=None, profiler=None, decode=softmax, hooks=None):
     """One pass over `loader`. With a `world` of several processes, the returned loss, accuracy and
-    image count are over all of them (`model` is then the DDP wrapper)."""
+    image count are over all of them (`model` is then the DDP wrapper). `decode` turns the model's
+    outputs into class probabilities (binsight.losses.decode) for the train accuracy."""
     model.train()
+    hooks = hooks or StepHooks()
     sums = torch.zeros(3, device=device, dtype=torch.float64)  # loss * n, correct, n
     data_wait = 0.0
     start = tick = time.perf_counter()
@@ -69,8 +90,8 @@ def train_one_epoch(model, loader, optimizer, criterion, device, dtype=None, sca
             data_wait += time.perf_counter() - tick
             x, y = _to_device(x, y, device, channels_last)
             with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                logits = model(x)
-                loss = criterion(logits, y)
+                outputs = model(x)
+                loss = criterion(outputs, y)
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
@@ -79,9 +100,10 @@ def train_one_epoch(model, loader, optimizer, criterion, device, dtype=None, sca
             else:
                 loss.backward()
                 optimizer.step()
+            hooks.after_step(model)
             # Accumulate on the device: one sync per epoch instead of one per step.
             sums[0] += loss.detach().double() * len(y)
-            sums[1] += (logits.argmax(1) == y).sum()
+            sums[1] += (decode(outputs.detach()).argmax(1) == y).sum()
             sums[2] += len(y)
             if profiler is not None:
                 profiler.step()
@@ -96,15 +118,22 @@ def train_one_epoch(model, loader, optimizer, criterion, device, dtype=None, sca
 
 
 @torch.no_grad()
-def predict(model, loader, device, dtype=None, channels_last=False):
-    """-> (probabilities [n, classes] float32, targets [n]) as numpy arrays, in loader order."""
+def predict(model, loader, device, dtype=None, channels_last=False, decode=softmax, tta="none"):
+    """-> (probabilities [n, classes] float32, targets [n]) as numpy arrays, in loader order.
+    With `tta` (binsight.views), the probabilities are averaged over the counting-safe views."""
     model.eval()
     probs, targets = [], []
-    for x, y in loader:
-        x, _ = _to_device(x, y, device, channels_last)
+
+    def probabilities_of(x):
+        if channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            logits = model(x)
-        probs.append(torch.softmax(logits.float(), dim=1).cpu())
+            return decode(model(x).float())
+
+    for x, y in loader:
+        x, _ = _to_device(x, y, device, False)
+        p = average_over_views(probabilities_of, x, tta) if tta != "none" else probabilities_of(x)
+        probs.append(p.float().cpu())
         targets.append(y)
     if not probs:
         return np.zeros((0, 0), np.float32), np.zeros(0, np.int64)
@@ -117,9 +146,10 @@ def mean_loss(probs, targets):
     return float(-np.log(np.clip(picked, 1e-12, None)).mean()) if len(targets) else float("nan")
 
 
-def evaluate_split(model, loader, device, num_classes, dtype=None, channels_last=False, world=None):
-    """Loss, accuracy and a histogram of predicted classes over a (possibly sharded) split."""
-    probs, targets = predict(model, loader, device, dtype, channels_last)
+def evaluate_split(model, loader, device, num_classes, dtype=None, channels_last=False, world=None, decode=softmax):
+    """Loss, accuracy and a histogram of predicted classes over a (possibly sharded) split. The loss
+    is the cross-entropy of the decoded probabilities, whatever the training loss."""
+    probs, targets = predict(model, loader, device, dtype, channels_last, decode)
     sums = torch.zeros(3 + num_classes, dtype=torch.float64)
     if len(targets):
         preds = probs.argmax(1)

@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from tests.support.project import dvc, git_commit, make_project
+from binsight.testing.project import dvc, git_commit, make_project
 
 FROZEN_MODEL = {"arch": "resnet18", "weights": "none", "freeze_backbone": True,
                 "head": {"hidden": [], "dropout": 0.0}}

@@ -1,0 +1,28 @@
+"""`binsight`: the commands that are not DVC stages.
+
+    binsight predict photo.jpg            # count the items in photos (see `binsight predict --help`)
+    binsight serve --model models/model.pt  # HTTP server (see `binsight serve --help`)
+    binsight tune --trials 20             # Bayesian search, every trial a DVC experiment
+
+Each is also `python -m binsight.<command>`. The pipeline itself runs with `dvc repro`.
+"""
+import importlib
+import sys
+
+COMMANDS = {"predict": "count the items in photos with a trained model",
+            "serve": "serve a trained model over HTTP",
+            "tune": "Bayesian hyper-parameter search over DVC experiments"}
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        usage = "\n".join(f"  {name:<8} {what}" for name, what in COMMANDS.items())
+        print(f"{__doc__}\ncommands:\n{usage}")
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    module = importlib.import_module(f"binsight.{argv[0]}")
+    return module.main(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

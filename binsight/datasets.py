@@ -1,0 +1,142 @@
+"""Datasets and loaders: split CSV rows -> (image tensor, class index).
+
+Every image goes through the same steps, in training, evaluate, predict and serve:
+    decode (binsight.images.load_rgb, optionally JPEG draft) -> resize to a square (bilinear)
+    -> uint8 tensor -> [augment, training only] -> float, normalised with the ImageNet mean/std.
+With `cache: true` the first three steps run once per image and the uint8 tensors stay in memory
+(`InMemoryImages`): on a CPU, decoding is then paid once instead of every epoch.
+"""
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+from binsight.errors import DataError
+from binsight.images import load_rgb
+from binsight.model import IMAGENET_MEAN, IMAGENET_STD
+from binsight.tables import read_labels
+from binsight.views import dihedral
+
+# Counting-safe augmentations only: every item stays in the frame (no random crops or zooms).
+AUGMENTS = ("none", "flips", "dihedral", "full")
+
+
+def augment_mode(value):
+    """train.augment -> one of AUGMENTS (true/false, from older params files: full/none)."""
+    if value is True:
+        return "full"
+    if value is False or value is None:
+        return "none"
+    return value
+
+
+def resize_to_tensor(image_size):
+    """PIL image -> uint8 tensor [3, s, s]: the resize every path shares."""
+    return v2.Compose([v2.Resize((image_size, image_size), antialias=True), v2.PILToTensor()])
+
+
+def normalize():
+    return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+
+class RandomDihedral(torch.nn.Module):
+    """One of the 8 symmetries of a square, uniformly (or one of the 4 flips with `flips_only`)."""
+
+    def __init__(self, flips_only=False):
+        super().__init__()
+        self.choices = (0, 4, 6, 2) if flips_only else tuple(range(8))
+
+    def forward(self, x):
+        return dihedral(x, self.choices[int(torch.randint(len(self.choices), ()))])
+
+
+def augmentation(mode):
+    """uint8 tensor -> uint8 tensor, for a train.augment mode."""
+    mode = augment_mode(mode)
+    if mode == "none":
+        return v2.Identity()
+    if mode == "flips":
+        return RandomDihedral(flips_only=True)
+    if mode == "dihedral":
+        return RandomDihedral()
+    # "full": the first recipe's set. The small rotations blur and black out the corners and the
+    # colour jitter changes what a bin looks like; the study in the README found them to cost accuracy.
+    return v2.Compose([RandomDihedral(flips_only=True), v2.RandomRotation(10), v2.ColorJitter(0.2, 0.2, 0.2)])
+
+
+def eval_transform(image_size):
+    return v2.Compose([resize_to_tensor(image_size), normalize()])
+
+
+def train_transform(image_size, augment):
+    return v2.Compose([resize_to_tensor(image_size), augmentation(augment), normalize()])
+
+
+class BinImages(Dataset):
+    """Images named by a split CSV, decoded on every access. `classes` maps counts to class indices."""
+
+    def __init__(self, rows, images_dir, classes, transform, image_size, jpeg_draft=True):
+        self.rows, self.images_dir, self.transform = rows, Path(images_dir), transform
+        self.draft_size = image_size if jpeg_draft else None
+        self.index = {c: i for i, c in enumerate(classes)}
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        bin_id, label = self.rows[i]
+        img = load_rgb(self.images_dir / f"{bin_id}.jpg", self.draft_size)
+        return self.transform(img), self.index[label]
+
+
+class InMemoryImages(Dataset):
+    """The same images decoded and resized once, held as one uint8 tensor [n, 3, s, s]
+    (3 * s * s bytes an image: 38 KB at 112 px, 150 KB at 224 px); `augment` and normalisation
+    run per access. Gives exactly the tensors BinImages gives with the same transform."""
+
+    def __init__(self, rows, images_dir, classes, image_size, augment="none", jpeg_draft=True, threads=None):
+        self.rows = rows
+        self.index = {c: i for i, c in enumerate(classes)}
+        to_tensor = resize_to_tensor(image_size)
+        draft = image_size if jpeg_draft else None
+        images_dir = Path(images_dir)
+
+        def decode(row):
+            return to_tensor(load_rgb(images_dir / f"{row[0]}.jpg", draft))
+
+        # PIL releases the GIL while decoding and resizing: threads use every core.
+        with ThreadPoolExecutor(threads or min(8, os.cpu_count() or 1)) as pool:
+            decoded = list(pool.map(decode, rows))
+        self.pixels = torch.stack(decoded) if decoded else torch.zeros(0, 3, image_size, image_size, dtype=torch.uint8)
+        self.targets = torch.tensor([self.index[label] for _, label in rows], dtype=torch.long)
+        self.transform = v2.Compose([augmentation(augment), normalize()])
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        return self.transform(self.pixels[i]), int(self.targets[i])
+
+
+def read_split(split_dir, name, images_dir):
+    """Rows (id, label) of one split, checked: not empty, every image present."""
+    path = Path(split_dir) / f"{name}.csv"
+    rows = read_labels(path)
+    if not rows:
+        raise DataError(f"{path} is empty: no bins to {'train on' if name == 'train' else 'evaluate'}")
+    missing = [bin_id for bin_id, _ in rows if not (Path(images_dir) / f"{bin_id}.jpg").exists()]
+    if missing:
+        raise DataError(f"{len(missing)} images listed in {path} are missing from {images_dir} "
+                        f"(first: {missing[0]}.jpg); run `dvc repro fetch` or `dvc pull`")
+    return rows
+
+
+def make_loader(dataset, batch_size, shuffle, num_workers, pin_memory, seed=0, sampler=None):
+    workers = min(num_workers, os.cpu_count() or 1)
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+                      num_workers=workers, pin_memory=pin_memory, generator=generator,
+                      persistent_workers=workers > 0, drop_last=False)

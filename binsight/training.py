@@ -1,0 +1,369 @@
+"""Training a counting model, as named steps that read top to bottom:
+
+    fit()  ->  load_data  ->  build_parts  ->  make_loaders  ->  resume_or_start
+           ->  for each epoch: train_one_epoch, evaluate_split, record_epoch  ->  finish
+
+`stages/train.py` reads params and calls `fit`; everything here takes explicit arguments.
+"""
+import contextlib
+import copy
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from dvclive import Live
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from binsight.checkpoint import fingerprint, load_resumable, save_checkpoint
+from binsight.datasets import BinImages, InMemoryImages, eval_transform, make_loader, read_split, train_transform
+from binsight.distributed import BalancedShardSampler, ShardSampler
+from binsight.embeddings import FeatureBatches, cached_features
+from binsight.errors import BinsightError
+from binsight.losses import CountingLoss, class_weights, decode
+from binsight.loops import StepHooks, amp_dtype, evaluate_split, pick_device, seed_everything, train_one_epoch
+from binsight.model import model_from_params, preprocessing, save_model
+from binsight.profiling import StepProfiler
+
+COLLAPSE_EPOCHS = 2  # warn when val predictions are all one class this many epochs in a row
+LOADER_BOUND = 0.5   # warn when the loop waits for data more than this fraction of an epoch
+
+
+class TrainingDiverged(BinsightError):
+    pass
+
+
+@dataclass
+class Paths:
+    split: str = "data/split"
+    images: str = "data/raw/images"
+    model: str = "models/model.pt"
+    checkpoint: str = "models/checkpoint.pt"
+    live: str = "dvclive/train"
+    features: str = "data/features"
+
+
+@dataclass
+class Parts:
+    """What one training run is made of, on its device."""
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    scaler: object
+    criterion: nn.Module
+    device: torch.device
+    dtype: object
+    channels_last: bool
+    decode: object          # head outputs -> class probabilities (binsight.losses.decode)
+    ema: object = None      # AveragedModel of the module that learns, when train.ema > 0
+
+    def eval_module(self, trained):
+        """What val sees: the EMA of the weights when kept, else the weights themselves."""
+        return self.ema.module if self.ema is not None else trained
+
+    def model_state(self, trained):
+        """The whole model's weights to save: with EMA, the averaged ones."""
+        state = self.model.state_dict()
+        if self.ema is not None:
+            prefix = "" if trained is self.model else "head."
+            state.update({prefix + k: v for k, v in self.ema.module.state_dict().items()})
+        return {k: v.detach().cpu().clone() for k, v in state.items()}
+
+
+@dataclass
+class Progress:
+    """What a checkpoint carries across a kill: where the run is and the best epoch so far."""
+    start: int = 0
+    best_acc: float = -1.0
+    best_epoch: int = -1
+    best_state: dict = None
+    bad_epochs: int = 0
+    collapsed: int = 0
+    history: dict = field(default_factory=dict)
+
+
+def make_optimizer(model, train_params):
+    lr = train_params["lr"]
+    if model.freeze_backbone:
+        groups = [{"params": model.head.parameters(), "lr": lr}]
+    else:
+        groups = [{"params": model.backbone.parameters(), "lr": train_params["backbone_lr"] or lr},
+                  {"params": model.head.parameters(), "lr": lr}]
+    if train_params["optimizer"] == "sgd":
+        return torch.optim.SGD(groups, momentum=train_params["momentum"], weight_decay=train_params["weight_decay"])
+    cls = torch.optim.AdamW if train_params["optimizer"] == "adamw" else torch.optim.Adam
+    return cls(groups, weight_decay=train_params["weight_decay"])
+
+
+def lr_factor(step, train_params, steps_per_epoch):
+    """The lr multiplier after `step` optimizer steps: a linear warmup over train.warmup_epochs,
+    then the schedule (cosine to 0 over the remaining steps, step decay, or constant)."""
+    warmup = round(train_params.get("warmup_epochs", 0) * steps_per_epoch)
+    if step < warmup:
+        return (step + 1) / warmup
+    if train_params["scheduler"] == "cosine":
+        total = max(train_params["epochs"] * steps_per_epoch - warmup, 1)
+        return 0.5 * (1 + math.cos(math.pi * min(step - warmup, total) / total))
+    if train_params["scheduler"] == "step":
+        return train_params["gamma"] ** (step // (train_params["step_size"] * steps_per_epoch))
+    return 1.0
+
+
+def make_scheduler(optimizer, train_params, steps_per_epoch):
+    """Stepped after every optimizer step (a smooth schedule even for a few epochs)."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, train_params, max(steps_per_epoch, 1)))
+
+
+def collapse_streak(streak, pred_hist):
+    """Epochs in a row whose val predictions all fell in one class (the notebook's silent failure)."""
+    return streak + 1 if sum(1 for n in pred_hist if n) == 1 else 0
+
+
+def fit(paths, model_params, train_params, world):
+    """Train, keep the best epoch by val accuracy in `paths.model`, checkpoint every epoch."""
+    say = print if world.is_main else (lambda *a, **k: None)
+    train_rows, val_rows, classes = load_data(paths)
+    parts = build_parts(model_params, train_params, train_rows, classes, world)
+    loaders, trained, cached = make_loaders(paths, model_params, train_params, parts, world, train_rows, val_rows,
+                                            classes, say)
+    add_schedule_and_ema(parts, trained, train_params, len(loaders["train"]))
+    run_id = fingerprint(model_params, train_params, [Path(paths.split) / "train.csv", Path(paths.split) / "val.csv"])
+    progress = resume_or_start(paths, model_params, train_params, parts, run_id, classes, world, say,
+                               (len(train_rows), len(val_rows)))
+    net = DistributedDataParallel(trained, device_ids=[parts.device.index] if parts.device.type == "cuda" else None) \
+        if world.enabled else trained
+    seed_everything(train_params["seed"] + 1000 * world.rank + progress.start)  # other augmentation per rank/resume
+    live = open_live(paths.live, model_params, train_params, classes, progress, world)
+    profiler = StepProfiler(Path(paths.live) / "profile", parts.device) \
+        if train_params["profile"] and world.is_main else None
+    for epoch in range(progress.start, train_params["epochs"]):
+        loaders["sampler"].set_epoch(epoch)
+        lr = parts.optimizer.param_groups[-1]["lr"]
+        with (profiler or contextlib.nullcontext()):
+            stats = train_one_epoch(net, loaders["train"], parts.optimizer, parts.criterion, parts.device,
+                                    parts.dtype, parts.scaler, parts.channels_last, world, profiler,
+                                    parts.decode, StepHooks(parts.scheduler, parts.ema))
+        profiler = close_profiler(profiler, say)
+        if not math.isfinite(stats.loss):
+            raise TrainingDiverged(f"training loss is {stats.loss} at epoch {epoch + 1} with lr {lr:g}: "
+                                   "lower train.lr (or set train.amp: off) and run again")
+        val_loss, val_acc, pred_hist = evaluate_split(parts.eval_module(trained), loaders["val"], parts.device,
+                                                      len(classes), parts.dtype, parts.channels_last, world,
+                                                      parts.decode)
+        stop = record_epoch(paths, model_params, train_params, parts, trained, progress, epoch, stats, lr,
+                            (val_loss, val_acc, pred_hist), classes, run_id, world, live, say)
+        if stats.data_wait_fraction > LOADER_BOUND and cached is None:
+            say(f"train: warning: the data loader is the bottleneck ({stats.data_wait_fraction:.0%} of the epoch "
+                f"waited for batches); raise train.num_workers (now {train_params['num_workers']})", flush=True)
+        if stop:
+            break
+        world.barrier()
+    finish(live, progress, paths.model, say)
+
+
+def load_data(paths):
+    train_rows = read_split(paths.split, "train", paths.images)
+    val_rows = read_split(paths.split, "val", paths.images)
+    return train_rows, val_rows, sorted({label for _, label in train_rows + val_rows})
+
+
+def build_parts(model_params, train_params, train_rows, classes, world):
+    seed_everything(train_params["seed"])  # the same initial weights on every rank
+    device = torch.device("cuda", world.local_rank) if world.enabled and torch.cuda.is_available() else pick_device()
+    channels_last = train_params["channels_last"] and device.type == "cuda"
+    loss = train_params["loss"]
+    model = model_from_params(model_params, len(classes), loss=loss).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, train_params)
+    dtype = amp_dtype(train_params["amp"], device)
+    index = {c: i for i, c in enumerate(classes)}
+    weights = class_weights([index[label] for _, label in train_rows], len(classes)) \
+        if train_params["balance"] == "weighted_loss" else None
+    criterion = CountingLoss(loss, len(classes), weights, train_params["label_smoothing"],
+                             train_params["neighbour_weight"]).to(device)
+    return Parts(model=model, optimizer=optimizer, scheduler=None,
+                 scaler=torch.amp.GradScaler("cuda") if dtype == torch.float16 else None,
+                 criterion=criterion, device=device, dtype=dtype, channels_last=channels_last,
+                 decode=lambda outputs: decode(loss, outputs, len(classes)))
+
+
+def add_schedule_and_ema(parts, trained, train_params, steps_per_epoch):
+    """The per-step lr schedule, and an EMA of the weights that learn (train.ema: its decay per step)."""
+    parts.scheduler = make_scheduler(parts.optimizer, train_params, steps_per_epoch)
+    if train_params["ema"] > 0:
+        parts.ema = torch.optim.swa_utils.AveragedModel(
+            trained, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(train_params["ema"]), use_buffers=True)
+
+
+def make_loaders(paths, model_params, train_params, parts, world, train_rows, val_rows, classes, say):
+    """-> ({"train", "val", "sampler"}, the module that learns, the cached features or None)."""
+    size, batch = train_params["image_size"], train_params["batch_size"]
+    pin = train_params["pin_memory"] and parts.device.type == "cuda"
+    if train_params["balance"] == "sampler":  # every count equally often, drawn with replacement
+        train_sampler = BalancedShardSampler([label for _, label in train_rows], world.rank, world.world_size,
+                                             seed=train_params["seed"])
+    else:
+        train_sampler = ShardSampler(len(train_rows), world.rank, world.world_size, shuffle=True,
+                                     seed=train_params["seed"])
+    val_sampler = ShardSampler(len(val_rows), world.rank, world.world_size, shuffle=False)
+    cached, why = cached_features(paths.features, model_params, train_params,
+                                  {"train": train_rows, "val": val_rows}, classes, parts.model.backbone)
+    say(f"train: {'head only on ' if cached else 'images; no cached features: '}{why}")
+    if cached is not None:
+        # A frozen backbone without augmentation computes the same vectors every epoch: fit the head
+        # alone on featurize's copy of them (same init, same batches), then save the whole model.
+        return {"train": FeatureBatches(*cached["train"], batch, train_sampler, parts.device),
+                "val": FeatureBatches(*cached["val"], batch, val_sampler, parts.device),
+                "sampler": train_sampler}, parts.model.head, cached
+    draft, augment = train_params["jpeg_draft"], train_params["augment"]
+    workers, seed = train_params["num_workers"], train_params["seed"]
+    if train_params["cache_images"]:
+        train_ds = InMemoryImages(train_rows, paths.images, classes, size, augment, draft)
+        val_ds = InMemoryImages(val_rows, paths.images, classes, size, "none", draft)
+        workers = 0  # a few tensor ops an image: worker processes would cost more than they save
+        say(f"train: {len(train_ds) + len(val_ds)} images decoded once and kept in memory "
+            f"({(train_ds.pixels.numel() + val_ds.pixels.numel()) / 2**20:.0f} MiB)")
+    else:
+        train_ds = BinImages(train_rows, paths.images, classes, train_transform(size, augment), size, draft)
+        val_ds = BinImages(val_rows, paths.images, classes, eval_transform(size), size, draft)
+    return {"train": make_loader(train_ds, batch, False, workers, pin, seed, train_sampler),
+            "val": make_loader(val_ds, batch, False, workers, pin, sampler=val_sampler),
+            "sampler": train_sampler}, parts.model, None
+
+
+def resume_or_start(paths, model_params, train_params, parts, run_id, classes, world, say, sizes):
+    """The checkpoint's progress when it belongs to this run (its state loaded into `parts`), else a fresh start."""
+    state, why = load_resumable(paths.checkpoint, run_id) if train_params["resume"] \
+        else (None, "train.resume is false")
+    if state is None:
+        dtype = f" with {str(parts.dtype).split('.')[-1]}" if parts.dtype else ""
+        procs = f" x{world.world_size} processes" if world.enabled else ""
+        say(f"train: starting fresh ({why}); {model_params['arch']} on {parts.device}{dtype}{procs}, "
+            f"{sizes[0]} train / {sizes[1]} val")
+        return Progress()
+    parts.model.load_state_dict(state["model"])
+    parts.optimizer.load_state_dict(state["optimizer"])
+    parts.scheduler.load_state_dict(state["scheduler"])
+    if parts.scaler is not None and state.get("scaler"):
+        parts.scaler.load_state_dict(state["scaler"])
+    if parts.ema is not None and state.get("ema"):
+        parts.ema.load_state_dict(state["ema"])
+    progress = Progress(start=state["epoch"] + 1, best_acc=state["best_acc"], best_epoch=state["best_epoch"],
+                        best_state=state["best_state"], bad_epochs=state["bad_epochs"],
+                        collapsed=state.get("collapsed", 0), history=state.get("history", {}))
+    say(f"train: resuming at epoch {progress.start + 1}/{train_params['epochs']} from {paths.checkpoint} "
+        f"(best val acc so far {progress.best_acc:.3f} at epoch {progress.best_epoch + 1})")
+    if progress.best_state is not None and world.is_main:  # `dvc repro` removed the old model file before this run
+        save_best(paths.model, _with_state(parts.model, progress.best_state), classes, model_params, train_params,
+                  {"val_acc": progress.best_acc})
+    return progress
+
+
+def open_live(live_dir, model_params, train_params, classes, progress, world):
+    """dvclive on the main process. Not a `with` block: a run that fails must not be saved as a
+    finished experiment. Epochs checkpointed but killed before they were logged are logged now."""
+    if not world.is_main:
+        return None
+    resumed = progress.start > 0
+    live = Live(dir=live_dir, resume=resumed, save_dvc_exp=True, dvcyaml=False)
+    if not resumed:
+        live.log_params({"model": model_params, "train": train_params, "classes": classes})
+    for epoch in sorted(e for e in progress.history if e > _last_logged_step(live_dir)):
+        _log_epoch(live, epoch, progress.history[epoch])
+    return live
+
+
+def close_profiler(profiler, say):
+    """The profiler records the first epoch only; say where its trace went."""
+    if profiler is None:
+        return None
+    say(f"train: profiler trace in {profiler.folder}/trace.json (open it in https://ui.perfetto.dev), "
+        f"top operators in {profiler.folder}/ops.txt" if profiler.written else
+        f"train: warning: {profiler.steps} steps are too few to profile (needs 2 or more)")
+    return None
+
+
+def save_best(path, model, classes, model_params, train_params, extra):
+    save_model(path, model, classes, model_params, train_params["image_size"], extra, loss=train_params["loss"],
+               preprocess=preprocessing(train_params["image_size"], train_params["jpeg_draft"], model_params["tta"]))
+
+
+def record_epoch(paths, model_params, train_params, parts, trained, progress, epoch, stats, lr, val, classes, run_id,
+                 world, live, say):
+    """Update `progress` with one epoch's val result; save the best model, the checkpoint and the
+    dvclive step (main process). -> True when training stops after this epoch."""
+    val_loss, val_acc, pred_hist = val
+    progress.collapsed = collapse_streak(progress.collapsed, pred_hist)
+    if progress.collapsed >= COLLAPSE_EPOCHS:
+        only = classes[max(range(len(classes)), key=pred_hist.__getitem__)]
+        say(f"train: warning: every val image got count {only} for {progress.collapsed} epochs in a row; the model "
+            "has collapsed to one class (try a lower train.lr or train.label_smoothing)")
+    if val_acc > progress.best_acc:
+        progress.best_acc, progress.best_epoch, progress.bad_epochs = val_acc, epoch, 0
+        progress.best_state = parts.model_state(trained)
+        if world.is_main:
+            save_best(paths.model, _with_state(parts.model, progress.best_state), classes, model_params,
+                      train_params, {"val_acc": val_acc, "epoch": epoch})
+    else:
+        progress.bad_epochs += 1
+    early = progress.bad_epochs >= train_params["patience"]
+    stop = early or epoch == train_params["epochs"] - 1
+    if world.is_main:
+        progress.history[epoch] = epoch_metrics(stats, val_loss, val_acc, lr, parts.device)
+        save_checkpoint(paths.checkpoint, model=parts.model.state_dict(), optimizer=parts.optimizer.state_dict(),
+                        scheduler=parts.scheduler.state_dict(),
+                        scaler=parts.scaler.state_dict() if parts.scaler else None,
+                        ema=parts.ema.state_dict() if parts.ema is not None else None,
+                        epoch=epoch, best_acc=progress.best_acc, best_epoch=progress.best_epoch,
+                        best_state=progress.best_state, bad_epochs=progress.bad_epochs,
+                        collapsed=progress.collapsed, fingerprint=run_id, completed=stop,
+                        params={"model": model_params, "train": train_params}, classes=classes,
+                        history=progress.history)
+        _log_epoch(live, epoch, progress.history[epoch])
+    say(f"epoch {epoch + 1}/{train_params['epochs']}  train loss {stats.loss:.4f} acc {stats.acc:.3f}  "
+        f"val loss {val_loss:.4f} acc {val_acc:.3f}  lr {lr:.2g}  {stats.images_per_s:.0f} img/s  "
+        f"data wait {stats.data_wait_fraction:.0%}", flush=True)
+    if early:
+        say(f"train: early stop, no better val accuracy for {progress.bad_epochs} epochs")
+    return stop
+
+
+def finish(live, progress, model_path, say):
+    if live is not None:
+        live.summary["best/val_acc"] = progress.best_acc
+        live.summary["best/epoch"] = progress.best_epoch + 1
+        live.end()
+    say(f"train: best val acc {progress.best_acc:.3f} at epoch {progress.best_epoch + 1} -> {model_path}")
+
+
+def epoch_metrics(stats, val_loss, val_acc, lr, device):
+    metrics = {"train/loss": stats.loss, "train/acc": stats.acc, "val/loss": val_loss, "val/acc": val_acc,
+               "lr": lr, "train/images_per_s": stats.images_per_s, "train/images_seen": stats.images,
+               "train/data_wait_fraction": stats.data_wait_fraction}
+    if device.type == "cuda":
+        metrics["train/max_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return metrics
+
+
+def _log_epoch(live, epoch, metrics):
+    live.step = epoch
+    for name, value in metrics.items():
+        live.log_metric(name, value)
+    live.next_step()
+
+
+def _last_logged_step(live_dir):
+    try:
+        return int(json.loads((Path(live_dir) / "metrics.json").read_text())["step"])
+    except (OSError, ValueError, KeyError):
+        return -1
+
+
+def _with_state(model, state_dict):
+    clone = copy.deepcopy(model)
+    clone.load_state_dict(state_dict)
+    return clone
