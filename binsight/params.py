@@ -124,13 +124,31 @@ def check_model(p):
 
 
 BALANCE = ("none", "weighted_loss", "sampler")
+# The notebook's three tuned hyperparameters live at the top of params.yaml, so that
+# `dvc exp run -S lr=0.01` works as a user types it; train code sees them inside the train section.
+TOP_LEVEL_TRAIN = ("lr", "batch_size", "epochs")
+
+
+def train_section(params):
+    """The checked train: section, with lr, batch_size and epochs taken from the top level. An
+    older params file that keeps them under train: still works; both at once is refused."""
+    if "train" not in params or not isinstance(params["train"], dict):
+        raise ConfigError("params.yaml has no 'train:' section")
+    merged = dict(params["train"])
+    for key in TOP_LEVEL_TRAIN:
+        if key in params:
+            if key in merged and merged[key] != params[key]:
+                raise ConfigError(f"{key} is set twice, top level ({params[key]!r}) and train.{key} "
+                                  f"({merged[key]!r}): keep the top-level one (`dvc exp run -S {key}=...`)")
+            merged[key] = params[key]
+    return check_train(merged)
 
 
 def check_train(p):
-    require(is_int(p.get("epochs")) and p["epochs"] >= 1, "train.epochs", p.get("epochs"), "an integer >= 1")
-    require(is_int(p.get("batch_size")) and p["batch_size"] >= 1, "train.batch_size", p.get("batch_size"),
+    require(is_int(p.get("epochs")) and p["epochs"] >= 1, "epochs", p.get("epochs"), "an integer >= 1")
+    require(is_int(p.get("batch_size")) and p["batch_size"] >= 1, "batch_size", p.get("batch_size"),
             "an integer >= 1")
-    require(is_number(p.get("lr")) and p["lr"] > 0, "train.lr", p.get("lr"), "a number > 0")
+    require(is_number(p.get("lr")) and p["lr"] > 0, "lr", p.get("lr"), "a number > 0")
     blr = p.get("backbone_lr")
     require(blr is None or (is_number(blr) and blr > 0), "train.backbone_lr", blr, "null or a number > 0")
     require(p.get("optimizer") in ("adam", "adamw", "sgd"), "train.optimizer", p.get("optimizer"), "adam, adamw or sgd")
@@ -164,7 +182,7 @@ def check_train(p):
             p["neighbour_weight"], "a number in [0, 1)")
     require(p["balance"] in BALANCE, "train.balance", p["balance"], "one of " + ", ".join(BALANCE))
     require(is_number(p["warmup_epochs"]) and 0 <= p["warmup_epochs"] <= p["epochs"], "train.warmup_epochs",
-            p["warmup_epochs"], f"a number from 0 to train.epochs ({p['epochs']})")
+            p["warmup_epochs"], f"a number from 0 to epochs ({p['epochs']})")
     require(is_number(p["ema"]) and 0 <= p["ema"] < 1, "train.ema", p["ema"],
             "0 (off) or the EMA decay per step, e.g. 0.999")
     for key in ("pin_memory", "channels_last", "resume", "jpeg_draft", "profile", "cache_images"):

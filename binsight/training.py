@@ -149,7 +149,7 @@ def fit(paths, model_params, train_params, world):
         profiler = close_profiler(profiler, say)
         if not math.isfinite(stats.loss):
             raise TrainingDiverged(f"training loss is {stats.loss} at epoch {epoch + 1} with lr {lr:g}: "
-                                   "lower train.lr (or set train.amp: off) and run again")
+                                   "lower lr (or set train.amp: off) and run again")
         val_loss, val_acc, pred_hist = evaluate_split(parts.eval_module(trained), loaders["val"], parts.device,
                                                       len(classes), parts.dtype, parts.channels_last, world,
                                                       parts.decode)
@@ -301,7 +301,7 @@ def record_epoch(paths, model_params, train_params, parts, trained, progress, ep
     if progress.collapsed >= COLLAPSE_EPOCHS:
         only = classes[max(range(len(classes)), key=pred_hist.__getitem__)]
         say(f"train: warning: every val image got count {only} for {progress.collapsed} epochs in a row; the model "
-            "has collapsed to one class (try a lower train.lr or train.label_smoothing)")
+            "has collapsed to one class (try a lower lr or train.label_smoothing)")
     if val_acc > progress.best_acc:
         progress.best_acc, progress.best_epoch, progress.bad_epochs = val_acc, epoch, 0
         progress.best_state = parts.model_state(trained)

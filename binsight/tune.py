@@ -6,7 +6,7 @@
     dvc exp show --sort-by best/val_acc              # all trials side by side
     dvc exp apply tune-trial-7                       # take the best one into the workspace (or --apply)
 
-Trial k runs `dvc exp run -n <study>-trial-<k> -S train.lr=... -S train.batch_size=... ...` in the
+Trial k runs `dvc exp run -n <study>-trial-<k> -S lr=... -S batch_size=... ...` in the
 workspace, one after another, so DVC's cache skips every stage a trial does not touch (fetch,
 split, featurize: with a frozen backbone each trial only fits the head on cached embeddings). The
 objective is `tune.metric` from dvclive/train/metrics.json: a validation number, never the test set.
@@ -33,7 +33,7 @@ LIVE_METRICS = Path("dvclive/train/metrics.json")
 
 
 def flatten_space(space, prefix=""):
-    """{'train': {'lr': {...}}} -> {'train.lr': {...}}; a leaf is a list or a mapping with low/high."""
+    """{'train': {'x': {...}}} -> {'train.x': {...}}; a leaf is a list or a mapping with low/high."""
     flat = {}
     for key, value in space.items():
         name = f"{prefix}{key}"

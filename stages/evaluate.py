@@ -21,7 +21,7 @@ from binsight.images import load_rgb
 from binsight.loops import amp_dtype, pick_device
 from binsight.metrics import count_metrics
 from binsight.model import load_model
-from binsight.params import check_evaluate, check_train, load_params, section
+from binsight.params import check_evaluate, load_params, section, train_section
 from binsight.tables import write_csv
 
 HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1", "rmse", "mae", "off_by_one_accuracy")
@@ -56,7 +56,7 @@ def log_plots(live, y_true, y_pred, classes, rows, images_dir, max_images):
 def main(argv=None):
     args = parse_args(argv)
     params = load_params(args.params)
-    eval_params, train_params = section(params, "evaluate", check_evaluate), section(params, "train", check_train)
+    eval_params, train_params = section(params, "evaluate", check_evaluate), train_section(params)
     device = pick_device()
     model, meta = load_model(args.model, device)
     classes, tta = meta["classes"], meta["preprocess"]["tta"]

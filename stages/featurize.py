@@ -4,7 +4,7 @@
 
 Its params in dvc.yaml are only those that change the vectors (arch, weights, freeze_backbone,
 image_size, augment, jpeg_draft, and seed: the init of a backbone without pretrained weights), so a
-change of train.lr or train.batch_size reruns train and evaluate but never this stage. When the
+change of lr or batch_size reruns train and evaluate but never this stage. When the
 backbone is fine-tuned or the images are augmented the features cannot be cached: the stage then
 only writes data/features/meta.json saying so, and train reads images as before.
 """
@@ -17,7 +17,7 @@ from binsight.errors import one_line_errors
 from binsight.embeddings import SPLITS, backbone_digest, cacheable, compute_features, feature_key, write_features, \
     write_not_cached
 from binsight.model import model_from_params
-from binsight.params import check_model, check_train, load_params, section
+from binsight.params import check_model, load_params, section, train_section
 
 
 @one_line_errors
@@ -31,7 +31,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     params = load_params(args.params)
-    model_params, train_params = section(params, "model", check_model), section(params, "train", check_train)
+    model_params, train_params = section(params, "model", check_model), train_section(params)
     ok, why = cacheable(model_params, train_params)
     if not ok:
         write_not_cached(args.out, why)

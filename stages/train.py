@@ -13,7 +13,7 @@ import sys
 
 from binsight.distributed import init_world, torchrun_command, under_torchrun
 from binsight.errors import ConfigError, one_line_errors
-from binsight.params import check_model, check_train, load_params, section
+from binsight.params import check_model, load_params, section, train_section
 from binsight.training import Paths, fit
 
 
@@ -48,7 +48,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     params = load_params(args.params)
-    model_params, train_params = section(params, "model", check_model), section(params, "train", check_train)
+    model_params, train_params = section(params, "model", check_model), train_section(params)
     if not under_torchrun():
         relaunch_distributed(train_params["distributed"], argv)
     world = init_world(train_params["distributed"]["backend"])

@@ -1,5 +1,5 @@
 """The featurize stage and train's cached-embedding path: same head as on images, skipped by DVC
-when only train.lr or train.batch_size change, and never trusted when stale."""
+when only lr or batch_size change, and never trusted when stale."""
 import csv
 import json
 import sys
@@ -14,7 +14,7 @@ from binsight.loops import seed_everything
 from binsight.errors import ConfigError
 from binsight.embeddings import cached_features
 from binsight.model import model_from_params
-from binsight.params import check_model, check_train, load_params
+from binsight.params import check_model, check_train, load_params, train_section
 from binsight.testing.dataset import write_dataset
 from binsight.testing.project import dvc, git_commit, make_project, run, set_params
 from binsight.testing.tuning import FROZEN_MODEL, FROZEN_TRAIN, frozen_project, stages_run  # noqa: F401 (fixture)
@@ -31,7 +31,7 @@ def project(tmp_path):
 
 def params_of(project):
     params = load_params(project / "params.yaml")
-    return check_model(params["model"]), check_train(params["train"])
+    return check_model(params["model"]), train_section(params)
 
 
 def curve(live, name):

@@ -24,7 +24,7 @@ def wait_for_queue(project, timeout=QUEUE_TIMEOUT):
 
 def test_queued_grid_runs_four_experiments_with_metrics(frozen_project, clone_project):
     project = clone_project(frozen_project)
-    queued = dvc(project, "exp", "run", "--queue", "-S", "train.lr=0.001,0.01", "-S", "train.batch_size=16,32")
+    queued = dvc(project, "exp", "run", "--queue", "-S", "lr=0.001,0.01", "-S", "batch_size=16,32")
     assert queued.stdout.count("Queued experiment") == 4, queued.stdout
     try:
         dvc(project, "queue", "start", "-j", "1")
@@ -43,9 +43,9 @@ def test_queued_grid_runs_four_experiments_with_metrics(frozen_project, clone_pr
     rows = list(csv.DictReader(io.StringIO(shown)))
     exps = [r for r in rows if r["Experiment"]]  # the workspace and main rows have no name
     assert len(exps) == 4, shown
-    grid = {(float(r["train.lr"]), int(r["train.batch_size"])) for r in exps}
+    grid = {(float(r["lr"]), int(r["batch_size"])) for r in exps}
     assert grid == {(0.001, 16), (0.001, 32), (0.01, 16), (0.01, 32)}, shown
     for r in exps:
         assert r["State"] == "Success", r
         assert 0 <= float(r["best/val_acc"]) <= 1 and 0 <= float(r["test.accuracy"]) <= 1, r
-        assert r["train.epochs"] == "2" and r["model.freeze_backbone"] == "True", r
+        assert r["epochs"] == "2" and r["model.freeze_backbone"] == "True", r

@@ -41,7 +41,7 @@ def one_line_error(proc):
 
 @pytest.mark.parametrize("section,override,expected", [
     ("model", {"arch": "resnet9000"}, "model.arch='resnet9000' is not allowed"),
-    ("train", {"lr": -0.1}, "train.lr=-0.1 is not allowed"),
+    ("train", {"lr": -0.1}, "lr=-0.1 is not allowed"),
 ])
 def test_bad_params_stop_the_stage_before_training(project, section, override, expected):
     set_params(project, {section: override})
@@ -53,9 +53,9 @@ def test_bad_params_stop_the_stage_before_training(project, section, override, e
 @pytest.mark.parametrize("check,override,expected", [
     (check_model, {"weights": "IMAGENET9K"}, None),
     (check_model, {"head": {"hidden": [0]}}, "model.head.hidden"),
-    (check_train, {"lr": 0}, "train.lr=0 is not allowed"),
-    (check_train, {"lr": float("nan")}, "train.lr=nan is not allowed"),
-    (check_train, {"batch_size": 0}, "train.batch_size=0 is not allowed"),
+    (check_train, {"lr": 0}, "lr=0 is not allowed"),
+    (check_train, {"lr": float("nan")}, "lr=nan is not allowed"),
+    (check_train, {"batch_size": 0}, "batch_size=0 is not allowed"),
     (check_train, {"optimizer": "adagrad"}, "adam, adamw or sgd"),
     (check_train, {"scheduler": "onecycle"}, "cosine, step or none"),
     (check_train, {"amp": "fp8"}, "auto, bf16, fp16 or off"),
@@ -85,7 +85,7 @@ def test_empty_split_and_missing_image_are_named(project):
 def test_diverging_loss_stops_with_epoch_and_lr(project):
     set_params(project, {"train": {"optimizer": "sgd", "lr": 1e30, "epochs": 3, "scheduler": "none"}})
     line = one_line_error(train(project))
-    assert re.search(r"loss is (nan|inf) at epoch [1-3] with lr 1e\+30", line) and "lower train.lr" in line
+    assert re.search(r"loss is (nan|inf) at epoch [1-3] with lr 1e\+30", line) and "lower lr" in line
 
 
 def test_killed_training_resumes_at_the_next_epoch(tmp_path):

@@ -16,9 +16,9 @@ from binsight.testing.tuning import frozen_project  # noqa: F401 (fixture)
 
 def test_the_default_search_space_is_the_seed_tuners():
     tune_params = check_tune(load_params()["tune"])
-    assert tune_params["space"] == {"train.lr": {"low": 0.001, "high": 0.1, "log": True},
-                           "train.batch_size": [16, 32, 64, 128, 256, 512],
-                           "train.epochs": {"low": 10, "high": 20}}
+    assert tune_params["space"] == {"lr": {"low": 0.001, "high": 0.1, "log": True},
+                           "batch_size": [16, 32, 64, 128, 256, 512],
+                           "epochs": {"low": 10, "high": 20}}
     assert tune_params["metric"] == "best/val_acc" and tune_params["direction"] == "maximize"
 
 
@@ -47,8 +47,8 @@ def test_values_reach_params_yaml_as_plain_numbers():
 
 def test_three_trials_are_three_dvc_experiments_then_a_continued_study_applies_the_best(frozen_project, clone_project):
     project = clone_project(frozen_project)
-    set_params(project, {"tune": {"space": {"train": {"lr": {"low": 0.001, "high": 0.1, "log": True},
-                                                      "batch_size": [16, 32], "epochs": {"low": 1, "high": 2}}}}})
+    set_params(project, {"tune": {"space": {"lr": {"low": 0.001, "high": 0.1, "log": True},
+                                            "batch_size": [16, 32], "epochs": {"low": 1, "high": 2}}}})
     git_commit(project, "small search space")
     out = run([sys.executable, "-m", "binsight.tune", "--trials", "3", "--study", "t"], project).stdout
     for n in (1, 2, 3):
@@ -60,8 +60,8 @@ def test_three_trials_are_three_dvc_experiments_then_a_continued_study_applies_t
     exps = {r["Experiment"]: r for r in rows if r["Experiment"]}
     assert set(exps) == {"t-trial-1", "t-trial-2", "t-trial-3"}, exps.keys()
     for r in exps.values():
-        assert r["train.batch_size"] in ("16", "32") and r["train.epochs"] in ("1", "2"), r
-        assert 0.001 <= float(r["train.lr"]) <= 0.1 and 0 <= float(r["best/val_acc"]) <= 1, r
+        assert r["batch_size"] in ("16", "32") and r["epochs"] in ("1", "2"), r
+        assert 0.001 <= float(r["lr"]) <= 0.1 and 0 <= float(r["best/val_acc"]) <= 1, r
 
     best = yaml.safe_load((project / "tune/best_params.yaml").read_text())
     assert best["value"] == max(float(r["best/val_acc"]) for r in exps.values())

@@ -47,9 +47,21 @@ def deep_update(base, overrides):
     return base
 
 
+def hoist_top_level(overrides):
+    """train.lr / train.batch_size / train.epochs in test overrides -> the top-level keys params.yaml uses."""
+    overrides = dict(overrides)
+    train = dict(overrides.get("train") or {})
+    for key in ("lr", "batch_size", "epochs"):
+        if key in train:
+            overrides[key] = train.pop(key)
+    if "train" in overrides:
+        overrides["train"] = train
+    return overrides
+
+
 def set_params(project, overrides):
     path = Path(project) / "params.yaml"
-    params = deep_update(yaml.safe_load(path.read_text()), overrides)
+    params = deep_update(yaml.safe_load(path.read_text()), hoist_top_level(overrides))
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return params
 

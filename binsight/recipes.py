@@ -1,0 +1,41 @@
+"""Named recipes: sets of params overrides that `binsight recipe NAME` turns into one
+`dvc exp run -S ...` command, so each is one documented command and queued studies reuse them.
+
+    notebook      the SageMaker notebook's recipe: frozen ImageNet ResNet50 + a new head, CE, Adam
+    gpu           the params.yaml defaults (full fine-tuning of an ImageNet ResNet50, lower backbone lr)
+    cpu-scratch   the best from-scratch recipe of the study on real bins (README "Results on real bins"),
+                  sized for 2 CPU cores and no downloadable weights
+"""
+NOTEBOOK = {
+    "model.arch": "resnet50", "model.weights": "IMAGENET1K_V1", "model.freeze_backbone": True,
+    "model.head.hidden": [512], "model.head.dropout": 0.2, "model.tta": "none",
+    "lr": 0.001, "batch_size": 64, "epochs": 10,
+    "train.optimizer": "adam", "train.weight_decay": 0.0, "train.scheduler": "none", "train.warmup_epochs": 0,
+    "train.loss": "ce", "train.balance": "none", "train.ema": 0.0, "train.augment": "none",
+    "train.image_size": 224, "train.label_smoothing": 0.0,
+}
+
+CPU_SCRATCH = {
+    "model.arch": "resnet18", "model.weights": "none", "model.freeze_backbone": False,
+    "model.head.hidden": [], "model.head.dropout": 0.0, "model.tta": "dihedral",
+    "lr": 0.002, "batch_size": 32, "epochs": 8,
+    "train.optimizer": "adamw", "train.weight_decay": 0.05, "train.scheduler": "cosine", "train.warmup_epochs": 1,
+    "train.loss": "ce", "train.balance": "none", "train.ema": 0.0, "train.augment": "dihedral",
+    "train.image_size": 112, "train.cache_images": True, "train.patience": 100,
+}
+
+RECIPES = {"notebook": NOTEBOOK, "gpu": {}, "cpu-scratch": CPU_SCRATCH}
+
+
+def set_flags(overrides):
+    """{key: value} -> ["-S", "key=value", ...] in the form `dvc exp run` parses (YAML values)."""
+    flags = []
+    for key, value in overrides.items():
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, list):
+            text = "[" + ",".join(str(v) for v in value) + "]"
+        else:
+            text = str(value)
+        flags += ["-S", f"{key}={text}"]
+    return flags
