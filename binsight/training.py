@@ -9,6 +9,7 @@ import contextlib
 import copy
 import json
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -125,6 +126,7 @@ def collapse_streak(streak, pred_hist):
 def fit(paths, model_params, train_params, world):
     """Train, keep the best epoch by val accuracy in `paths.model`, checkpoint every epoch."""
     say = print if world.is_main else (lambda *a, **k: None)
+    started = time.perf_counter()
     train_rows, val_rows, classes = load_data(paths)
     parts = build_parts(model_params, train_params, train_rows, classes, world)
     loaders, trained, cached = make_loaders(paths, model_params, train_params, parts, world, train_rows, val_rows,
@@ -161,7 +163,7 @@ def fit(paths, model_params, train_params, world):
         if stop:
             break
         world.barrier()
-    finish(live, progress, paths.model, say)
+    finish(live, progress, paths.model, say, time.perf_counter() - started)
 
 
 def load_data(paths):
@@ -332,10 +334,11 @@ def record_epoch(paths, model_params, train_params, parts, trained, progress, ep
     return stop
 
 
-def finish(live, progress, model_path, say):
+def finish(live, progress, model_path, say, seconds):
     if live is not None:
         live.summary["best/val_acc"] = progress.best_acc
         live.summary["best/epoch"] = progress.best_epoch + 1
+        live.summary["run_seconds"] = round(seconds, 1)  # this run's wall time (after a resume: since the resume)
         live.end()
     say(f"train: best val acc {progress.best_acc:.3f} at epoch {progress.best_epoch + 1} -> {model_path}")
 

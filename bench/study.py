@@ -1,0 +1,138 @@
+"""The recipe study on real bins: each training option against the plain-CE baseline at the same
+budget, from scratch, with several seeds, as queued DVC experiments; then one table.
+
+Run inside a project whose fetch and split are done (README, "Results on real bins"):
+
+    python bench/study.py queue --seeds 0 1     # `dvc exp run --queue` for every variant x seed
+    dvc queue start -j 1                        # one worker: a run uses both cores
+    python bench/study.py bare --seeds 0 1      # the bare PyTorch loop on the same split: the budget
+    python bench/study.py table                 # mean ± spread per variant (dvc exp show --json)
+
+Every variant is the cpu-scratch recipe (binsight/recipes.py) with one change. Each run reports
+its test metrics with TTA (the recipe's dihedral) and with a single view, so TTA is compared in
+every row at no extra training.
+"""
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from binsight.recipes import CPU_SCRATCH, set_flags
+
+VARIANTS = {
+    "cpu-scratch (ce)": {},
+    "neighbour": {"train.loss": "neighbour"},
+    "ordinal": {"train.loss": "ordinal"},
+    "regression": {"train.loss": "regression"},
+    "weighted loss": {"train.balance": "weighted_loss"},
+    "balanced sampler": {"train.balance": "sampler"},
+    "ema": {"train.ema": 0.995},
+    "no warmup": {"train.warmup_epochs": 0},
+    # the recipe the product had before the study: strong augmentation, MLP head, Adam, no warmup
+    "previous recipe": {"train.augment": "full", "model.head.hidden": [512], "model.head.dropout": 0.2,
+                        "train.optimizer": "adam", "train.warmup_epochs": 0, "lr": 0.001},
+}
+BARE_LOG = Path("study/bare_loop.jsonl")
+COLUMNS = (("test/accuracy", "acc"), ("test/single_view/accuracy", "acc 1 view"),
+           ("test/balanced_accuracy", "balanced"), ("test/rmse", "RMSE"), ("test/mae", "MAE"),
+           ("test/off_by_one_accuracy", "off-by-one"), ("run_seconds", "train s"))
+
+
+def exp_name(variant, seed):
+    return f"{variant.replace(' ', '-').replace('(', '').replace(')', '')}-s{seed}"
+
+
+def queue(seeds, variants):
+    for variant in variants:
+        for seed in seeds:
+            overrides = {**CPU_SCRATCH, **VARIANTS[variant], "train.seed": seed}
+            cmd = ["dvc", "exp", "run", "--queue", "-n", exp_name(variant, seed), *set_flags(overrides)]
+            print(" ".join(cmd), flush=True)
+            subprocess.run(cmd, check=True)
+
+
+def bare(seeds):
+    BARE_LOG.parent.mkdir(exist_ok=True)
+    for seed in seeds:
+        out = subprocess.run([sys.executable, str(Path(__file__).with_name("bare_loop.py")), "--seed", str(seed)],
+                             check=True, capture_output=True, text=True).stdout
+        result = json.loads(out.strip().splitlines()[-1])
+        print(json.dumps(result), flush=True)
+        with open(BARE_LOG, "a") as f:
+            f.write(json.dumps(result) + "\n")
+
+
+def flat(tree, prefix=""):
+    out = {}
+    for key, value in (tree or {}).items():
+        name = f"{prefix}{key}"
+        out.update(flat(value, name + "/") if isinstance(value, dict) else {name: value})
+    return out
+
+
+def experiments(shown):
+    """{name: {metric: value}} from `dvc exp show --json` (DVC 3's nested layout)."""
+    found = {}
+
+    def walk(node):
+        if isinstance(node, dict):
+            name, data = node.get("name"), node.get("data")
+            if name and isinstance(data, dict) and data.get("metrics"):
+                metrics = {}
+                for entry in data["metrics"].values():
+                    metrics.update(flat(entry.get("data")))
+                found[name] = metrics
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+    walk(shown)
+    return found
+
+
+def mean_spread(values):
+    if not values:
+        return "-"
+    mean = statistics.mean(values)
+    spread = (max(values) - min(values)) / 2 if len(values) > 1 else 0.0
+    return f"{mean:.3f} ± {spread:.3f}"
+
+
+def table():
+    shown = json.loads(subprocess.run(["dvc", "exp", "show", "--json", "--no-pager"], check=True,
+                                      capture_output=True, text=True).stdout)
+    exps = experiments(shown)
+    lines = ["| recipe | seeds | " + " | ".join(label for _, label in COLUMNS) + " |",
+             "|---" * (len(COLUMNS) + 2) + "|"]
+    if BARE_LOG.exists():
+        runs = [json.loads(line) for line in BARE_LOG.read_text().splitlines() if line.strip()]
+        lines.append(f"| bare PyTorch loop | {len(runs)} | {mean_spread([r['test_accuracy'] for r in runs])} | "
+                     + " | ".join("-" for _ in COLUMNS[1:-1]) + f" | {mean_spread([r['seconds'] for r in runs])} |")
+    for variant in VARIANTS:
+        runs = [m for name, m in exps.items() if name.rsplit("-s", 1)[0] == exp_name(variant, 0).rsplit("-s", 1)[0]]
+        if not runs:
+            continue
+        cells = [mean_spread([r[key] for r in runs if key in r]) for key, _ in COLUMNS]
+        lines.append(f"| {variant} | {len(runs)} | " + " | ".join(cells) + " |")
+    print("\n".join(lines))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", choices=("queue", "bare", "table"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    args = parser.parse_args(argv)
+    if args.action == "queue":
+        queue(args.seeds, args.variants)
+    elif args.action == "bare":
+        bare(args.seeds)
+    else:
+        table()
+
+
+if __name__ == "__main__":
+    main()
