@@ -3,6 +3,7 @@
     binsight predict photo.jpg            # count the items in photos (see `binsight predict --help`)
     binsight serve --model models/model.pt  # HTTP server (see `binsight serve --help`)
     binsight tune --trials 20             # Bayesian search, every trial a DVC experiment
+    binsight recipe notebook              # `dvc exp run` with a named recipe (notebook, gpu, cpu-scratch)
 
 Each is also `python -m binsight.<command>`. The pipeline itself runs with `dvc repro`.
 """
@@ -11,7 +12,10 @@ import sys
 
 COMMANDS = {"predict": "count the items in photos with a trained model",
             "serve": "serve a trained model over HTTP",
-            "tune": "Bayesian hyper-parameter search over DVC experiments"}
+            "tune": "Bayesian hyper-parameter search over DVC experiments",
+            "recipe": "run a named recipe (notebook, gpu, cpu-scratch) as a DVC experiment"}
+
+MODULES = {"recipe": "recipes"}
 
 
 def main(argv=None):
@@ -20,7 +24,7 @@ def main(argv=None):
         usage = "\n".join(f"  {name:<8} {what}" for name, what in COMMANDS.items())
         print(f"{__doc__}\ncommands:\n{usage}")
         return 0 if argv and argv[0] in ("-h", "--help") else 2
-    module = importlib.import_module(f"binsight.{argv[0]}")
+    module = importlib.import_module(f"binsight.{MODULES.get(argv[0], argv[0])}")
     return module.main(argv[1:])
 
 

@@ -39,3 +39,29 @@ def set_flags(overrides):
             text = str(value)
         flags += ["-S", f"{key}={text}"]
     return flags
+
+
+def main(argv=None):
+    """`binsight recipe NAME`: run (or queue, or print) `dvc exp run -n NAME -S ...` for a recipe."""
+    import argparse
+    import subprocess
+    import sys
+
+    parser = argparse.ArgumentParser(prog="binsight recipe", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("name", choices=sorted(RECIPES), help="which recipe")
+    parser.add_argument("--queue", action="store_true", help="queue it (`dvc queue start` runs it)")
+    parser.add_argument("--dry-run", action="store_true", help="print the command, run nothing")
+    parser.add_argument("-S", "--set-param", action="append", default=[], metavar="KEY=VALUE",
+                        help="more overrides on top of the recipe, as for `dvc exp run -S`")
+    args = parser.parse_args(argv)
+    cmd = ["dvc", "exp", "run", *(["--queue"] if args.queue else []), "-n", args.name,
+           *set_flags(RECIPES[args.name]), *[flag for kv in args.set_param for flag in ("-S", kv)]]
+    print(" ".join(cmd), flush=True)
+    if args.dry_run:
+        return 0
+    return subprocess.run(cmd).returncode
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,4 +1,6 @@
-"""The ABID parsers on the real subset list and the real sample bins from ../shared."""
+"""The ABID parsers on the real subset list (abid/file_list.json) and the 27 real sample bins
+shipped in tests/data/abid_sample."""
+import hashlib
 import json
 
 import pytest
@@ -6,14 +8,20 @@ import pytest
 from binsight.abid import (bin_id_from_path, image_key, limit_per_class, metadata_key, parse_file_list,
                          parse_file_list_bytes, parse_metadata)
 from binsight.errors import DataError
-from binsight.testing.bucket import REAL_SAMPLE, SHARED
+from binsight.testing.bucket import REAL_SAMPLE, REPO, SUBSET_LIST
 
-needs_shared = pytest.mark.skipif(not (SHARED / "abid").is_dir(), reason=f"no shared data at {SHARED}")
+SUBSET_SHA256 = "a9830d872e383734bf58cd698c2e76ab7b32f30fc431eb19e06dd3adf92f521e"  # as abid/README.md notes
 
 
-@needs_shared
+def test_shipped_subset_list_is_the_one_noted_and_the_default():
+    assert hashlib.sha256(SUBSET_LIST.read_bytes()).hexdigest() == SUBSET_SHA256
+    assert SUBSET_SHA256 in (REPO / "abid" / "README.md").read_text()
+    import yaml
+    assert yaml.safe_load((REPO / "params.yaml").read_text())["fetch"]["file_list"] == "abid/file_list.json"
+
+
 def test_real_file_list_parses_all_ids_with_their_counts():
-    labels = parse_file_list_bytes((SHARED / "abid" / "file_list.json").read_bytes())
+    labels = parse_file_list_bytes(SUBSET_LIST.read_bytes())
     assert len(labels) == 10441
     per_class = {c: sum(1 for v in labels.values() if v == c) for c in range(1, 6)}
     assert per_class == {1: 1228, 2: 2299, 3: 2666, 4: 2373, 5: 1875}
@@ -49,7 +57,6 @@ def test_key_layout_matches_the_bucket():
     assert metadata_key("mirror/", "00013") == "mirror/metadata/00013.json"
 
 
-@needs_shared
 def test_every_real_sample_metadata_parses_including_null_measurements():
     files = sorted((REAL_SAMPLE / "metadata").glob("*.json"))
     assert len(files) == 27

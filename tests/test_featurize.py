@@ -14,7 +14,7 @@ from binsight.loops import seed_everything
 from binsight.errors import ConfigError
 from binsight.embeddings import cached_features
 from binsight.model import model_from_params
-from binsight.params import check_model, check_train, load_params, train_section
+from binsight.params import check_model, load_params, train_section
 from binsight.testing.dataset import write_dataset
 from binsight.testing.project import dvc, git_commit, make_project, run, set_params
 from binsight.testing.tuning import FROZEN_MODEL, FROZEN_TRAIN, frozen_project, stages_run  # noqa: F401 (fixture)
@@ -105,7 +105,8 @@ def test_stale_or_mismatched_features_are_never_used(project):
 
 def test_use_features_takes_auto_or_never():
     with pytest.raises(ConfigError, match="train.use_features='always' is not allowed: expected auto or never"):
-        check_train({**load_params()["train"], "use_features": "always"})
+        params = load_params()
+        train_section({**params, "train": {**params["train"], "use_features": "always"}})
 
 
 def test_lr_or_batch_size_change_reruns_train_and_evaluate_but_never_featurize(frozen_project, clone_project):

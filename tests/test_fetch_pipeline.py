@@ -64,8 +64,7 @@ def test_repro_fetches_verifies_and_reports(fetched, abid_bucket):
 
 def test_real_sample_bins_keep_their_true_size(fetched, abid_bucket):
     project, _ = fetched
-    if not abid_bucket.real:
-        pytest.skip("no ../shared sample beside the checkout")
+    assert abid_bucket.real, "the 27 real sample bins ship in tests/data/abid_sample"
     manifest = {r["id"]: r for r in read_rows(project / "data/raw/manifest.csv")}
     sizes = {(int(manifest[i]["width"]), int(manifest[i]["height"])) for i in abid_bucket.real}
     assert len(sizes) > 3 and max(w for w, _ in sizes) > 300  # real photos, sizes vary

@@ -1,8 +1,12 @@
 """The whole pipeline through the real `dvc repro` on generated bins served by a local S3 server."""
 import csv
+import io
 import json
 
-from binsight.testing.project import dvc, git_commit, set_params
+import pytest
+import yaml
+
+from binsight.testing.project import REPO, dvc, git_commit, set_params
 
 
 def load_json(path):
@@ -68,3 +72,24 @@ def test_repro_again_does_nothing_and_lr_reruns_only_train_evaluate_and_report(t
     out = dvc(project, "repro").stdout
     ran = [line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")]
     assert ran == ["train", "evaluate", "report"], out  # the report shows the new metrics
+
+
+def test_user_commands_set_the_notebooks_hyperparameters_as_written(trained_project, clone_project):
+    """`dvc exp run -S lr=0.01 -S batch_size=... -S epochs=...`: the three tuned hyperparameters are
+    top-level params, and training uses them (dvclive logs the train section it ran with)."""
+    project = clone_project(trained_project)
+    dvc(project, "exp", "run", "-n", "as-written", "-S", "lr=0.01", "-S", "batch_size=8", "-S", "epochs=1")
+    logged = yaml.safe_load((project / "dvclive/train/params.yaml").read_text())
+    assert logged["train"]["lr"] == 0.01 and logged["train"]["batch_size"] == 8 and logged["train"]["epochs"] == 1
+    rows = list(csv.DictReader(io.StringIO(dvc(project, "exp", "show", "--csv", "--no-pager").stdout)))
+    mine = [r for r in rows if r["Experiment"] == "as-written"]
+    assert mine and float(mine[0]["lr"]) == 0.01 and mine[0]["epochs"] == "1", rows
+
+
+def test_a_hyperparameter_set_twice_is_refused_with_the_fix(tmp_path):
+    from binsight.errors import ConfigError
+    from binsight.params import load_params, train_section
+    params = load_params(REPO / "params.yaml")
+    assert train_section(params)["lr"] == params["lr"]
+    with pytest.raises(ConfigError, match=r"lr is set twice.*keep the top-level one \(`dvc exp run -S lr=...`\)"):
+        train_section({**params, "train": {**params["train"], "lr": params["lr"] * 2}})

@@ -104,8 +104,6 @@ def build(workdir, *args, check=True):
 @pytest.fixture(scope="module")
 def explored(tmp_path_factory, abid_bucket):
     """A project copy after the real fetch and explore stages (no training yet)."""
-    if not REAL_SAMPLE.is_dir():
-        pytest.skip("no ../shared/abid/sample beside the checkout")
     b = abid_bucket
     project = make_project(tmp_path_factory.mktemp("report") / "proj", params={
         "fetch": {"file_list": "file_list.json", "endpoint_url": b.url}, "explore": {"size_bins": 15}})

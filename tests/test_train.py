@@ -14,7 +14,7 @@ import torchvision
 
 from binsight.errors import ConfigError, DataError
 from binsight.model import build_model, load_model, resolve_weights
-from binsight.params import check_model, check_train
+from binsight.params import TOP_LEVEL_TRAIN, check_model, check_train
 from binsight.testing.dataset import SMALL_MODEL, SMALL_TRAIN, write_dataset
 from binsight.testing.project import REPO, env, git_commit, make_project, run, set_params
 
@@ -63,7 +63,8 @@ def test_bad_params_stop_the_stage_before_training(project, section, override, e
 def test_bad_values_are_named_with_what_is_allowed(check, override, expected):
     defaults = yaml.safe_load(open(REPO / "params.yaml"))
     name = "model" if check is check_model else "train"
-    values = {**defaults[name], **override}
+    top = {key: defaults[key] for key in TOP_LEVEL_TRAIN} if name == "train" else {}
+    values = {**defaults[name], **top, **override}
     if expected is None:  # weights names are checked against torchvision's enum when the model is built
         with pytest.raises(ConfigError, match="IMAGENET1K_V1"):
             resolve_weights(values["arch"], values["weights"])

@@ -1,7 +1,6 @@
-"""Fill a local S3 server with an ABID-shaped bucket: generated bins, the real sample bins from
-../shared, and planted faults, all readable anonymously in the real key layout."""
+"""Fill a local S3 server with an ABID-shaped bucket: generated bins, the 27 real sample bins
+shipped in tests/data/abid_sample, and planted faults, all readable anonymously in the real key layout."""
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,8 +9,8 @@ import boto3
 from binsight.testing.synthetic import file_list, make_bins
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED = Path(os.environ.get("BINSIGHT_SHARED", REPO.parent / "shared"))
-REAL_SAMPLE = SHARED / "abid" / "sample"
+REAL_SAMPLE = REPO / "tests" / "data" / "abid_sample"
+SUBSET_LIST = REPO / "abid" / "file_list.json"
 BUCKET = "aft-vbi-pds"
 
 
@@ -71,18 +70,17 @@ def build_bucket(url, n_per_class=40, seed=0, name=BUCKET):
     b.expected_bad = {trunc: "corrupt_image", wrong: "label_mismatch", noimg: "missing_image",
                       nometa: "missing_metadata", badjson: "unreadable_metadata"}
 
-    # The real sample bins, byte for byte, when ../shared is beside the checkout.
-    if REAL_SAMPLE.is_dir():
-        for meta_path in sorted((REAL_SAMPLE / "metadata").glob("*.json")):
-            bin_id = meta_path.stem
-            jpeg = (REAL_SAMPLE / "bin-images" / f"{bin_id}.jpg").read_bytes()
-            put(client, name, f"bin-images/{bin_id}.jpg", jpeg)
-            put(client, name, f"metadata/{bin_id}.json", meta_path.read_bytes())
-            b.images[bin_id] = jpeg
-            quantity = json.loads(meta_path.read_bytes())["EXPECTED_QUANTITY"]
-            if 1 <= quantity <= 5:
-                b.real[bin_id] = quantity
-            elif quantity > 5:  # the 48-item bin, listed as a 5: a real label mismatch
-                b.faults[bin_id] = 5
-                b.expected_bad[bin_id] = "label_mismatch"
+    # The real sample bins, byte for byte.
+    for meta_path in sorted((REAL_SAMPLE / "metadata").glob("*.json")):
+        bin_id = meta_path.stem
+        jpeg = (REAL_SAMPLE / "bin-images" / f"{bin_id}.jpg").read_bytes()
+        put(client, name, f"bin-images/{bin_id}.jpg", jpeg)
+        put(client, name, f"metadata/{bin_id}.json", meta_path.read_bytes())
+        b.images[bin_id] = jpeg
+        quantity = json.loads(meta_path.read_bytes())["EXPECTED_QUANTITY"]
+        if 1 <= quantity <= 5:
+            b.real[bin_id] = quantity
+        elif quantity > 5:  # the 48-item bin, listed as a 5: a real label mismatch
+            b.faults[bin_id] = 5
+            b.expected_bad[bin_id] = "label_mismatch"
     return b
