@@ -121,6 +121,43 @@ class InMemoryImages(Dataset):
         return self.transform(self.pixels[i]), int(self.targets[i])
 
 
+def augment_batch(x, mode):
+    """Augment a uint8 batch [n, 3, s, s] per sample, in a few whole-batch tensor ops for the
+    exact modes (flips, dihedral); `full` goes sample by sample."""
+    mode = augment_mode(mode)
+    if mode == "none" or len(x) == 0:
+        return x
+    if mode == "full":
+        one = augmentation("full")
+        return torch.stack([one(image) for image in x])
+    choices = (0, 4, 6, 2) if mode == "flips" else tuple(range(8))
+    picks = torch.tensor(choices)[torch.randint(len(choices), (len(x),))]
+    out = x.clone()
+    for k in choices:
+        chosen = picks == k
+        if k and chosen.any():
+            out[chosen] = dihedral(x[chosen], k)
+    return out
+
+
+class InMemoryBatches:
+    """Batches of an InMemoryImages in the order of `sampler`, as a DataLoader over it would give
+    (consecutive chunks of the sampler's indices), augmented and normalised a whole batch at a
+    time: per-sample Python calls would make the loop wait for data."""
+
+    def __init__(self, images, batch_size, sampler, augment="none"):
+        self.images, self.batch_size, self.sampler, self.augment = images, batch_size, sampler, augment
+        self.normalize = normalize()
+
+    def __iter__(self):
+        order = torch.tensor(list(self.sampler), dtype=torch.long)
+        for idx in order.split(self.batch_size):
+            yield self.normalize(augment_batch(self.images.pixels[idx], self.augment)), self.images.targets[idx]
+
+    def __len__(self):
+        return -(-len(self.sampler) // self.batch_size)
+
+
 def read_split(split_dir, name, images_dir):
     """Rows (id, label) of one split, checked: not empty, every image present."""
     path = Path(split_dir) / f"{name}.csv"

@@ -19,7 +19,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from binsight.checkpoint import fingerprint, load_resumable, save_checkpoint
-from binsight.datasets import BinImages, InMemoryImages, eval_transform, make_loader, read_split, train_transform
+from binsight.datasets import (BinImages, InMemoryBatches, InMemoryImages, eval_transform, make_loader, read_split,
+                               train_transform)
 from binsight.distributed import BalancedShardSampler, ShardSampler
 from binsight.embeddings import FeatureBatches, cached_features
 from binsight.errors import BinsightError
@@ -224,14 +225,14 @@ def make_loaders(paths, model_params, train_params, parts, world, train_rows, va
     draft, augment = train_params["jpeg_draft"], train_params["augment"]
     workers, seed = train_params["num_workers"], train_params["seed"]
     if train_params["cache_images"]:
-        train_ds = InMemoryImages(train_rows, paths.images, classes, size, augment, draft)
+        train_ds = InMemoryImages(train_rows, paths.images, classes, size, "none", draft)
         val_ds = InMemoryImages(val_rows, paths.images, classes, size, "none", draft)
-        workers = 0  # a few tensor ops an image: worker processes would cost more than they save
         say(f"train: {len(train_ds) + len(val_ds)} images decoded once and kept in memory "
             f"({(train_ds.pixels.numel() + val_ds.pixels.numel()) / 2**20:.0f} MiB)")
-    else:
-        train_ds = BinImages(train_rows, paths.images, classes, train_transform(size, augment), size, draft)
-        val_ds = BinImages(val_rows, paths.images, classes, eval_transform(size), size, draft)
+        return {"train": InMemoryBatches(train_ds, batch, train_sampler, augment),
+                "val": InMemoryBatches(val_ds, batch, val_sampler), "sampler": train_sampler}, parts.model, None
+    train_ds = BinImages(train_rows, paths.images, classes, train_transform(size, augment), size, draft)
+    val_ds = BinImages(val_rows, paths.images, classes, eval_transform(size), size, draft)
     return {"train": make_loader(train_ds, batch, False, workers, pin, seed, train_sampler),
             "val": make_loader(val_ds, batch, False, workers, pin, sampler=val_sampler),
             "sampler": train_sampler}, parts.model, None
