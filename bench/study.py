@@ -9,7 +9,7 @@ Run inside a project whose fetch and split are done (README, "Results on real bi
     python bench/study.py table                 # mean ± spread per variant (dvc exp show --json)
 
 Every variant is the cpu-scratch recipe (binsight/recipes.py) with one change. Each run reports
-its test metrics with TTA (the recipe's dihedral) and with a single view, so TTA is compared in
+its test metrics with TTA (the recipe's flips) and with a single view, so TTA is compared in
 every row at no extra training.
 """
 import argparse
@@ -28,11 +28,12 @@ VARIANTS = {
     "regression": {"train.loss": "regression"},
     "weighted loss": {"train.balance": "weighted_loss"},
     "balanced sampler": {"train.balance": "sampler"},
-    "ema": {"train.ema": 0.995},
+    "ema": {"train.ema": 0.99},
     "no warmup": {"train.warmup_epochs": 0},
+    "dihedral": {"train.augment": "dihedral", "model.tta": "dihedral"},
     # the recipe the product had before the study: strong augmentation, MLP head, Adam, no warmup
     "previous recipe": {"train.augment": "full", "model.head.hidden": [512], "model.head.dropout": 0.2,
-                        "train.optimizer": "adam", "train.warmup_epochs": 0, "lr": 0.001},
+                        "train.optimizer": "adam", "train.warmup_epochs": 0, "lr": 0.001, "model.tta": "none"},
 }
 BARE_LOG = Path("study/bare_loop.jsonl")
 COLUMNS = (("test/accuracy", "acc"), ("test/single_view/accuracy", "acc 1 view"),

@@ -17,10 +17,10 @@ NOTEBOOK = {
 
 CPU_SCRATCH = {
     "model.arch": "resnet18", "model.weights": "none", "model.freeze_backbone": False,
-    "model.head.hidden": [], "model.head.dropout": 0.0, "model.tta": "dihedral",
-    "lr": 0.002, "batch_size": 32, "epochs": 8,
+    "model.head.hidden": [], "model.head.dropout": 0.0, "model.tta": "flips",
+    "lr": 0.002, "batch_size": 32, "epochs": 6,
     "train.optimizer": "adamw", "train.weight_decay": 0.05, "train.scheduler": "cosine", "train.warmup_epochs": 1,
-    "train.loss": "ce", "train.balance": "none", "train.ema": 0.0, "train.augment": "dihedral",
+    "train.loss": "ce", "train.balance": "none", "train.ema": 0.0, "train.augment": "flips",
     "train.image_size": 112, "train.cache_images": True, "train.patience": 100,
 }
 

@@ -158,3 +158,15 @@ def test_unknown_weights_name_lists_the_choices():
         resolve_weights("resnet50", "IMAGENET_BEST")
     with pytest.raises(DataError, match="not found"):
         load_model("nowhere/model.pt")
+
+
+def test_a_change_of_epochs_is_not_resumable_but_patience_is(tmp_path):
+    """The warmup + cosine schedule spans all epochs: a run with other `epochs` must start over."""
+    from binsight.checkpoint import fingerprint
+    split = tmp_path / "train.csv"
+    split.write_text("id,label\n1,1\n")
+    defaults = yaml.safe_load(open(REPO / "params.yaml"))
+    train_params = {**defaults["train"], **{k: defaults[k] for k in TOP_LEVEL_TRAIN}}
+    base = fingerprint(defaults["model"], train_params, [split])
+    assert fingerprint(defaults["model"], {**train_params, "epochs": train_params["epochs"] + 1}, [split]) != base
+    assert fingerprint(defaults["model"], {**train_params, "patience": 99}, [split]) == base
