@@ -185,6 +185,10 @@ class BatchQueue:
         self._queue.put(None)
         self._thread.join(timeout=10)
 
+    def alive(self):
+        """True while the worker thread that runs the forward passes is running."""
+        return self._thread.is_alive()
+
     def _gather(self, pending):
         """Add queued jobs to `pending` until it holds `max_batch` images; False once told to stop."""
         deadline = time.monotonic() + self.max_wait

@@ -15,10 +15,14 @@ Bad input gets a 4xx with {"error": "..."}: 400 undecodable or empty, 413 over -
 415 another content type. The model loads once at start; concurrent requests share forward
 passes (micro-batching, at most --max-batch images each).
 S3 URLs are read anonymously (the ABID bucket is public) from AWS, or from --s3-endpoint /
-env AWS_ENDPOINT_URL (MinIO, moto).
+env AWS_ENDPOINT_URL (MinIO, moto), and only from the buckets --allow-bucket names (default: the
+ABID bucket): any other gets 403. With --token (or env BINSIGHT_SERVE_TOKEN), /predict and
+/metadata need `Authorization: Bearer <token>` (401 without it); /health stays open for probes
+and says whether the model is loaded and the forward-pass worker is alive (503 when not).
 """
 import argparse
 import asyncio
+import hmac
 import json
 import os
 import sys
@@ -38,6 +42,9 @@ from binsight.inference import BadImage, BatchQueue, Predictor, lock_metrics
 from binsight.s3 import make_client
 
 IMAGE_TYPES = {"image/jpeg", "image/jpg", "image/png"}
+ABID_BUCKET = "aft-vbi-pds"
+TOKEN_ENV = "BINSIGHT_SERVE_TOKEN"
+OPEN_PATHS = {"/health"}  # load balancers and probes ask without a token
 
 
 class ApiError(Exception):
@@ -58,6 +65,8 @@ class Settings:
     max_body: int = 10 * 2**20        # bytes
     max_files: int = 256              # images per multipart or {"urls": [...]} request
     s3_client: object = None          # a boto3 client, or None to refuse s3:// URLs
+    allowed_buckets: frozenset = frozenset({ABID_BUCKET})  # s3:// URLs may only read these
+    token: str = None                 # bearer token every request but /health must carry; None = open
     metrics: dict = field(default_factory=dict)
 
 
@@ -73,11 +82,14 @@ def parse_s3_url(url):
     return parsed.netloc, parsed.path.lstrip("/")
 
 
-def fetch_s3(client, url, max_bytes):
-    """The bytes of an S3 object, refusing objects over `max_bytes`. Errors -> ApiError."""
+def fetch_s3(client, url, max_bytes, allowed_buckets=frozenset({ABID_BUCKET})):
+    """The bytes of an S3 object in an allowed bucket, refusing objects over `max_bytes`. Errors -> ApiError."""
     bucket, key = parse_s3_url(url)
     if client is None:
         raise ApiError(400, "s3:// URLs are turned off on this server")
+    if bucket not in allowed_buckets:
+        raise ApiError(403, f"bucket {bucket!r} is not allowed on this server (allowed: "
+                            f"{', '.join(sorted(allowed_buckets))}; see --allow-bucket)")
     try:
         obj = client.get_object(Bucket=bucket, Key=key)
         if obj.get("ContentLength", 0) > max_bytes:
@@ -126,6 +138,24 @@ def error_response(exc):
     return JSONResponse({"error": exc.message}, status_code=exc.status)
 
 
+class RequireToken:
+    """ASGI middleware: 401 for a request without `Authorization: Bearer <token>`, except on
+    OPEN_PATHS. The comparison takes the same time whatever the guess."""
+
+    def __init__(self, app, token):
+        self.app, self.expected = app, f"Bearer {token}".encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            return await self.app(scope, receive, send)
+        given = dict(scope["headers"]).get(b"authorization", b"")
+        if not hmac.compare_digest(given, self.expected):
+            response = JSONResponse({"error": "missing or wrong bearer token (Authorization: Bearer <token>)"},
+                                    status_code=401, headers={"WWW-Authenticate": "Bearer"})
+            return await response(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
 def create_app(predictor, batcher, settings):
     """The FastAPI app around a loaded Predictor and its BatchQueue."""
     app = FastAPI(title="binsight", description="Counts the items (1-5) in Amazon bin photos.",
@@ -172,8 +202,8 @@ def create_app(predictor, batcher, settings):
                 raise ApiError(413, f"{len(urls)} URLs, more than the {settings.max_files} allowed (--max-files)")
         else:
             raise ApiError(400, 'expected {"url": "s3://bucket/key"} or {"urls": [...]}')
-        images = await asyncio.gather(*(run_in_threadpool(fetch_s3, settings.s3_client, u, settings.max_body)
-                                        for u in urls))
+        images = await asyncio.gather(*(run_in_threadpool(fetch_s3, settings.s3_client, u, settings.max_body,
+                                                          settings.allowed_buckets) for u in urls))
         return images, names
 
     async def from_form(request):
@@ -207,8 +237,11 @@ def create_app(predictor, batcher, settings):
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "model_loaded": True, "model": predictor.version, "device": str(predictor.device),
+        loaded, working = predictor.model is not None, batcher.alive()
+        body = {"status": "ok" if loaded and working else "unavailable", "model_loaded": loaded,
+                "batch_worker_alive": working, "model": predictor.version, "device": str(predictor.device),
                 "forward_passes": batcher.batches}
+        return JSONResponse(body, status_code=200 if loaded and working else 503)
 
     @app.get("/metadata")
     async def metadata():
@@ -217,6 +250,8 @@ def create_app(predictor, batcher, settings):
                             "max_files": settings.max_files}}
 
     app.add_middleware(LimitBody, max_bytes=settings.max_body)
+    if settings.token:
+        app.add_middleware(RequireToken, token=settings.token)
     return app
 
 
@@ -239,6 +274,11 @@ def parse_args(argv=None):
                         help="S3-compatible endpoint for s3:// URLs (default: env AWS_ENDPOINT_URL, else AWS)")
     parser.add_argument("--s3-region", default="us-east-1", help="(default: %(default)s)")
     parser.add_argument("--s3-signed", action="store_true", help="sign S3 requests with the usual AWS credentials (default: anonymous)")
+    parser.add_argument("--allow-bucket", action="append", default=None, metavar="BUCKET",
+                        help=f"a bucket s3:// URLs may read; repeat for more (default: {ABID_BUCKET}); others get 403")
+    parser.add_argument("--token", default=os.environ.get(TOKEN_ENV) or None,
+                        help=f"require `Authorization: Bearer TOKEN` on /predict and /metadata (default: env {TOKEN_ENV}; "
+                             "unset = no token); set it whenever --host is not 127.0.0.1")
     parser.add_argument("--dvc-lock", default="dvc.lock",
                         help="/metadata shows the dvclive metrics that this lock file records for the model (default: %(default)s)")
     parser.add_argument("--no-access-log", action="store_true", help="no log line per request")
@@ -258,7 +298,11 @@ def main(argv=None):
     batcher = BatchQueue(predictor.predict_tensors, args.max_batch, args.max_wait_ms / 1000)
     settings = Settings(max_body=int(args.max_body_mb * 2**20), max_files=args.max_files,
                         s3_client=make_client(args.s3_region, args.s3_endpoint, anonymous=not args.s3_signed, retries=3),
+                        allowed_buckets=frozenset(args.allow_bucket or [ABID_BUCKET]), token=args.token,
                         metrics=lock_metrics(args.model, args.dvc_lock))
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.token:
+        print(f"serve: warning: listening on {args.host} without --token: anyone who reaches it can use it",
+              file=sys.stderr, flush=True)
     app = create_app(predictor, batcher, settings)
     meta = predictor.metadata()
     print(f"serve: model {predictor.version} ({meta['arch']}, {meta['image_size']} px, counts {meta['classes']}) "
