@@ -21,6 +21,7 @@ import torch
 
 from binsight.datasets import BinImages, augment_mode, eval_transform, make_loader
 from binsight.files import atomic_path
+from binsight.progress import Progress
 from binsight.tables import read_labels, write_csv, write_json
 
 FORMAT = 1
@@ -61,7 +62,12 @@ def compute_features(backbone, rows, images_dir, image_size, jpeg_draft=True, ba
     dataset = BinImages(rows, images_dir, classes, eval_transform(image_size), image_size, jpeg_draft)
     loader = make_loader(dataset, batch_size, False, num_workers, device.type == "cuda")
     backbone.eval()
-    out = [backbone(x.to(device, non_blocking=True)).float().cpu() for x, _ in loader]
+    bar = Progress("featurize", len(rows))
+    out = []
+    for x, _ in loader:
+        out.append(backbone(x.to(device, non_blocking=True)).float().cpu())
+        bar.update(len(x))
+    bar.close()
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
 

@@ -8,6 +8,7 @@ import numpy as np
 from binsight.datasets import BinImages, eval_transform, make_loader
 from binsight.losses import decode
 from binsight.loops import predict
+from binsight.progress import Progress
 
 
 def split_loader(rows, images_dir, meta, batch_size, num_workers, device):
@@ -21,8 +22,9 @@ def split_loader(rows, images_dir, meta, batch_size, num_workers, device):
 def timed_predictions(model, meta, loader, device, dtype, tta):
     """-> (probabilities [n, K], seconds per image) for one TTA mode."""
     start = time.perf_counter()
+    bar = Progress(f"evaluate ({tta} TTA)" if tta != "none" else "evaluate", len(loader.dataset))
     probs, _ = predict(model, loader, device, dtype, decode=partial(decode, meta["loss"], num_classes=len(meta["classes"])),
-                       tta=tta)
+                       tta=tta, progress=bar)
     return probs, (time.perf_counter() - start) / max(len(probs), 1)
 
 

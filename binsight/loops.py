@@ -75,7 +75,7 @@ class StepHooks:
 
 
 def train_one_epoch(model, loader, optimizer, criterion, device, dtype=None, scaler=None, channels_last=False,
-                    world=None, profiler=None, decode=softmax, hooks=None):
+                    world=None, profiler=None, decode=softmax, hooks=None, progress=None):
     """One pass over `loader`. With a `world` of several processes, the returned loss, accuracy and
     image count are over all of them (`model` is then the DDP wrapper). `decode` turns the model's
     outputs into class probabilities (binsight.losses.decode) for the train accuracy."""
@@ -107,7 +107,11 @@ def train_one_epoch(model, loader, optimizer, criterion, device, dtype=None, sca
             sums[2] += len(y)
             if profiler is not None:
                 profiler.step()
+            if progress is not None:
+                progress.update(len(y))
             tick = time.perf_counter()
+    if progress is not None:
+        progress.close()
     if world is not None:
         world.sum(sums)
     if device.type == "cuda":
@@ -118,7 +122,7 @@ def train_one_epoch(model, loader, optimizer, criterion, device, dtype=None, sca
 
 
 @torch.no_grad()
-def predict(model, loader, device, dtype=None, channels_last=False, decode=softmax, tta="none"):
+def predict(model, loader, device, dtype=None, channels_last=False, decode=softmax, tta="none", progress=None):
     """-> (probabilities [n, classes] float32, targets [n]) as numpy arrays, in loader order.
     With `tta` (binsight.views), the probabilities are averaged over the counting-safe views."""
     model.eval()
@@ -135,6 +139,10 @@ def predict(model, loader, device, dtype=None, channels_last=False, decode=softm
         p = average_over_views(probabilities_of, x, tta) if tta != "none" else probabilities_of(x)
         probs.append(p.float().cpu())
         targets.append(y)
+        if progress is not None:
+            progress.update(len(y))
+    if progress is not None:
+        progress.close()
     if not probs:
         return np.zeros((0, 0), np.float32), np.zeros(0, np.int64)
     return torch.cat(probs).numpy(), torch.cat(targets).numpy()

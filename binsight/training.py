@@ -28,6 +28,7 @@ from binsight.losses import CountingLoss, class_weights, decode
 from binsight.loops import StepHooks, amp_dtype, evaluate_split, pick_device, seed_everything, train_one_epoch
 from binsight.model import model_from_params, preprocessing, save_model
 from binsight.profiling import StepProfiler
+from binsight.progress import Progress as ProgressBar
 
 COLLAPSE_EPOCHS = 2  # warn when val predictions are all one class this many epochs in a row
 LOADER_BOUND = 0.5   # warn when the loop waits for data more than this fraction of an epoch
@@ -75,7 +76,7 @@ class Parts:
 
 
 @dataclass
-class Progress:
+class RunState:
     """What a checkpoint carries across a kill: where the run is and the best epoch so far."""
     start: int = 0
     best_acc: float = -1.0
@@ -146,9 +147,11 @@ def fit(paths, model_params, train_params, world):
         loaders["sampler"].set_epoch(epoch)
         lr = parts.optimizer.param_groups[-1]["lr"]
         with (profiler or contextlib.nullcontext()):
+            bar = ProgressBar(f"train epoch {epoch + 1}/{train_params['epochs']}", len(loaders["sampler"]),
+                           enabled=world.is_main)
             stats = train_one_epoch(net, loaders["train"], parts.optimizer, parts.criterion, parts.device,
                                     parts.dtype, parts.scaler, parts.channels_last, world, profiler,
-                                    parts.decode, StepHooks(parts.scheduler, parts.ema))
+                                    parts.decode, StepHooks(parts.scheduler, parts.ema), bar)
         profiler = close_profiler(profiler, say)
         if not math.isfinite(stats.loss):
             raise TrainingDiverged(f"training loss is {stats.loss} at epoch {epoch + 1} with lr {lr:g}: "
@@ -247,7 +250,7 @@ def resume_or_start(paths, model_params, train_params, parts, run_id, classes, w
         procs = f" x{world.world_size} processes" if world.enabled else ""
         say(f"train: starting fresh ({why}); {model_params['arch']} on {parts.device}{dtype}{procs}, "
             f"{sizes[0]} train / {sizes[1]} val")
-        return Progress()
+        return RunState()
     parts.model.load_state_dict(state["model"])
     parts.optimizer.load_state_dict(state["optimizer"])
     parts.scheduler.load_state_dict(state["scheduler"])
@@ -255,7 +258,7 @@ def resume_or_start(paths, model_params, train_params, parts, run_id, classes, w
         parts.scaler.load_state_dict(state["scaler"])
     if parts.ema is not None and state.get("ema"):
         parts.ema.load_state_dict(state["ema"])
-    progress = Progress(start=state["epoch"] + 1, best_acc=state["best_acc"], best_epoch=state["best_epoch"],
+    progress = RunState(start=state["epoch"] + 1, best_acc=state["best_acc"], best_epoch=state["best_epoch"],
                         best_state=state["best_state"], bad_epochs=state["bad_epochs"],
                         collapsed=state.get("collapsed", 0), history=state.get("history", {}))
     say(f"train: resuming at epoch {progress.start + 1}/{train_params['epochs']} from {paths.checkpoint} "
