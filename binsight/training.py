@@ -23,7 +23,7 @@ from binsight.datasets import (BinImages, InMemoryBatches, InMemoryImages, eval_
                                train_transform)
 from binsight.distributed import BalancedShardSampler, ShardSampler
 from binsight.embeddings import FeatureBatches, cached_features
-from binsight.errors import BinsightError
+from binsight.errors import BinsightError, ConfigError
 from binsight.losses import CountingLoss, class_weights, decode
 from binsight.loops import StepHooks, amp_dtype, evaluate_split, pick_device, seed_everything, train_one_epoch
 from binsight.model import model_from_params, preprocessing, save_model
@@ -178,7 +178,7 @@ def load_data(paths):
 
 def build_parts(model_params, train_params, train_rows, classes, world):
     seed_everything(train_params["seed"])  # the same initial weights on every rank
-    device = torch.device("cuda", world.local_rank) if world.enabled and torch.cuda.is_available() else pick_device()
+    device = process_device(world)
     channels_last = train_params["channels_last"] and device.type == "cuda"
     loss = train_params["loss"]
     model = model_from_params(model_params, len(classes), loss=loss).to(device)
@@ -195,6 +195,17 @@ def build_parts(model_params, train_params, train_rows, classes, world):
                  scaler=torch.amp.GradScaler("cuda") if dtype == torch.float16 else None,
                  criterion=criterion, device=device, dtype=dtype, channels_last=channels_last,
                  decode=lambda outputs: decode(loss, outputs, len(classes)))
+
+
+def process_device(world):
+    """This process's device: under DDP with GPUs, the GPU of its local rank (one per process)."""
+    if not (world.enabled and torch.cuda.is_available()):
+        return pick_device()
+    if world.local_rank >= torch.cuda.device_count():
+        raise ConfigError(f"process {world.local_rank} of this node has no GPU of its own ({torch.cuda.device_count()} "
+                          "visible): set train.distributed.nproc_per_node to the GPU count, or backend: gloo with "
+                          "CUDA_VISIBLE_DEVICES= to train on the CPU")
+    return torch.device("cuda", world.local_rank)
 
 
 def add_schedule_and_ema(parts, trained, train_params, steps_per_epoch):

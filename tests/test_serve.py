@@ -21,7 +21,8 @@ MAX_BODY_MB = 1
 @pytest.fixture(scope="module")
 def server(trained_project, abid_bucket, tmp_path_factory):
     work = tmp_path_factory.mktemp("serve")
-    with Server(trained_project / "models/model.pt", work / "server.log", "--max-body-mb", MAX_BODY_MB,
+    # --device cpu: the answers are compared with evaluate's, which ran on the CPU (binsight.testing.project.env)
+    with Server(trained_project / "models/model.pt", work / "server.log", "--device", "cpu", "--max-body-mb", MAX_BODY_MB,
                 "--s3-endpoint", abid_bucket.url, "--dvc-lock", trained_project / "dvc.lock", cwd=work) as srv:
         yield srv
 

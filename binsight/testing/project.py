@@ -13,7 +13,9 @@ COPIED = ["dvc.yaml", "params.yaml", "stages", "binsight", ".dvc/config", ".dvc/
 VENV_BIN = str(Path(sys.executable).parent)
 
 
-def env(**extra):
+def env(gpu=False, **extra):
+    """The environment of a test subprocess. Pinned to the CPU unless `gpu`: the suite compares
+    numbers across stages exactly (fp32 on the CPU); tests/test_gpu.py runs the GPU paths."""
     e = dict(os.environ)
     e["PATH"] = VENV_BIN + os.pathsep + e.get("PATH", "")
     e.update(DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
@@ -21,13 +23,15 @@ def env(**extra):
     for k in ("DVC_ROOT", "DVC_EXP_BASELINE_REV", "DVC_EXP_NAME", "AWS_ENDPOINT_URL", "BINSIGHT_S3_BUCKET",
               "BINSIGHT_S3_PREFIX", "BINSIGHT_FETCH_CONCURRENCY"):
         e.pop(k, None)
+    if not gpu:
+        e["CUDA_VISIBLE_DEVICES"] = ""
     e.update({k: str(v) for k, v in extra.items()})
     return e
 
 
-def run(args, cwd, check=True, timeout=600, **env_extra):
+def run(args, cwd, check=True, timeout=600, gpu=False, **env_extra):
     """Run a command; on an unexpected exit status fail with its whole output."""
-    proc = subprocess.run(args, cwd=cwd, env=env(**env_extra), capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(args, cwd=cwd, env=env(gpu, **env_extra), capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(map(str, args))} exited {proc.returncode}\n"
                              f"--- stdout\n{proc.stdout[-6000:]}\n--- stderr\n{proc.stderr[-6000:]}")

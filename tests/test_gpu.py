@@ -1,0 +1,51 @@
+"""The GPU paths (CUDA, autocast bf16/fp16 with GradScaler, channels-last, NCCL): they run where a
+GPU is visible and are skipped elsewhere, saying so. The rest of the suite pins the CPU
+(binsight.testing.project.env) because it compares numbers across stages exactly."""
+import json
+import sys
+
+import pytest
+import torch
+
+from binsight.evaluation import split_loader, timed_predictions
+from binsight.datasets import read_split
+from binsight.model import load_model
+from binsight.testing.dataset import SMALL_MODEL, SMALL_TRAIN, write_dataset
+from binsight.testing.project import git_commit, make_project, run
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible: the GPU paths need one")
+needs_two = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="NCCL DDP needs 2 GPUs")
+
+
+def gpu_project(tmp_path, **train):
+    project = make_project(tmp_path / "proj", commit=False, params={
+        "model": SMALL_MODEL, "train": {**SMALL_TRAIN, "epochs": 3, "cache_images": True, **train}})
+    write_dataset(project, n_per_class=12)
+    git_commit(project, "gpu project")
+    return project
+
+
+@needs_cuda
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_train_and_evaluate_on_the_gpu_with_reduced_precision(tmp_path, amp):
+    if amp == "bf16" and not torch.cuda.is_bf16_supported():
+        pytest.skip("this GPU has no bf16")
+    project = gpu_project(tmp_path, amp=amp, channels_last=True)
+    out = run([sys.executable, "-m", "stages.train"], project, gpu=True).stdout
+    assert "on cuda" in out and f"with {'bfloat16' if amp == 'bf16' else 'float16'}" in out, out
+    run([sys.executable, "-m", "stages.evaluate"], project, gpu=True)
+    gpu_metrics = json.loads((project / "dvclive/evaluate/metrics.json").read_text())["test"]
+    # the same model file on the CPU in fp32: reduced precision moves probabilities a little, not counts
+    model, meta = load_model(project / "models/model.pt")
+    rows = read_split(project / "data/split", "test", project / "data/raw/images")
+    loader = split_loader(rows, project / "data/raw/images", meta, 64, 0, torch.device("cpu"))
+    probs, _ = timed_predictions(model, meta, loader, torch.device("cpu"), None, meta["preprocess"]["tta"])
+    cpu_acc = sum(meta["classes"][p.argmax()] == label for p, (_, label) in zip(probs, rows)) / len(rows)
+    assert abs(cpu_acc - gpu_metrics["accuracy"]) <= 2 / len(rows)  # at most a borderline image or two
+
+
+@needs_two
+def test_two_gpu_ddp_with_nccl(tmp_path):
+    project = gpu_project(tmp_path, distributed={"nproc_per_node": 2, "backend": "nccl"})
+    out = run([sys.executable, "-m", "stages.train"], project, gpu=True).stdout
+    assert "x2 processes" in out and out.count("epoch 3/3") == 1
