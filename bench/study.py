@@ -80,7 +80,8 @@ def experiments(shown):
     def walk(node):
         if isinstance(node, dict):
             name, data = node.get("name"), node.get("data")
-            if name and isinstance(data, dict) and data.get("metrics"):
+            # a running experiment shows as rev "workspace" with another run's metrics: skip it
+            if name and isinstance(data, dict) and data.get("metrics") and data.get("rev") != "workspace":
                 metrics = {}
                 for entry in data["metrics"].values():
                     metrics.update(flat(entry.get("data")))
