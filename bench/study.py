@@ -31,6 +31,8 @@ VARIANTS = {
     "ema": {"train.ema": 0.99},
     "no warmup": {"train.warmup_epochs": 0},
     "dihedral": {"train.augment": "dihedral", "model.tta": "dihedral"},
+    # the same budget spent on more epochs: bf16 autocast on a CPU with native bf16 is ~1.5x faster
+    "bf16, 9 epochs": {"train.amp": "bf16", "epochs": 9},
     # the recipe the product had before the study: strong augmentation, MLP head, Adam, no warmup
     "previous recipe": {"train.augment": "full", "model.head.hidden": [512], "model.head.dropout": 0.2,
                         "train.optimizer": "adam", "train.warmup_epochs": 0, "lr": 0.001, "model.tta": "none"},
@@ -42,7 +44,7 @@ COLUMNS = (("test/accuracy", "acc"), ("test/single_view/accuracy", "acc 1 view")
 
 
 def exp_name(variant, seed):
-    return f"{variant.replace(' ', '-').replace('(', '').replace(')', '')}-s{seed}"
+    return f"{variant.replace(', ', '-').replace(' ', '-').replace('(', '').replace(')', '')}-s{seed}"
 
 
 def queue(seeds, variants):

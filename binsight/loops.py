@@ -18,9 +18,22 @@ def pick_device():
     return torch.device("cpu")
 
 
-def amp_dtype(setting, device):
-    """The autocast dtype for `train.amp` on this device; None = full precision (always on CPU)."""
-    if device.type != "cuda" or setting == "off":
+def cpu_has_bf16():
+    """True when this CPU computes bf16 natively (AVX512-BF16 or AMX): autocast then speeds up training."""
+    probes = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
+    return any(probe is not None and probe() for probe in probes)
+
+
+def amp_dtype(setting, device, training=False):
+    """The autocast dtype for `train.amp` on this device; None = full precision.
+    GPU: auto = bf16 where supported, else fp16. CPU: only an explicit `bf16` while training, on a
+    CPU with native bf16 (about 1.5x faster there); inference on the CPU stays fp32, so evaluate,
+    predict and serve give the same answers on it."""
+    if setting == "off":
+        return None
+    if device.type == "cpu":
+        return torch.bfloat16 if training and setting == "bf16" and cpu_has_bf16() else None
+    if device.type != "cuda":
         return None
     if setting == "bf16" or (setting == "auto" and torch.cuda.is_bf16_supported()):
         return torch.bfloat16

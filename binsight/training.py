@@ -185,7 +185,7 @@ def build_parts(model_params, train_params, train_rows, classes, world):
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, train_params)
-    dtype = amp_dtype(train_params["amp"], device)
+    dtype = amp_dtype(train_params["amp"], device, training=True)
     index = {c: i for i, c in enumerate(classes)}
     weights = class_weights([index[label] for _, label in train_rows], len(classes)) \
         if train_params["balance"] == "weighted_loss" else None

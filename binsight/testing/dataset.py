@@ -5,7 +5,9 @@ from binsight.splitting import stratified_split
 from binsight.testing.synthetic import make_bins
 
 SMALL_MODEL = {"arch": "resnet18", "weights": "none", "freeze_backbone": False, "head": {"hidden": [], "dropout": 0.0}}
-SMALL_TRAIN = {"epochs": 8, "batch_size": 16, "image_size": 64, "num_workers": 0, "lr": 0.001}
+# From scratch, so the backbone learns at the head's lr (backbone_lr: null), and one loss-agnostic setup
+# whatever params.yaml's defaults are.
+SMALL_TRAIN = {"epochs": 8, "batch_size": 16, "image_size": 64, "num_workers": 0, "lr": 0.001, "backbone_lr": None}
 
 
 def write_dataset(project, n_per_class=8, seed=0):

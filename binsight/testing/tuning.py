@@ -8,7 +8,7 @@ from binsight.testing.project import dvc, git_commit, make_project
 
 FROZEN_MODEL = {"arch": "resnet18", "weights": "none", "freeze_backbone": True,
                 "head": {"hidden": [], "dropout": 0.0}}
-FROZEN_TRAIN = {"epochs": 2, "batch_size": 16, "image_size": 64, "num_workers": 0, "lr": 0.01}
+FROZEN_TRAIN = {"epochs": 2, "batch_size": 16, "image_size": 64, "num_workers": 0, "lr": 0.01, "augment": "none"}
 
 _built = {}  # the project is shared by every module that imports the fixture
 
