@@ -18,7 +18,7 @@ NOTEBOOK = {
 CPU_SCRATCH = {
     "model.arch": "resnet18", "model.weights": "none", "model.freeze_backbone": False,
     "model.head.hidden": [], "model.head.dropout": 0.0, "model.tta": "flips",
-    "lr": 0.002, "batch_size": 32, "epochs": 6,
+    "lr": 0.002, "batch_size": 32, "epochs": 6, "train.backbone_lr": None,
     "train.optimizer": "adamw", "train.weight_decay": 0.05, "train.scheduler": "cosine", "train.warmup_epochs": 1,
     "train.loss": "ce", "train.balance": "none", "train.ema": 0.0, "train.augment": "flips",
     "train.image_size": 112, "train.cache_images": True, "train.patience": 100,
@@ -31,7 +31,9 @@ def set_flags(overrides):
     """{key: value} -> ["-S", "key=value", ...] in the form `dvc exp run` parses (YAML values)."""
     flags = []
     for key, value in overrides.items():
-        if isinstance(value, bool):
+        if value is None:
+            text = "null"
+        elif isinstance(value, bool):
             text = "true" if value else "false"
         elif isinstance(value, list):
             text = "[" + ",".join(str(v) for v in value) + "]"
