@@ -156,11 +156,8 @@ class RequireToken:
         return await self.app(scope, receive, send)
 
 
-def create_app(predictor, batcher, settings):
-    """The FastAPI app around a loaded Predictor and its BatchQueue."""
-    app = FastAPI(title="binsight", description="Counts the items (1-5) in Amazon bin photos.",
-                  version=predictor.version)
-
+def register_error_handlers(app):
+    """Every refusal and failure answers JSON {"error": ...} with its status."""
     @app.exception_handler(ApiError)
     async def api_error(request, exc):
         return error_response(exc)
@@ -177,45 +174,56 @@ def create_app(predictor, batcher, settings):
     async def internal_error(request, exc):  # a bug, not bad input: still JSON (the traceback is logged)
         return JSONResponse({"error": f"internal error: {type(exc).__name__}"}, status_code=500)
 
-    async def predict_many(images):
-        # Decoding runs in worker threads (PIL releases the GIL); forwards go through the queue.
-        tensors = await asyncio.gather(*(run_in_threadpool(predictor.tensor, data) for data in images),
-                                       return_exceptions=True)
-        for i, t in enumerate(tensors):
-            if isinstance(t, BaseException):
-                if isinstance(t, BadImage) and len(images) > 1:
-                    raise BadImage(f"image {i + 1}: {t}")
-                raise t
-        return await asyncio.gather(*map(asyncio.wrap_future, batcher.submit(tensors)))
 
-    async def from_json(request):
-        """{"url": ...} -> ([bytes], None); {"urls": [...]} -> ([bytes, ...], urls)."""
-        try:
-            payload = json.loads(await request.body())
-        except ValueError:
-            raise ApiError(400, "body is not valid JSON") from None
-        if isinstance(payload, dict) and isinstance(payload.get("url"), str):
-            urls, names = [payload["url"]], None
-        elif isinstance(payload, dict) and isinstance(payload.get("urls"), list) and payload["urls"]:
-            urls = names = payload["urls"]
-            if len(urls) > settings.max_files:
-                raise ApiError(413, f"{len(urls)} URLs, more than the {settings.max_files} allowed (--max-files)")
-        else:
-            raise ApiError(400, 'expected {"url": "s3://bucket/key"} or {"urls": [...]}')
-        images = await asyncio.gather(*(run_in_threadpool(fetch_s3, settings.s3_client, u, settings.max_body,
-                                                          settings.allowed_buckets) for u in urls))
-        return images, names
+async def predict_many(predictor, batcher, images):
+    """Image bytes -> result dicts. Decoding runs in worker threads (PIL releases the GIL);
+    forwards go through the micro-batching queue."""
+    tensors = await asyncio.gather(*(run_in_threadpool(predictor.tensor, data) for data in images),
+                                   return_exceptions=True)
+    for i, t in enumerate(tensors):
+        if isinstance(t, BaseException):
+            if isinstance(t, BadImage) and len(images) > 1:
+                raise BadImage(f"image {i + 1}: {t}")
+            raise t
+    return await asyncio.gather(*map(asyncio.wrap_future, batcher.submit(tensors)))
 
-    async def from_form(request):
-        """multipart/form-data -> ([bytes, ...], filenames): every file part, in order."""
-        form = await request.form(max_files=settings.max_files)
-        try:
-            files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
-            if not files:
-                raise ApiError(400, "no image files in the multipart body")
-            return [await f.read() for f in files], [f.filename for f in files]
-        finally:
-            await form.close()
+
+async def images_from_json(request, settings):
+    """{"url": ...} -> ([bytes], None); {"urls": [...]} -> ([bytes, ...], urls)."""
+    try:
+        payload = json.loads(await request.body())
+    except ValueError:
+        raise ApiError(400, "body is not valid JSON") from None
+    if isinstance(payload, dict) and isinstance(payload.get("url"), str):
+        urls, names = [payload["url"]], None
+    elif isinstance(payload, dict) and isinstance(payload.get("urls"), list) and payload["urls"]:
+        urls = names = payload["urls"]
+        if len(urls) > settings.max_files:
+            raise ApiError(413, f"{len(urls)} URLs, more than the {settings.max_files} allowed (--max-files)")
+    else:
+        raise ApiError(400, 'expected {"url": "s3://bucket/key"} or {"urls": [...]}')
+    images = await asyncio.gather(*(run_in_threadpool(fetch_s3, settings.s3_client, u, settings.max_body,
+                                                      settings.allowed_buckets) for u in urls))
+    return images, names
+
+
+async def images_from_form(request, settings):
+    """multipart/form-data -> ([bytes, ...], filenames): every file part, in order."""
+    form = await request.form(max_files=settings.max_files)
+    try:
+        files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
+        if not files:
+            raise ApiError(400, "no image files in the multipart body")
+        return [await f.read() for f in files], [f.filename for f in files]
+    finally:
+        await form.close()
+
+
+def create_app(predictor, batcher, settings):
+    """The FastAPI app around a loaded Predictor and its BatchQueue."""
+    app = FastAPI(title="binsight", description="Counts the items (1-5) in Amazon bin photos.",
+                  version=predictor.version)
+    register_error_handlers(app)
 
     @app.post("/predict")
     async def predict(request: Request):
@@ -223,13 +231,13 @@ def create_app(predictor, batcher, settings):
         if kind in IMAGE_TYPES:
             images, names = [await request.body()], None
         elif kind == "application/json":
-            images, names = await from_json(request)
+            images, names = await images_from_json(request, settings)
         elif kind == "multipart/form-data":
-            images, names = await from_form(request)
+            images, names = await images_from_form(request, settings)
         else:
             raise ApiError(415, f"Content-Type {kind or '(none)'} is not accepted: send image/jpeg, image/png, "
                                 "application/json {\"url\": \"s3://...\"} or multipart/form-data")
-        results = await predict_many(images)
+        results = await predict_many(predictor, batcher, images)
         if names is None:  # one image: the seed endpoint's answer
             return {**results[0], "model": predictor.version}
         key = "url" if kind == "application/json" else "filename"

@@ -169,10 +169,8 @@ def parse_args(argv):
     return args
 
 
-@one_line_errors
-def main(argv=None):
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    tune_params = check_tune(load_params().get("tune"))
+def open_study(args, tune_params):
+    """The study in <out>/<study>.journal, created or continued."""
     if subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], capture_output=True).returncode != 0:
         raise ConfigError("tune runs DVC experiments, which need a git repository with a commit: "
                           "`git add -A && git commit -m baseline` first")
@@ -184,52 +182,62 @@ def main(argv=None):
                                 load_if_exists=True)
     # Reproducible, yet a continued study must not replay the random start-up trials of its first run.
     study.sampler = optuna.samplers.TPESampler(seed=tune_params["seed"] + len(study.trials))
-    names, metric = list(tune_params["space"]), tune_params["metric"]
-    print(f"tune: study {args.study!r}, {args.trials} trial{'s' if args.trials > 1 else ''} of {', '.join(names)} by {tune_params['direction']} {metric}"
-          f"{f' (continuing after {len(study.trials)} earlier trials)' if study.trials else ''}", flush=True)
+    return study, out
 
+
+def one_trial(study, trial, tune_params, exp, logs):
+    """Run one trial as a DVC experiment and tell the study its value -> (status text, seconds)."""
+    metric = tune_params["metric"]
+    values = {name: suggest(trial, name, spec) for name, spec in tune_params["space"].items()}
+    print(f"tune: {exp}: {' '.join(f'{k}={cli_value(v)}' for k, v in values.items())} ...", flush=True)
+    t0 = time.perf_counter()
+    ok, last = run_trial(exp, values, logs / f"{exp}.log")
+    seconds = time.perf_counter() - t0
+    trial.set_user_attr("experiment", exp)
+    trial.set_user_attr("seconds", seconds)
+    value = lookup(json.loads(LIVE_METRICS.read_text()), metric) if ok and LIVE_METRICS.exists() else None
+    if is_number(value):
+        study.tell(trial, float(value))
+        return f"{metric} {value:.4f}", seconds
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    if "already exists" in last or "conflicts with existing experiment" in last:
+        raise ConfigError(f"experiment {exp} already exists: pick another --study, or `dvc exp remove {exp}`")
+    return f"failed ({last or f'no {metric} in {LIVE_METRICS}'}; log: {logs / f'{exp}.log'})", seconds
+
+
+def best_so_far(study):
+    try:
+        return f"best {study.best_value:.4f} ({study.best_trial.user_attrs['experiment']})"
+    except ValueError:
+        return "no finished trial yet"
+
+
+def run_trials(study, args, tune_params, out):
+    """Ask, run and tell `args.trials` trials, printing progress with an ETA."""
     start, durations = time.perf_counter(), []
     for n in range(1, args.trials + 1):
         if args.timeout is not None and time.perf_counter() - start > args.timeout:
             print(f"tune: --timeout {args.timeout:g}s reached, stopping after {n - 1} trials", flush=True)
-            break
+            return
         trial = study.ask()
-        values = {name: suggest(trial, name, spec) for name, spec in tune_params["space"].items()}
         exp = f"{args.study}-trial-{trial.number + 1}"
-        shown = " ".join(f"{k.split('.')[-1]}={cli_value(v)}" for k, v in values.items())
-        print(f"tune: trial {n}/{args.trials} {exp}: {shown} ...", flush=True)
-        t0 = time.perf_counter()
         try:
-            ok, last = run_trial(exp, values, out / "logs" / f"{exp}.log")
+            status, seconds = one_trial(study, trial, tune_params, exp, out / "logs")
         except KeyboardInterrupt:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             print(f"\ntune: interrupted in trial {n}; the results so far:", flush=True)
-            break
-        seconds = time.perf_counter() - t0
+            return
         durations.append(seconds)
-        trial.set_user_attr("experiment", exp)
-        trial.set_user_attr("seconds", seconds)
-        value = lookup(json.loads(LIVE_METRICS.read_text()), metric) if ok and LIVE_METRICS.exists() else None
-        if not is_number(value):
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            if "already exists" in last or "conflicts with existing experiment" in last:
-                raise ConfigError(f"experiment {exp} already exists: pick another --study, or "
-                                  f"`dvc exp remove {exp}`")
-            status = f"failed ({last or f'no {metric} in {LIVE_METRICS}'}; log: {out / 'logs' / f'{exp}.log'})"
-        else:
-            study.tell(trial, float(value))
-            status = f"{metric} {value:.4f}"
-        try:
-            best = f"best {study.best_value:.4f} ({study.best_trial.user_attrs['experiment']})"
-        except ValueError:
-            best = "no finished trial yet"
-        remaining = args.trials - n
-        eta = sum(durations) / len(durations) * remaining
+        eta = sum(durations) / len(durations) * (args.trials - n)
         if args.timeout is not None:
             eta = min(eta, max(args.timeout - (time.perf_counter() - start), 0))
-        print(f"tune: trial {n}/{args.trials} {exp} {status} in {duration(seconds)} | {best} | "
+        print(f"tune: trial {n}/{args.trials} {exp} {status} in {duration(seconds)} | {best_so_far(study)} | "
               f"ETA {duration(eta)}", flush=True)
 
+
+def report(study, args, tune_params, out):
+    """Leaderboard, <study>.csv and best_params.yaml; apply the best experiment when asked."""
+    names, metric = list(tune_params["space"]), tune_params["metric"]
     rows = leaderboard(study, names, metric)
     print(f"\ntune: leaderboard of study {args.study!r} ({len(rows)} finished of {len(study.trials)} trials)")
     print(format_table(rows), flush=True)
@@ -248,6 +256,19 @@ def main(argv=None):
         print(f"tune: applied {name} to the workspace (`git diff params.yaml` shows it)")
     else:
         print(f"tune: apply it with `dvc exp apply {name}`; compare all with `dvc exp show --sort-by {metric}`")
+
+
+@one_line_errors
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    tune_params = check_tune(load_params().get("tune"))
+    study, out = open_study(args, tune_params)
+    names = list(tune_params["space"])
+    print(f"tune: study {args.study!r}, {args.trials} trial{'s' if args.trials > 1 else ''} of {', '.join(names)} "
+          f"by {tune_params['direction']} {tune_params['metric']}"
+          f"{f' (continuing after {len(study.trials)} earlier trials)' if study.trials else ''}", flush=True)
+    run_trials(study, args, tune_params, out)
+    report(study, args, tune_params, out)
 
 
 if __name__ == "__main__":
