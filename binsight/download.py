@@ -124,24 +124,29 @@ class Downloader:
         atomic_write_bytes(path, data)
         return data, 1
 
+    def fetch_part(self, rec, path, key, check, missing, unreadable):
+        """One object of a bin, local or downloaded -> its bytes, or None with `rec` marked bad."""
+        try:
+            data, n = self.local_or_download(path, key, check)
+        except MissingObject as exc:
+            self._bad(rec, missing, f"no object {exc}")
+            return None
+        except DataError as exc:
+            self._bad(rec, unreadable, str(exc))
+            return None
+        rec.downloaded += n
+        return data
+
     def fetch_bin(self, bin_id, label):
         rec = BinRecord(id=bin_id, label=label)
-        try:
-            meta, n = self.local_or_download(self.metadata_dir / f"{bin_id}.json",
-                                             metadata_key(self.prefix, bin_id), parse_metadata)
-            rec.downloaded += n
-        except MissingObject as exc:
-            return self._bad(rec, "missing_metadata", f"no object {exc}")
-        except DataError as exc:
-            return self._bad(rec, "unreadable_metadata", str(exc))
-        try:
-            image, n = self.local_or_download(self.images_dir / f"{bin_id}.jpg",
-                                              image_key(self.prefix, bin_id), verify_jpeg)
-            rec.downloaded += n
-        except MissingObject as exc:
-            return self._bad(rec, "missing_image", f"no object {exc}")
-        except DataError as exc:
-            return self._bad(rec, "corrupt_image", str(exc))
+        meta = self.fetch_part(rec, self.metadata_dir / f"{bin_id}.json", metadata_key(self.prefix, bin_id),
+                               parse_metadata, "missing_metadata", "unreadable_metadata")
+        if meta is None:
+            return rec
+        image = self.fetch_part(rec, self.images_dir / f"{bin_id}.jpg", image_key(self.prefix, bin_id),
+                                verify_jpeg, "missing_image", "corrupt_image")
+        if image is None:
+            return rec
         rec.width, rec.height = verify_jpeg(image)
         rec.bytes, rec.sha256 = len(image), hashlib.sha256(image).hexdigest()
         quantity = parse_metadata(meta).expected_quantity
