@@ -6,7 +6,7 @@ Run inside a project whose fetch and split are done (README, "Results on real bi
     python bench/study.py queue --seeds 0 1     # `dvc exp run --queue` for every variant x seed
     dvc queue start -j 1                        # one worker: a run uses both cores
     python bench/study.py bare --seeds 0 1      # the bare PyTorch loop on the same split: the budget
-    python bench/study.py table                 # mean ± spread per variant (dvc exp show --json)
+    python bench/study.py table                 # mean ± spread per variant (dvc exp show -A --json)
 
 Every variant is the cpu-scratch recipe (binsight/recipes.py) with one change. Each run reports
 its test metrics with TTA (the recipe's flips) and with a single view, so TTA is compared in
@@ -106,7 +106,7 @@ def mean_spread(values):
 
 
 def table():
-    shown = json.loads(subprocess.run(["dvc", "exp", "show", "--json", "--no-pager"], check=True,
+    shown = json.loads(subprocess.run(["dvc", "exp", "show", "--all-commits", "--json", "--no-pager"], check=True,
                                       capture_output=True, text=True).stdout)
     exps = experiments(shown)
     lines = ["| recipe | seeds | " + " | ".join(label for _, label in COLUMNS) + " |",
