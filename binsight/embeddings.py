@@ -27,7 +27,8 @@ from binsight.tables import read_labels, write_csv, write_json
 FORMAT = 1
 SPLITS = ("train", "val", "test")
 # What the vectors depend on besides the backbone weights (which the digest pins down exactly).
-KEY_PARAMS = (("model", "arch"), ("model", "weights"), ("train", "image_size"), ("train", "jpeg_draft"))
+KEY_PARAMS = (("model", "arch"), ("model", "weights"), ("train", "image_size"), ("train", "jpeg_draft"),
+              ("train", "amp"))
 
 
 def cacheable(model_params, train_params):
@@ -54,9 +55,10 @@ def backbone_digest(backbone):
 
 @torch.no_grad()
 def compute_features(backbone, rows, images_dir, image_size, jpeg_draft=True, batch_size=64, num_workers=0,
-                     device="cpu"):
+                     device="cpu", dtype=None):
     """Pooled backbone outputs of the images in `rows` -> float32 array [len(rows), feature_dim].
-    The images go through exactly what the train stage feeds a frozen backbone (eval transform)."""
+    The images go through exactly what the train stage feeds a frozen backbone (eval transform),
+    at the same precision (`dtype`: the autocast dtype of training, None = fp32)."""
     device = torch.device(device)
     classes = sorted({label for _, label in rows})
     dataset = BinImages(rows, images_dir, classes, eval_transform(image_size), image_size, jpeg_draft)
@@ -65,7 +67,8 @@ def compute_features(backbone, rows, images_dir, image_size, jpeg_draft=True, ba
     bar = Progress("featurize", len(rows))
     out = []
     for x, _ in loader:
-        out.append(backbone(x.to(device, non_blocking=True)).float().cpu())
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            out.append(backbone(x.to(device, non_blocking=True)).float().cpu())
         bar.update(len(x))
     bar.close()
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)

@@ -12,7 +12,7 @@ import argparse
 import time
 
 from binsight.datasets import read_split
-from binsight.loops import pick_device, seed_everything
+from binsight.loops import amp_dtype, pick_device, seed_everything
 from binsight.errors import one_line_errors
 from binsight.embeddings import SPLITS, backbone_digest, cacheable, compute_features, feature_key, write_features, \
     write_not_cached
@@ -46,8 +46,10 @@ def main(argv=None):
     device = pick_device()
     backbone = model.backbone.to(device)
     start = time.perf_counter()
-    arrays = {split: compute_features(backbone, rows[split], args.images, train_params["image_size"], train_params["jpeg_draft"],
-                                      args.batch_size, train_params["num_workers"], device) for split in SPLITS}
+    dtype = amp_dtype(train_params["amp"], device, training=True)  # the precision the image path trains at
+    arrays = {split: compute_features(backbone, rows[split], args.images, train_params["image_size"],
+                                      train_params["jpeg_draft"], args.batch_size, train_params["num_workers"], device,
+                                      dtype) for split in SPLITS}
     seconds = time.perf_counter() - start
     n = sum(len(r) for r in rows.values())
     meta = {"cached": True, **feature_key(model_params, train_params), "feature_dim": model.feature_dim,
