@@ -1,8 +1,10 @@
 """The resumable training checkpoint: everything needed to continue a killed run at its next epoch."""
 import hashlib
 import json
+import random
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from binsight.files import atomic_path
@@ -21,6 +23,23 @@ def fingerprint(model_params, train_params, split_files):
     for path in split_files:
         h.update(Path(path).read_bytes())
     return h.hexdigest()
+
+
+def rng_state():
+    """Every random stream training draws from (augmentation, dropout): saved with each checkpoint
+    so that a resumed run continues them instead of starting new ones."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state):
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def save_checkpoint(path, **state):

@@ -18,7 +18,7 @@ from dvclive import Live
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from binsight.checkpoint import fingerprint, load_resumable, save_checkpoint
+from binsight.checkpoint import fingerprint, load_resumable, restore_rng, rng_state, save_checkpoint
 from binsight.datasets import (BinImages, InMemoryBatches, InMemoryImages, eval_transform, make_loader, read_split,
                                train_transform)
 from binsight.distributed import BalancedShardSampler, ShardSampler
@@ -85,6 +85,7 @@ class RunState:
     bad_epochs: int = 0
     collapsed: int = 0
     history: dict = field(default_factory=dict)
+    rng: dict = None        # the random streams after the last checkpointed epoch (rank 0's)
 
 
 def make_optimizer(model, train_params):
@@ -139,7 +140,10 @@ def fit(paths, model_params, train_params, world):
                                (len(train_rows), len(val_rows)))
     net = DistributedDataParallel(trained, device_ids=[parts.device.index] if parts.device.type == "cuda" else None) \
         if world.enabled else trained
-    seed_everything(train_params["seed"] + 1000 * world.rank + progress.start)  # other augmentation per rank/resume
+    if progress.rng is not None and world.rank == 0:
+        restore_rng(progress.rng)  # continue the random streams: the same batches as an uninterrupted run
+    else:
+        seed_everything(train_params["seed"] + 1000 * world.rank + progress.start)  # other augmentation per rank
     live = open_live(paths.live, model_params, train_params, classes, progress, world)
     profiler = StepProfiler(Path(paths.live) / "profile", parts.device) \
         if train_params["profile"] and world.is_main else None
@@ -271,7 +275,7 @@ def resume_or_start(paths, model_params, train_params, parts, run_id, classes, w
         parts.ema.load_state_dict(state["ema"])
     progress = RunState(start=state["epoch"] + 1, best_acc=state["best_acc"], best_epoch=state["best_epoch"],
                         best_state=state["best_state"], bad_epochs=state["bad_epochs"],
-                        collapsed=state.get("collapsed", 0), history=state.get("history", {}))
+                        collapsed=state.get("collapsed", 0), history=state.get("history", {}), rng=state.get("rng"))
     say(f"train: resuming at epoch {progress.start + 1}/{train_params['epochs']} from {paths.checkpoint} "
         f"(best val acc so far {progress.best_acc:.3f} at epoch {progress.best_epoch + 1})")
     if progress.best_state is not None and world.is_main:  # `dvc repro` removed the old model file before this run
@@ -339,7 +343,7 @@ def record_epoch(paths, model_params, train_params, parts, trained, progress, ep
                         best_state=progress.best_state, bad_epochs=progress.bad_epochs,
                         collapsed=progress.collapsed, fingerprint=run_id, completed=stop,
                         params={"model": model_params, "train": train_params}, classes=classes,
-                        history=progress.history)
+                        history=progress.history, rng=rng_state())
         _log_epoch(live, epoch, progress.history[epoch])
     say(f"epoch {epoch + 1}/{train_params['epochs']}  train loss {stats.loss:.4f} acc {stats.acc:.3f}  "
         f"val loss {val_loss:.4f} acc {val_acc:.3f}  lr {lr:.2g}  {stats.images_per_s:.0f} img/s  "

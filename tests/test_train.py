@@ -170,3 +170,38 @@ def test_a_change_of_epochs_is_not_resumable_but_patience_is(tmp_path):
     base = fingerprint(defaults["model"], train_params, [split])
     assert fingerprint(defaults["model"], {**train_params, "epochs": train_params["epochs"] + 1}, [split]) != base
     assert fingerprint(defaults["model"], {**train_params, "patience": 99}, [split]) == base
+
+
+def test_a_killed_and_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path):
+    """CPU, deterministic: the checkpoint carries weights, optimizer, per-step schedule, EMA and the
+    random streams (augmentation), so kill -9 + resume gives the uninterrupted run's exact weights
+    and metrics."""
+    train_params = {**SMALL_TRAIN, "epochs": 6, "image_size": 48, "cache_images": True, "augment": "flips",
+                    "ema": 0.9, "warmup_epochs": 1}
+    runs = {}
+    for name in ("straight", "killed"):
+        proj = make_project(tmp_path / name, params={"model": SMALL_MODEL, "train": train_params}, commit=False)
+        write_dataset(proj, n_per_class=12)
+        git_commit(proj, "small project")
+        runs[name] = proj
+    train(runs["straight"], check=True)
+
+    proj, ckpt = runs["killed"], runs["killed"] / "models/checkpoint.pt"
+    proc = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=proj, env=env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert torch.load(ckpt, weights_only=False)["epoch"] < 5, "training finished before the kill"
+    assert "resuming at epoch" in train(proj, check=True).stdout
+
+    a = torch.load(runs["straight"] / "models/model.pt", weights_only=False)
+    b = torch.load(proj / "models/model.pt", weights_only=False)
+    assert a["epoch"] == b["epoch"] and a["val_acc"] == b["val_acc"]
+    for key, tensor in a["state_dict"].items():
+        assert torch.equal(tensor, b["state_dict"][key]), key
+    curves = {name: [r["loss"] for r in csv.DictReader(open(p / "dvclive/train/plots/metrics/train/loss.tsv"),
+                                                        delimiter="\t")] for name, p in runs.items()}
+    assert curves["killed"] == curves["straight"]
