@@ -27,10 +27,8 @@ VARIANTS = {
     "ordinal": {"train.loss": "ordinal"},
     "regression": {"train.loss": "regression"},
     "weighted loss": {"train.balance": "weighted_loss"},
-    "balanced sampler": {"train.balance": "sampler"},
     "ema": {"train.ema": 0.99},
     "no warmup": {"train.warmup_epochs": 0},
-    "dihedral": {"train.augment": "dihedral", "model.tta": "dihedral"},
     # the same budget spent on more epochs: bf16 autocast on a CPU with native bf16 is ~1.5x faster
     "bf16, 9 epochs": {"train.amp": "bf16", "epochs": 9},
     # the recipe the product had before the study: strong augmentation, MLP head, Adam, no warmup

@@ -94,10 +94,10 @@ class BinImages(Dataset):
 
 class InMemoryImages(Dataset):
     """The same images decoded and resized once, held as one uint8 tensor [n, 3, s, s]
-    (3 * s * s bytes an image: 38 KB at 112 px, 150 KB at 224 px); `augment` and normalisation
-    run per access. Gives exactly the tensors BinImages gives with the same transform."""
+    (3 * s * s bytes an image: 38 KB at 112 px, 150 KB at 224 px). An item is normalised like
+    BinImages' with the eval transform; InMemoryBatches serves whole augmented batches."""
 
-    def __init__(self, rows, images_dir, classes, image_size, augment="none", jpeg_draft=True, threads=None):
+    def __init__(self, rows, images_dir, classes, image_size, jpeg_draft=True, threads=None):
         self.rows = rows
         self.index = {c: i for i, c in enumerate(classes)}
         to_tensor = resize_to_tensor(image_size)
@@ -112,13 +112,13 @@ class InMemoryImages(Dataset):
             decoded = list(pool.map(decode, rows))
         self.pixels = torch.stack(decoded) if decoded else torch.zeros(0, 3, image_size, image_size, dtype=torch.uint8)
         self.targets = torch.tensor([self.index[label] for _, label in rows], dtype=torch.long)
-        self.transform = v2.Compose([augmentation(augment), normalize()])
+        self.normalize = normalize()
 
     def __len__(self):
         return len(self.rows)
 
     def __getitem__(self, i):
-        return self.transform(self.pixels[i]), int(self.targets[i])
+        return self.normalize(self.pixels[i]), int(self.targets[i])
 
 
 def augment_batch(x, mode):

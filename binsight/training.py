@@ -243,8 +243,8 @@ def make_loaders(paths, model_params, train_params, parts, world, train_rows, va
     draft, augment = train_params["jpeg_draft"], train_params["augment"]
     workers, seed = train_params["num_workers"], train_params["seed"]
     if train_params["cache_images"]:
-        train_ds = InMemoryImages(train_rows, paths.images, classes, size, "none", draft)
-        val_ds = InMemoryImages(val_rows, paths.images, classes, size, "none", draft)
+        train_ds = InMemoryImages(train_rows, paths.images, classes, size, draft)
+        val_ds = InMemoryImages(val_rows, paths.images, classes, size, draft)
         say(f"train: {len(train_ds) + len(val_ds)} images decoded once and kept in memory "
             f"({(train_ds.pixels.numel() + val_ds.pixels.numel()) / 2**20:.0f} MiB)")
         return {"train": InMemoryBatches(train_ds, batch, train_sampler, augment),
