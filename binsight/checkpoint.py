@@ -12,7 +12,7 @@ from binsight.files import atomic_path
 # Keys that do not change what an epoch computes, so a run may resume across a change of them.
 # Not `epochs`: the lr schedule (warmup + cosine over all steps) depends on it, so a changed
 # `epochs` starts over rather than continuing on a schedule that no longer fits.
-RESUMABLE_KEYS = {"patience", "num_workers", "pin_memory", "resume", "profile"}
+RESUMABLE_KEYS = {"patience", "num_workers", "pin_memory", "resume", "profile", "checkpoint_every"}
 
 
 def fingerprint(model_params, train_params, split_files):

@@ -333,8 +333,10 @@ def record_epoch(paths, model_params, train_params, parts, trained, progress, ep
         progress.bad_epochs += 1
     early = progress.bad_epochs >= train_params["patience"]
     stop = early or epoch == train_params["epochs"] - 1
+    every = train_params["checkpoint_every"]
     if world.is_main:
         progress.history[epoch] = epoch_metrics(stats, val_loss, val_acc, lr, parts.device)
+    if world.is_main and (stop or (epoch + 1) % every == 0):
         save_checkpoint(paths.checkpoint, model=parts.model.state_dict(), optimizer=parts.optimizer.state_dict(),
                         scheduler=parts.scheduler.state_dict(),
                         scaler=parts.scaler.state_dict() if parts.scaler else None,
@@ -344,6 +346,7 @@ def record_epoch(paths, model_params, train_params, parts, trained, progress, ep
                         collapsed=progress.collapsed, fingerprint=run_id, completed=stop,
                         params={"model": model_params, "train": train_params}, classes=classes,
                         history=progress.history, rng=rng_state())
+    if world.is_main:
         _log_epoch(live, epoch, progress.history[epoch])
     say(f"epoch {epoch + 1}/{train_params['epochs']}  train loss {stats.loss:.4f} acc {stats.acc:.3f}  "
         f"val loss {val_loss:.4f} acc {val_acc:.3f}  lr {lr:.2g}  {stats.images_per_s:.0f} img/s  "
