@@ -6,6 +6,9 @@
     cpu-scratch   the best from-scratch recipe of the study on real bins (README "Results on real bins"),
                   sized for 2 CPU cores and no downloadable weights
 """
+import argparse
+import subprocess
+
 NOTEBOOK = {
     "model.arch": "resnet50", "model.weights": "IMAGENET1K_V1", "model.freeze_backbone": True,
     "model.head.hidden": [512], "model.head.dropout": 0.2, "model.tta": "none",
@@ -45,10 +48,6 @@ def set_flags(overrides):
 
 def main(argv=None):
     """`binsight recipe NAME`: run (or queue, or print) `dvc exp run -n NAME -S ...` for a recipe."""
-    import argparse
-    import subprocess
-    import sys
-
     parser = argparse.ArgumentParser(prog="binsight recipe", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name", choices=sorted(RECIPES), help="which recipe")

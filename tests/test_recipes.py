@@ -1,0 +1,41 @@
+"""The named recipes are one command each, and every override they set is a valid param."""
+import copy
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from binsight.params import check_model, load_params, train_section
+from binsight.recipes import RECIPES, set_flags
+from binsight.testing.project import REPO
+
+
+def apply(params, flags):
+    params = copy.deepcopy(params)
+    for key, value in (flag.split("=", 1) for flag in flags[1::2]):
+        *parents, leaf = key.split(".")
+        node = params
+        for part in parents:
+            node = node[part]
+        assert leaf in node, f"{key} is not a param of params.yaml"
+        node[leaf] = yaml.safe_load(value)
+    return params
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_every_recipe_sets_valid_params(name):
+    params = apply(load_params(REPO / "params.yaml"), set_flags(RECIPES[name]))
+    model, train = check_model(params["model"]), train_section(params)
+    if name == "notebook":
+        assert model["freeze_backbone"] and model["weights"] == "IMAGENET1K_V1" and train["loss"] == "ce"
+    if name == "cpu-scratch":
+        assert model["weights"] == "none" and train["backbone_lr"] is None and train["cache_images"]
+
+
+def test_recipe_command_prints_the_dvc_exp_run_it_runs():
+    out = subprocess.run([sys.executable, "-m", "binsight.cli", "recipe", "notebook", "--dry-run", "-S", "epochs=2"],
+                         capture_output=True, text=True, check=True, cwd=REPO).stdout
+    assert out.startswith("dvc exp run -n notebook -S model.arch=resnet50")
+    assert "-S model.freeze_backbone=true" in out and out.strip().endswith("-S epochs=2")
+    assert set_flags({"a": None, "b": [512], "c": False}) == ["-S", "a=null", "-S", "b=[512]", "-S", "c=false"]
