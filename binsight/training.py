@@ -367,7 +367,7 @@ def finish(live, progress, model_path, say, seconds):
 
 def epoch_metrics(stats, val_loss, val_acc, lr, device):
     metrics = {"train/loss": stats.loss, "train/acc": stats.acc, "val/loss": val_loss, "val/acc": val_acc,
-               "lr": lr, "train/images_per_s": stats.images_per_s, "train/images_seen": stats.images,
+               "train/lr": lr, "train/images_per_s": stats.images_per_s, "train/images_seen": stats.images,
                "train/data_wait_fraction": stats.data_wait_fraction}
     if device.type == "cuda":
         metrics["train/max_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20

@@ -42,7 +42,7 @@ def test_confusion_matrix_sums_to_the_test_size(trained_project):
 
 def test_training_curves_and_params_are_logged(trained_project):
     live = trained_project / "dvclive/train"
-    for name in ("train/loss", "train/acc", "val/loss", "val/acc", "lr", "train/images_per_s"):
+    for name in ("train/loss", "train/acc", "val/loss", "val/acc", "train/lr", "train/images_per_s"):
         rows = list(csv.DictReader(open(live / f"plots/metrics/{name}.tsv"), delimiter="\t"))
         assert [int(r["step"]) for r in rows] == list(range(8)), name
     logged = (live / "params.yaml").read_text()

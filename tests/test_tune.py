@@ -76,9 +76,9 @@ def test_three_trials_are_three_dvc_experiments_then_a_continued_study_applies_t
     assert "(continuing after 3 earlier trials)" in again and "t-trial-4" in again, again
     rows = list(csv.DictReader(io.StringIO(dvc(project, "exp", "show", "--csv", "--no-pager").stdout)))
     exps = {r["Experiment"]: r for r in rows if r["Experiment"]}
-    assert exps["t-trial-4"]["train.lr"] not in {exps[f"t-trial-{k}"]["train.lr"] for k in (1, 2, 3)}, exps
+    assert exps["t-trial-4"]["lr"] not in {exps[f"t-trial-{k}"]["lr"] for k in (1, 2, 3)}, exps
     best = yaml.safe_load((project / "tune/best_params.yaml").read_text())
     assert f"tune: applied {best['experiment']}" in again, again
-    applied = yaml.safe_load((project / "params.yaml").read_text())["train"]
-    assert {k: applied[k] for k in ("lr", "batch_size", "epochs")} == best["params"]["train"]
-    assert str(applied["lr"]) == exps[best["experiment"]]["train.lr"]
+    applied = yaml.safe_load((project / "params.yaml").read_text())
+    assert {k: applied[k] for k in ("lr", "batch_size", "epochs")} == best["params"]
+    assert str(applied["lr"]) == exps[best["experiment"]]["lr"]
