@@ -23,7 +23,9 @@ def log_every():
 class Progress:
     def __init__(self, desc, total_images, enabled=True, stream=None, every=None, mininterval=0.1):
         self.desc, self.total, self.enabled = desc, total_images, enabled
-        self.stream = stream or sys.stderr
+        # A bar on the terminal's stderr; plain lines on stdout, so that stderr keeps only errors
+        # (a failing stage still ends with one `error: ...` line there).
+        self.stream = stream or (sys.stderr if sys.stderr.isatty() else sys.stdout)
         self.every = every or log_every()
         self.done = self.batches = 0
         self.start = time.perf_counter()

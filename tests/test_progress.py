@@ -56,4 +56,5 @@ def test_the_train_stage_logs_progress_lines_under_dvc(tmp_path):
     write_dataset(proj, n_per_class=4)
     git_commit(proj, "tiny")
     proc = run([sys.executable, "-m", "stages.train"], proj, BINSIGHT_LOG_EVERY="1")
-    assert re.search(r"train epoch 1/1: 8/\d+ images, \d+ img/s, ETA", proc.stderr), proc.stderr
+    assert re.search(r"train epoch 1/1: 8/\d+ images, \d+ img/s, ETA", proc.stdout), proc.stdout
+    assert "img/s" not in proc.stderr  # stderr is for errors only
