@@ -382,10 +382,22 @@ def _log_epoch(live, epoch, metrics):
 
 
 def _last_logged_step(live_dir):
+    """The last epoch dvclive wrote down, by the curves themselves: a kill can land after a row was
+    appended to the .tsv files but before metrics.json was rewritten, and that epoch must not be
+    logged twice."""
+    last = -1
+    for tsv in (Path(live_dir) / "plots" / "metrics").rglob("*.tsv"):
+        lines = tsv.read_text().splitlines()
+        header = lines[0].split("\t") if lines else []
+        if len(lines) > 1 and "step" in header:
+            try:
+                last = max(last, int(float(lines[-1].split("\t")[header.index("step")])))
+            except (ValueError, IndexError):
+                pass
     try:
-        return int(json.loads((Path(live_dir) / "metrics.json").read_text())["step"])
+        return max(last, int(json.loads((Path(live_dir) / "metrics.json").read_text())["step"]))
     except (OSError, ValueError, KeyError):
-        return -1
+        return last
 
 
 def _with_state(model, state_dict):
