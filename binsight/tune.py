@@ -3,7 +3,7 @@
     python -m binsight.tune --trials 20                # search the `tune:` space of params.yaml
     python -m binsight.tune --trials 10                # again: 10 more trials of the same study
     python -m binsight.tune --trials 8 --study bs      # another study (own journal, own experiment names)
-    dvc exp show --sort-by best/val_acc              # all trials side by side
+    dvc exp show --sort-by val_acc                   # all trials side by side
     dvc exp apply tune-trial-7                       # take the best one into the workspace (or --apply)
 
 Trial k runs `dvc exp run -n <study>-trial-<k> -S lr=... -S batch_size=... ...` in the
@@ -255,7 +255,7 @@ def report(study, args, tune_params, out):
         subprocess.run(["dvc", "exp", "apply", name], check=True)
         print(f"tune: applied {name} to the workspace (`git diff params.yaml` shows it)")
     else:
-        print(f"tune: apply it with `dvc exp apply {name}`; compare all with `dvc exp show --sort-by {metric}`")
+        print(f"tune: apply it with `dvc exp apply {name}`; compare all with `dvc exp show --sort-by val_acc`")
 
 
 @one_line_errors

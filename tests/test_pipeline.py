@@ -6,7 +6,7 @@ import json
 import pytest
 import yaml
 
-from binsight.testing.project import REPO, dvc, git_commit, set_params
+from binsight.testing.project import REPO, dvc, git_commit, in_terminal, set_params
 
 
 def load_json(path):
@@ -50,12 +50,19 @@ def test_training_curves_and_params_are_logged(trained_project):
 
 
 def test_dvc_metrics_exp_and_plots_show_the_results(trained_project, tmp_path):
+    headline = load_json(trained_project / "metrics.json")
+    evaluated = load_json(trained_project / "dvclive/evaluate/metrics.json")
+    assert headline == {"test_acc": evaluated["test"]["accuracy"],
+                        "val_acc": load_json(trained_project / "dvclive/train/metrics.json")["best/val_acc"]}
     shown = dvc(trained_project, "metrics", "show").stdout
-    for key in ("accuracy", "balanced_accuracy", "macro_f1", "rmse", "off_by_one_accuracy", "val_acc"):
+    assert "test_acc" in shown and "val_acc" in shown and "n_bins" not in shown, shown
+    # the rest is one command away
+    shown = dvc(trained_project, "metrics", "show", "dvclive/evaluate/metrics.json", "dvclive/train/metrics.json").stdout
+    for key in ("balanced_accuracy", "macro_f1", "rmse", "off_by_one_accuracy", "best/val_acc"):
         assert key in shown, shown
     exp = dvc(trained_project, "exp", "show", "--csv", "--no-pager").stdout
-    header = exp.splitlines()[0]
-    assert "test.accuracy" in header and "lr" in header.split(","), header
+    header = exp.splitlines()[0].split(",")
+    assert "test_acc" in header and "lr" in header and "n_bins" not in header, header
     dvc(trained_project, "plots", "show", "-o", str(tmp_path / "plots"))
     html = (tmp_path / "plots" / "index.html").read_text()
     assert "confusion" in html.lower() and "per_class_accuracy" in html
@@ -76,14 +83,24 @@ def test_repro_again_does_nothing_and_lr_reruns_only_train_evaluate_and_report(t
 
 def test_user_commands_set_the_notebooks_hyperparameters_as_written(trained_project, clone_project):
     """`dvc exp run -S lr=0.01 -S batch_size=... -S epochs=...`: the three tuned hyperparameters are
-    top-level params, and training uses them (dvclive logs the train section it ran with)."""
+    top-level params, and training uses them (dvclive logs the train section it ran with). Then
+    `dvc exp show`, as a 120-column terminal shows it, has them and the test/val accuracy."""
     project = clone_project(trained_project)
-    dvc(project, "exp", "run", "-n", "as-written", "-S", "lr=0.01", "-S", "batch_size=8", "-S", "epochs=1")
+    dvc(project, "exp", "run", "-n", "as-written-lr-0.01", "-S", "lr=0.01", "-S", "batch_size=8", "-S", "epochs=1")
     logged = yaml.safe_load((project / "dvclive/train/params.yaml").read_text())
     assert logged["train"]["lr"] == 0.01 and logged["train"]["batch_size"] == 8 and logged["train"]["epochs"] == 1
     rows = list(csv.DictReader(io.StringIO(dvc(project, "exp", "show", "--csv", "--no-pager").stdout)))
-    mine = [r for r in rows if r["Experiment"] == "as-written"]
+    mine = [r for r in rows if r["Experiment"] == "as-written-lr-0.01"]
     assert mine and float(mine[0]["lr"]) == 0.01 and mine[0]["epochs"] == "1", rows
+
+    screen = in_terminal(["dvc", "exp", "show"], project, columns=120)
+    header = next(line for line in screen if "Experiment" in line)
+    assert header.split()[:7] == ["Experiment", "Created", "test_acc", "val_acc", "lr", "batch_size", "epochs"], screen
+    row = next(line for line in screen if "[as-written-lr-0.01]" in line).split("]", 1)[1].split()
+    created = next(k for k, token in enumerate(row) if token in ("AM", "PM"))  # "06:20 PM"
+    metrics = load_json(project / "metrics.json")
+    assert [float(v) for v in row[created + 1:created + 6]] == pytest.approx([metrics["test_acc"], metrics["val_acc"], 0.01, 8, 1],
+                                                        abs=1e-4), screen
 
 
 def test_a_hyperparameter_set_twice_is_refused_with_the_fix(tmp_path):

@@ -47,5 +47,5 @@ def test_queued_grid_runs_four_experiments_with_metrics(frozen_project, clone_pr
     assert grid == {(0.001, 16), (0.001, 32), (0.01, 16), (0.01, 32)}, shown
     for r in exps:
         assert r["State"] == "Success", r
-        assert 0 <= float(r["best/val_acc"]) <= 1 and 0 <= float(r["test.accuracy"]) <= 1, r
+        assert 0 <= float(r["val_acc"]) <= 1 and 0 <= float(r["test_acc"]) <= 1, r
         assert r["epochs"] == "2" and r["model.freeze_backbone"] == "True", r

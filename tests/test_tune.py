@@ -56,16 +56,16 @@ def test_three_trials_are_three_dvc_experiments_then_a_continued_study_applies_t
                          rf"\(t-trial-\d\) \| ETA \S+", out), out
     assert "leaderboard of study 't' (3 finished of 3 trials)" in out, out
 
-    rows = list(csv.DictReader(io.StringIO(dvc(project, "exp", "show", "--csv", "--no-pager", "--sort-by", "best/val_acc").stdout)))
+    rows = list(csv.DictReader(io.StringIO(dvc(project, "exp", "show", "--csv", "--no-pager", "--sort-by", "val_acc").stdout)))
     exps = {r["Experiment"]: r for r in rows if r["Experiment"]}
     assert set(exps) == {"t-trial-1", "t-trial-2", "t-trial-3"}, exps.keys()
     for r in exps.values():
         assert r["batch_size"] in ("16", "32") and r["epochs"] in ("1", "2"), r
-        assert 0.001 <= float(r["lr"]) <= 0.1 and 0 <= float(r["best/val_acc"]) <= 1, r
+        assert 0.001 <= float(r["lr"]) <= 0.1 and 0 <= float(r["val_acc"]) <= 1, r
 
     best = yaml.safe_load((project / "tune/best_params.yaml").read_text())
-    assert best["value"] == max(float(r["best/val_acc"]) for r in exps.values())
-    assert float(exps[best["experiment"]]["best/val_acc"]) == best["value"]
+    assert best["value"] == max(float(r["val_acc"]) for r in exps.values())
+    assert float(exps[best["experiment"]]["val_acc"]) == best["value"]
     assert best["apply"] == f"dvc exp apply {best['experiment']}"
     assert f"apply it with `{best['apply']}`" in out
     leaderboard = list(csv.DictReader(open(project / "tune/t.csv")))

@@ -92,3 +92,32 @@ def make_project(dest, params=None, commit=True):
 def git_commit(project, message):
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-q", "-m", message, "--allow-empty"], project)
+
+
+def in_terminal(args, cwd, columns=120, timeout=300):
+    """What a user sees running `args` in a terminal `columns` wide: the command gets a real pty
+    (so DVC pages its tables), the pager is `cat`, and each line is cut at `columns` as
+    `less -S` (DVC's default pager) does. Colours and cursor codes are stripped."""
+    import fcntl
+    import pty
+    import re
+    import struct
+    import termios
+    main_fd, child_fd = pty.openpty()
+    fcntl.ioctl(child_fd, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
+    proc = subprocess.Popen(args, cwd=cwd, env=env(DVC_PAGER="cat", COLUMNS=columns), stdin=child_fd,
+                            stdout=child_fd, stderr=child_fd, close_fds=True)
+    os.close(child_fd)
+    chunks = []
+    while True:
+        try:
+            data = os.read(main_fd, 65536)
+        except OSError:  # the child closed the pty
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(timeout=timeout)
+    os.close(main_fd)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\r", "", b"".join(chunks).decode("utf-8", "replace"))
+    return [line[:columns] for line in text.splitlines()]
