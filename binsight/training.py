@@ -67,11 +67,9 @@ class Parts:
         return self.ema.module if self.ema is not None else trained
 
     def model_state(self, trained):
-        """The whole model's weights to save: with EMA, the averaged ones."""
-        state = self.model.state_dict()
-        if self.ema is not None:
-            prefix = "" if trained is self.model else "head."
-            state.update({prefix + k: v for k, v in self.ema.module.state_dict().items()})
+        """The weights of the module that learns (the whole model, or the head alone on cached
+        features: the frozen backbone is rebuilt from params): with EMA, the averaged ones."""
+        state = (self.ema.module if self.ema is not None else trained).state_dict()
         return {k: v.detach().cpu().clone() for k, v in state.items()}
 
 
@@ -136,7 +134,7 @@ def fit(paths, model_params, train_params, world):
                                             classes, say)
     add_schedule_and_ema(parts, trained, train_params, len(loaders["train"]))
     run_id = fingerprint(model_params, train_params, [Path(paths.split) / "train.csv", Path(paths.split) / "val.csv"])
-    progress = resume_or_start(paths, model_params, train_params, parts, run_id, classes, world, say,
+    progress = resume_or_start(paths, model_params, train_params, parts, trained, run_id, classes, world, say,
                                (len(train_rows), len(val_rows)))
     net = DistributedDataParallel(trained, device_ids=[parts.device.index] if parts.device.type == "cuda" else None) \
         if world.enabled else trained
@@ -256,17 +254,20 @@ def make_loaders(paths, model_params, train_params, parts, world, train_rows, va
             "sampler": train_sampler}, parts.model, None
 
 
-def resume_or_start(paths, model_params, train_params, parts, run_id, classes, world, say, sizes):
+def resume_or_start(paths, model_params, train_params, parts, trained, run_id, classes, world, say, sizes):
     """The checkpoint's progress when it belongs to this run (its state loaded into `parts`), else a fresh start."""
     state, why = load_resumable(paths.checkpoint, run_id) if train_params["resume"] \
         else (None, "train.resume is false")
+    if state is not None and state.get("trained", "model") != trained_name(parts, trained):
+        state, why = None, f"checkpoint holds the {state.get('trained', 'model')}'s weights, this run trains the " \
+                           f"{trained_name(parts, trained)}"
     if state is None:
         dtype = f" with {str(parts.dtype).split('.')[-1]}" if parts.dtype else ""
         procs = f" x{world.world_size} processes" if world.enabled else ""
         say(f"train: starting fresh ({why}); {model_params['arch']} on {parts.device}{dtype}{procs}, "
             f"{sizes[0]} train / {sizes[1]} val")
         return RunState()
-    parts.model.load_state_dict(state["model"])
+    trained.load_state_dict(state["model"])
     parts.optimizer.load_state_dict(state["optimizer"])
     parts.scheduler.load_state_dict(state["scheduler"])
     if parts.scaler is not None and state.get("scaler"):
@@ -279,8 +280,8 @@ def resume_or_start(paths, model_params, train_params, parts, run_id, classes, w
     say(f"train: resuming at epoch {progress.start + 1}/{train_params['epochs']} from {paths.checkpoint} "
         f"(best val acc so far {progress.best_acc:.3f} at epoch {progress.best_epoch + 1})")
     if progress.best_state is not None and world.is_main:  # `dvc repro` removed the old model file before this run
-        save_best(paths.model, _with_state(parts.model, progress.best_state), classes, model_params, train_params,
-                  {"val_acc": progress.best_acc})
+        save_best(paths.model, _with_state(parts.model, trained, progress.best_state), classes, model_params,
+                  train_params, {"val_acc": progress.best_acc})
     return progress
 
 
@@ -326,9 +327,9 @@ def record_epoch(paths, model_params, train_params, parts, trained, progress, ep
     if val_acc > progress.best_acc:
         progress.best_acc, progress.best_epoch, progress.bad_epochs = val_acc, epoch, 0
         progress.best_state = parts.model_state(trained)
-        if world.is_main:
-            save_best(paths.model, _with_state(parts.model, progress.best_state), classes, model_params,
-                      train_params, {"val_acc": val_acc, "epoch": epoch})
+        if world.is_main:  # without EMA the best weights are the model's own: no copy needed
+            best = parts.model if parts.ema is None else _with_state(parts.model, trained, progress.best_state)
+            save_best(paths.model, best, classes, model_params, train_params, {"val_acc": val_acc, "epoch": epoch})
     else:
         progress.bad_epochs += 1
     early = progress.bad_epochs >= train_params["patience"]
@@ -337,7 +338,9 @@ def record_epoch(paths, model_params, train_params, parts, trained, progress, ep
     if world.is_main:
         progress.history[epoch] = epoch_metrics(stats, val_loss, val_acc, lr, parts.device)
     if world.is_main and (stop or (epoch + 1) % every == 0):
-        save_checkpoint(paths.checkpoint, model=parts.model.state_dict(), optimizer=parts.optimizer.state_dict(),
+        # only what learns: on cached features the head (KBs), not a ResNet50 (~100 MB)
+        save_checkpoint(paths.checkpoint, model=trained.state_dict(), trained=trained_name(parts, trained),
+                        optimizer=parts.optimizer.state_dict(),
                         scheduler=parts.scheduler.state_dict(),
                         scaler=parts.scaler.state_dict() if parts.scaler else None,
                         ema=parts.ema.state_dict() if parts.ema is not None else None,
@@ -400,7 +403,12 @@ def _last_logged_step(live_dir):
         return last
 
 
-def _with_state(model, state_dict):
+def trained_name(parts, trained):
+    return "model" if trained is parts.model else "head"
+
+
+def _with_state(model, trained, state_dict):
+    """A copy of the whole `model` with `state_dict` in the part that learns (`trained`)."""
     clone = copy.deepcopy(model)
-    clone.load_state_dict(state_dict)
+    (clone if trained is model else clone.head).load_state_dict(state_dict)
     return clone

@@ -2,7 +2,10 @@
 when only lr or batch_size change, and never trusted when stale."""
 import csv
 import json
+import signal
+import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -16,7 +19,7 @@ from binsight.embeddings import cached_features
 from binsight.model import model_from_params
 from binsight.params import check_model, load_params, train_section
 from binsight.testing.dataset import write_dataset
-from binsight.testing.project import dvc, git_commit, make_project, run, set_params
+from binsight.testing.project import dvc, env, git_commit, make_project, run, set_params
 from binsight.testing.tuning import FROZEN_MODEL, FROZEN_TRAIN, frozen_project, stages_run  # noqa: F401 (fixture)
 
 
@@ -122,3 +125,42 @@ def test_lr_or_batch_size_change_reruns_train_and_evaluate_but_never_featurize(f
     # A change of what the features depend on does rerun it.
     set_params(project, {"train": {"image_size": 48}})
     assert "featurize:" in dvc(project, "status").stdout
+
+
+def test_head_only_checkpoint_every_n_epochs_resumes_to_the_uninterrupted_result(tmp_path):
+    """On cached features the checkpoint holds the head alone (the frozen backbone is rebuilt from
+    params), it is written every `checkpoint_every` epochs, and kill -9 + resume from it ends with
+    the uninterrupted run's exact weights."""
+    train_params = {**FROZEN_TRAIN, "epochs": 41, "checkpoint_every": 2, "patience": 100}
+    runs = {}
+    for name in ("straight", "killed"):
+        proj = make_project(tmp_path / name, commit=False, params={"model": FROZEN_MODEL, "train": train_params})
+        write_dataset(proj, n_per_class=8)
+        git_commit(proj, "small frozen project")
+        run([sys.executable, "-m", "stages.featurize"], proj)
+        runs[name] = proj
+    run([sys.executable, "-m", "stages.train"], runs["straight"])
+    whole = torch.load(runs["straight"] / "models/model.pt", weights_only=False)["state_dict"]
+    ckpt = torch.load(runs["straight"] / "models/checkpoint.pt", weights_only=False)
+    assert ckpt["trained"] == "head" and ckpt["epoch"] == 40
+    assert set(ckpt["model"]) == {k[len("head."):] for k in whole if k.startswith("head.")}
+    assert (runs["straight"] / "models/checkpoint.pt").stat().st_size * 20 < \
+        (runs["straight"] / "models/model.pt").stat().st_size
+
+    proj, path = runs["killed"], runs["killed"] / "models/checkpoint.pt"
+    proc = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=proj, env=env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not path.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved = torch.load(path, weights_only=False)
+    assert not saved["completed"], "training finished before the kill"
+    assert (saved["epoch"] + 1) % 2 == 0, saved["epoch"]  # only every second epoch is written
+    out = run([sys.executable, "-m", "stages.train"], proj).stdout
+    assert f"resuming at epoch {saved['epoch'] + 2}/41" in out, out
+    resumed = torch.load(proj / "models/model.pt", weights_only=False)["state_dict"]
+    assert resumed.keys() == whole.keys()
+    for key, tensor in whole.items():
+        assert torch.equal(tensor, resumed[key]), key
