@@ -28,6 +28,7 @@ from binsight.losses import CountingLoss, class_weights, decode
 from binsight.loops import StepHooks, amp_dtype, evaluate_split, pick_device, seed_everything, train_one_epoch
 from binsight.model import model_from_params, preprocessing, save_model
 from binsight.profiling import StepProfiler
+from binsight.pruning import TrialLink, TrialPruned
 from binsight.progress import Progress as ProgressBar
 
 COLLAPSE_EPOCHS = 2  # warn when val predictions are all one class this many epochs in a row
@@ -143,6 +144,7 @@ def fit(paths, model_params, train_params, world):
     else:
         seed_everything(train_params["seed"] + 1000 * world.rank + progress.start)  # other augmentation per rank
     live = open_live(paths.live, model_params, train_params, classes, progress, world)
+    tuner = TrialLink.from_env() if world.is_main and not world.enabled else None  # set by `binsight tune`
     profiler = StepProfiler(Path(paths.live) / "profile", parts.device) \
         if train_params["profile"] and world.is_main else None
     for epoch in range(progress.start, train_params["epochs"]):
@@ -156,6 +158,8 @@ def fit(paths, model_params, train_params, world):
                                     parts.decode, StepHooks(parts.scheduler, parts.ema), bar)
         profiler = close_profiler(profiler, say)
         if not math.isfinite(stats.loss):
+            if tuner is not None and tuner.report(float("nan"), epoch):
+                raise TrialPruned(f"pruned by binsight tune at epoch {epoch + 1}: the training loss is {stats.loss}")
             raise TrainingDiverged(f"training loss is {stats.loss} at epoch {epoch + 1} with lr {lr:g}: "
                                    "lower lr (or set train.amp: off) and run again")
         val_loss, val_acc, pred_hist = evaluate_split(parts.eval_module(trained), loaders["val"], parts.device,
@@ -166,6 +170,9 @@ def fit(paths, model_params, train_params, world):
         if stats.data_wait_fraction > LOADER_BOUND and cached is None:
             say(f"train: warning: the data loader is the bottleneck ({stats.data_wait_fraction:.0%} of the epoch "
                 f"waited for batches); raise train.num_workers (now {train_params['num_workers']})", flush=True)
+        if tuner is not None and tuner.report(val_acc, epoch) and not stop:
+            raise TrialPruned(f"pruned by binsight tune at epoch {epoch + 1}/{train_params['epochs']}: val acc "
+                              f"{val_acc:.3f} trails the study's other trials at this epoch")
         if stop:
             break
         world.barrier()

@@ -1,101 +1,46 @@
-"""Bayesian hyper-parameter search (Optuna TPE) where every trial is a real DVC experiment.
+"""Bayesian hyper-parameter search (Optuna TPE): every trial a real DVC experiment, N at a time.
 
-    python -m binsight.tune --trials 20                # search the `tune:` space of params.yaml
-    python -m binsight.tune --trials 10                # again: 10 more trials of the same study
-    python -m binsight.tune --trials 8 --study bs      # another study (own journal, own experiment names)
-    dvc exp show --sort-by val_acc                   # all trials side by side
-    dvc exp apply tune-trial-7                       # take the best one into the workspace (or --apply)
+    binsight tune --trials 20                       # search the `tune:` space of params.yaml
+    binsight tune --trials 16 --workers 4           # 4 trials at once, one GPU each (round-robin)
+    binsight tune --trials 10                       # again: 10 more trials of the same study
+    binsight tune --trials 8 --storage postgresql://user:pw@db/optuna    # one study, many machines
+    dvc exp show --sort-by val_acc                  # all trials side by side
+    dvc exp apply tune-trial-7                      # take the best one into the workspace (or --apply)
 
-Trial k runs `dvc exp run -n <study>-trial-<k> -S lr=... -S batch_size=... ...` in the
-workspace, one after another, so DVC's cache skips every stage a trial does not touch (fetch,
-split, featurize: with a frozen backbone each trial only fits the head on cached embeddings). The
-objective is `tune.metric` from dvclive/train/metrics.json: a validation number, never the test set.
-The study lives in tune/<study>.journal, so a second run continues it. At the end: a leaderboard,
-tune/<study>.csv, tune/best_params.yaml and the `dvc exp apply` command of the best trial.
+Trial k runs `dvc exp run --temp -n <study>-trial-<k> -S lr=... ...`: its own temp copy of the
+repo, so the workspace is never touched and workers do not collide. DVC's cache still skips every
+stage a trial does not change (fetch, split, featurize). Each worker owns one GPU of
+CUDA_VISIBLE_DEVICES (round-robin); without GPUs the CPU threads are split between the workers.
+The objective is `tune.metric` from the experiment's dvclive/train/metrics.json: a validation
+number, never the test set. The train stage reports every epoch's val accuracy to the study, and
+the pruner (`tune.pruner`) stops trials that trail. A trial whose run dies (killed, out of memory)
+is marked failed and the study goes on. The study lives in `--storage` (default: an SQLite file in
+tune/), so a second run, or another machine on the same database, continues it. At the end: a
+leaderboard, tune/<study>.csv, tune/best_params.yaml and the `dvc exp apply` command of the best.
 """
 import argparse
-import json
+import os
+import queue
 import subprocess
 import sys
+import threading
 import time
-from decimal import Decimal
 from pathlib import Path
 
 import optuna
 import yaml
 
-from binsight.errors import ConfigError, one_line_errors
+from binsight.errors import BinsightError, ConfigError, one_line_errors
 from binsight.files import atomic_write_text
-from binsight.params import is_number, load_params, require
+from binsight.params import is_number, load_params
+from binsight.pruning import link_env, make_pruner, open_storage
+from binsight.search import check_tune, cli_value, format_table, leaderboard, lookup, nested, suggest  # noqa: F401
 from binsight.tables import write_csv
-
-LIVE_METRICS = Path("dvclive/train/metrics.json")
-
-
-def flatten_space(space, prefix=""):
-    """{'train': {'x': {...}}} -> {'train.x': {...}}; a leaf is a list or a mapping with low/high."""
-    flat = {}
-    for key, value in space.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, list) or (isinstance(value, dict) and "low" in value):
-            flat[name] = value
-        elif isinstance(value, dict) and value:
-            flat.update(flatten_space(value, name + "."))
-        else:
-            raise ConfigError(f"tune.space.{name}={value!r} is not allowed: expected a list of choices or "
-                              "{low, high[, log]}")
-    return flat
+from binsight.trials import experiment_commit, experiment_metrics, run_experiment, visible_gpus, worker_env
 
 
-def check_tune(p):
-    p = {"metric": "best/val_acc", "direction": "maximize", "seed": 0, **(p or {})}
-    require(isinstance(p["metric"], str) and p["metric"] and not p["metric"].startswith("test"), "tune.metric",
-            p["metric"], "a key of dvclive/train/metrics.json such as best/val_acc (never a test metric)")
-    require(p["direction"] in ("maximize", "minimize"), "tune.direction", p["direction"], "maximize or minimize")
-    require(isinstance(p["seed"], int), "tune.seed", p["seed"], "an integer")
-    require(isinstance(p.get("space"), dict) and p["space"], "tune.space", p.get("space"),
-            "a mapping of params to search, e.g. {train: {lr: {low: 0.001, high: 0.1, log: true}}}")
-    space = flatten_space(p["space"])
-    for name, spec in space.items():
-        key = f"tune.space.{name}"
-        if isinstance(spec, list):
-            require(spec and all(isinstance(c, (bool, int, float, str)) for c in spec), key, spec,
-                    "a non-empty list of numbers or strings")
-            continue
-        low, high, log = spec.get("low"), spec.get("high"), spec.get("log", False)
-        require(set(spec) <= {"low", "high", "log"} and is_number(low) and is_number(high) and low <= high, key,
-                spec, "{low, high[, log]} with low <= high")
-        require(isinstance(log, bool) and (not log or low > 0), key, spec, "log: true only with low > 0")
-    return {**p, "space": space}
-
-
-def suggest(trial, name, spec):
-    if isinstance(spec, list):
-        return trial.suggest_categorical(name, spec)
-    log = spec.get("log", False)
-    if isinstance(spec["low"], int) and isinstance(spec["high"], int):
-        return trial.suggest_int(name, spec["low"], spec["high"], log=log)
-    return trial.suggest_float(name, float(spec["low"]), float(spec["high"]), log=log)
-
-
-def cli_value(value):
-    """A value as `-S` writes it into params.yaml: floats with 4 significant digits, never in
-    exponent form (PyYAML would read `1e-05` back as a string)."""
-    if isinstance(value, float):
-        return format(Decimal(f"{value:.4g}"), "f")
-    return str(value).lower() if isinstance(value, bool) else str(value)
-
-
-def lookup(metrics, key):
-    """`best/val_acc` as dvclive writes it: a top-level key, or nested by '/' (val/acc -> val.acc)."""
-    if key in metrics:
-        return metrics[key]
-    node = metrics
-    for part in key.split("/"):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
+class TrialFailed(BinsightError):
+    """A trial's `dvc exp run` failed: the study records it as failed and goes on."""
 
 
 def duration(seconds):
@@ -104,105 +49,134 @@ def duration(seconds):
     return f"{h}h{rest // 60:02d}m" if h else f"{rest // 60}m{rest % 60:02d}s"
 
 
-def run_trial(name, values, log_path):
-    """`dvc exp run` of one trial in the workspace -> (ok, last output line worth showing)."""
-    cmd = ["dvc", "exp", "run", "-n", name] + [arg for k, v in values.items() for arg in ("-S", f"{k}={cli_value(v)}")]
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "w") as log:
-        log.write("$ " + " ".join(cmd) + "\n")
-        log.flush()
-        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    lines = [line.strip() for line in log_path.read_text().splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith(("ERROR", "error:"))]
-    return proc.returncode == 0, (errors or lines or [""])[-1]
-
-
-def leaderboard(study, names, metric):
-    """Finished trials, best first, as rows of a table."""
-    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    done.sort(key=lambda t: t.value, reverse=study.direction == optuna.study.StudyDirection.MAXIMIZE)
-    rows = []
-    for rank, t in enumerate(done, 1):
-        row = {"rank": rank, "experiment": t.user_attrs.get("experiment", f"trial-{t.number + 1}")}
-        row.update({n: cli_value(t.params[n]) for n in names if n in t.params})
-        row[metric] = f"{t.value:.4f}"
-        row["seconds"] = f"{t.user_attrs.get('seconds', 0):.0f}"
-        rows.append(row)
-    return rows
-
-
-def format_table(rows):
-    if not rows:
-        return "(no finished trials)"
-    cols = list(rows[0])
-    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in cols}
-    lines = ["  ".join(c.ljust(widths[c]) for c in cols), "  ".join("-" * widths[c] for c in cols)]
-    lines += ["  ".join(str(r.get(c, "")).ljust(widths[c]) for c in cols) for r in rows]
-    return "\n".join(lines)
-
-
-def nested(dotted):
-    out = {}
-    for key, value in dotted.items():
-        node = out
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return out
-
-
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="binsight tune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trials", type=int, default=20, help="trials to run now (default: %(default)s)")
+    parser = argparse.ArgumentParser(prog="binsight tune", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trials", type=int, default=20, help="trials to run now, on this machine (default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=1, help="trials at once on this machine, each on its own GPU "
+                        "(round-robin) or its share of the CPU threads (default: %(default)s)")
     parser.add_argument("--study", default="tune", help="study name, the prefix of the experiment names; an "
                         "existing study gets more trials (default: %(default)s)")
+    parser.add_argument("--storage", default=None, help="Optuna storage URL shared by every machine of the study, "
+                        "e.g. postgresql://user:pw@host/db or sqlite:////shared/tune.db "
+                        "(default: sqlite:///<out>/<study>.db)")
     parser.add_argument("--timeout", type=float, default=None, help="start no trial after this many seconds")
-    parser.add_argument("--out", default="tune", help="journal, logs, leaderboard, best_params.yaml "
+    parser.add_argument("--out", default="tune", help="default storage, logs, leaderboard, best_params.yaml "
                         "(default: %(default)s)")
     parser.add_argument("--apply", action="store_true", help="`dvc exp apply` the best trial at the end")
     args = parser.parse_args(argv)
-    if args.trials < 1:
-        parser.error("--trials must be >= 1")
+    if args.trials < 1 or args.workers < 1:
+        parser.error("--trials and --workers must be >= 1")
     if not args.study.replace("-", "").replace("_", "").isalnum():
         parser.error(f"--study {args.study!r}: use letters, digits, - and _ (it names git refs)")
     return args
 
 
+def storage_url(args, out):
+    """The storage URL as every process of the study opens it: a relative SQLite path made absolute,
+    because each trial runs in its own temp directory."""
+    url = args.storage or f"sqlite:///{out.resolve() / f'{args.study}.db'}"
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        url = f"sqlite:///{Path(url[len('sqlite:///'):]).resolve()}"
+    return url
+
+
 def open_study(args, tune_params):
-    """The study in <out>/<study>.journal, created or continued."""
-    if subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], capture_output=True).returncode != 0:
+    """The study in `--storage`, created or continued; -> (study, out dir, storage URL, baseline commit)."""
+    head = subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], capture_output=True, text=True)
+    if head.returncode != 0:
         raise ConfigError("tune runs DVC experiments, which need a git repository with a commit: "
                           "`git add -A && git commit -m baseline` first")
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    (out / "logs").mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(out / f"{args.study}.journal")))
-    study = optuna.create_study(study_name=args.study, storage=storage, direction=tune_params["direction"],
-                                load_if_exists=True)
-    # Reproducible, yet a continued study must not replay the random start-up trials of its first run.
-    study.sampler = optuna.samplers.TPESampler(seed=tune_params["seed"] + len(study.trials))
-    return study, out
+    url = storage_url(args, out)
+    try:
+        study = optuna.create_study(study_name=args.study, storage=open_storage(url), load_if_exists=True,
+                                    direction=tune_params["direction"], pruner=pruner_of(tune_params, make=True))
+    except (ImportError, ValueError, RuntimeError) as exc:
+        raise ConfigError(f"--storage {url}: {exc}") from None
+    # Reproducible, yet a continued study must not replay the random start-up trials of its first run;
+    # constant_liar keeps parallel workers from sampling the same point.
+    study.sampler = optuna.samplers.TPESampler(seed=tune_params["seed"] + len(study.trials), constant_liar=True)
+    return study, out, url, head.stdout.strip()
 
 
-def one_trial(study, trial, tune_params, exp, logs):
-    """Run one trial as a DVC experiment and tell the study its value -> (status text, seconds)."""
+def pruner_of(tune_params, make=False):
+    """`tune.pruner` and its settings, as link_env passes them to the train stage (or built, with make)."""
+    spec = {"kind": tune_params["pruner"], "warmup_epochs": tune_params["prune_warmup_epochs"],
+            "startup_trials": tune_params["prune_startup_trials"]}
+    return make_pruner(**spec) if make else spec
+
+
+class Workers:
+    """Worker slots (one GPU or CPU share each) and the progress lines of the trials they finish."""
+
+    def __init__(self, n, trials, timeout):
+        self.n, self.trials, self.timeout = n, trials, timeout
+        self.gpus, self.cpus = visible_gpus(), os.cpu_count() or 1
+        self.slots = queue.Queue()
+        for slot in range(n):
+            self.slots.put(slot)
+        self.lock, self.finished, self.durations, self.start = threading.Lock(), 0, [], time.perf_counter()
+
+    def where(self):
+        return (f"GPUs {','.join(self.gpus)}" if self.gpus else
+                f"CPU, {max(1, self.cpus // self.n)} thread{'s' if self.cpus // self.n > 1 else ''} each")
+
+    def done(self, study, trial):
+        with self.lock:
+            self.finished += 1
+            seconds = trial.user_attrs.get("seconds", 0.0)
+            self.durations.append(seconds)
+            left = self.trials - self.finished
+            eta = sum(self.durations) / len(self.durations) * left / self.n
+            if self.timeout is not None:
+                eta = min(eta, max(self.timeout - (time.perf_counter() - self.start), 0))
+            print(f"tune: trial {self.finished}/{self.trials} {trial.user_attrs.get('experiment', '?')} "
+                  f"{trial.user_attrs.get('status', trial.state.name.lower())} in {duration(seconds)} | "
+                  f"{best_so_far(study)} | ETA {duration(eta)}", flush=True)
+
+
+def objective(study, trial, tune_params, ctx):
+    """One trial: a worker slot, `dvc exp run --temp`, and the metric of the experiment it saved."""
+    workers, out, url, baseline, prefix = ctx
     metric = tune_params["metric"]
-    values = {name: suggest(trial, name, spec) for name, spec in tune_params["space"].items()}
-    print(f"tune: {exp}: {' '.join(f'{k}={cli_value(v)}' for k, v in values.items())} ...", flush=True)
-    t0 = time.perf_counter()
-    ok, last = run_trial(exp, values, logs / f"{exp}.log")
-    seconds = time.perf_counter() - t0
+    exp = f"{prefix}-trial-{trial.number + 1}"
     trial.set_user_attr("experiment", exp)
-    trial.set_user_attr("seconds", seconds)
-    value = lookup(json.loads(LIVE_METRICS.read_text()), metric) if ok and LIVE_METRICS.exists() else None
-    if is_number(value):
-        study.tell(trial, float(value))
-        return f"{metric} {value:.4f}", seconds
-    study.tell(trial, state=optuna.trial.TrialState.FAIL)
-    if "already exists" in last or "conflicts with existing experiment" in last:
-        raise ConfigError(f"experiment {exp} already exists: pick another --study, or `dvc exp remove {exp}`")
-    return f"failed ({last or f'no {metric} in {LIVE_METRICS}'}; log: {logs / f'{exp}.log'})", seconds
+    values = {name: suggest(trial, name, spec) for name, spec in tune_params["space"].items()}
+    slot = workers.slots.get()
+    try:
+        print(f"tune: {exp}: {' '.join(f'{k}={cli_value(v)}' for k, v in values.items())} "
+              f"(worker {slot + 1}) ...", flush=True)
+        env = {**worker_env(slot, workers.n, workers.gpus, workers.cpus),
+               **link_env(url, study.study_name, trial._trial_id, pruner_of(tune_params))}
+        t0 = time.perf_counter()
+        ok, last = run_experiment(exp, values, out / "logs" / f"{exp}.log", env)
+        trial.set_user_attr("seconds", time.perf_counter() - t0)
+    finally:
+        workers.slots.put(slot)
+    pruned = trial_attrs(study, trial).get("pruned_at_epoch")
+    if pruned is not None:
+        trial.set_user_attr("status", f"pruned at epoch {pruned}")
+        raise optuna.TrialPruned(f"pruned at epoch {pruned}")
+    if not ok:
+        if "already exists" in last or "conflicts with existing experiment" in last:
+            raise ConfigError(f"experiment {exp} already exists: pick another --study, or `dvc exp remove {exp}`")
+        trial.set_user_attr("status", f"failed ({last}; log: {out / 'logs' / f'{exp}.log'})")
+        raise TrialFailed(last)
+    commit = experiment_commit(baseline, exp)
+    value = lookup(experiment_metrics(commit) or {}, metric) if commit else None
+    if not is_number(value):
+        trial.set_user_attr("status", f"failed (no {metric} in {exp}'s dvclive/train/metrics.json)")
+        raise TrialFailed(f"no {metric}")
+    trial.set_user_attr("status", f"{metric} {value:.4f}")
+    return float(value)
+
+
+def trial_attrs(study, trial):
+    """The trial's user attributes as stored now (the train process may have added some)."""
+    return study._storage.get_trial_user_attrs(trial._trial_id)
 
 
 def best_so_far(study):
@@ -212,42 +186,21 @@ def best_so_far(study):
         return "no finished trial yet"
 
 
-def run_trials(study, args, tune_params, out):
-    """Ask, run and tell `args.trials` trials, printing progress with an ETA."""
-    start, durations = time.perf_counter(), []
-    for n in range(1, args.trials + 1):
-        if args.timeout is not None and time.perf_counter() - start > args.timeout:
-            print(f"tune: --timeout {args.timeout:g}s reached, stopping after {n - 1} trials", flush=True)
-            return
-        trial = study.ask()
-        exp = f"{args.study}-trial-{trial.number + 1}"
-        try:
-            status, seconds = one_trial(study, trial, tune_params, exp, out / "logs")
-        except KeyboardInterrupt:
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            print(f"\ntune: interrupted in trial {n}; the results so far:", flush=True)
-            return
-        durations.append(seconds)
-        eta = sum(durations) / len(durations) * (args.trials - n)
-        if args.timeout is not None:
-            eta = min(eta, max(args.timeout - (time.perf_counter() - start), 0))
-        print(f"tune: trial {n}/{args.trials} {exp} {status} in {duration(seconds)} | {best_so_far(study)} | "
-              f"ETA {duration(eta)}", flush=True)
-
-
 def report(study, args, tune_params, out):
     """Leaderboard, <study>.csv and best_params.yaml; apply the best experiment when asked."""
     names, metric = list(tune_params["space"]), tune_params["metric"]
     rows = leaderboard(study, names, metric)
-    print(f"\ntune: leaderboard of study {args.study!r} ({len(rows)} finished of {len(study.trials)} trials)")
+    finished = sum(1 for r in rows if r["rank"] != "-")
+    print(f"\ntune: leaderboard of study {args.study!r} ({finished} finished of {len(study.trials)} trials)")
     print(format_table(rows), flush=True)
-    if not rows:
+    if rows:
+        write_csv(out / f"{args.study}.csv", rows, list(rows[0]))
+    if not finished:
         raise ConfigError(f"no trial finished: see the logs in {out / 'logs'}")
-    write_csv(out / f"{args.study}.csv", rows, list(rows[0]))
     best = study.best_trial
     name = best.user_attrs["experiment"]
     result = {"study": args.study, "experiment": name, "apply": f"dvc exp apply {name}", "metric": metric,
-              "direction": tune_params["direction"], "value": best.value, "trials": len(rows),
+              "direction": tune_params["direction"], "value": best.value, "trials": finished,
               "params": nested({k: yaml.safe_load(cli_value(v)) for k, v in best.params.items()})}
     atomic_write_text(out / "best_params.yaml", yaml.safe_dump(result, sort_keys=False))
     print(f"\ntune: best {metric} {best.value:.4f} by {name} -> {out / 'best_params.yaml'}")
@@ -262,12 +215,20 @@ def report(study, args, tune_params, out):
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     tune_params = check_tune(load_params().get("tune"))
-    study, out = open_study(args, tune_params)
-    names = list(tune_params["space"])
-    print(f"tune: study {args.study!r}, {args.trials} trial{'s' if args.trials > 1 else ''} of {', '.join(names)} "
-          f"by {tune_params['direction']} {tune_params['metric']}"
-          f"{f' (continuing after {len(study.trials)} earlier trials)' if study.trials else ''}", flush=True)
-    run_trials(study, args, tune_params, out)
+    study, out, url, baseline = open_study(args, tune_params)
+    workers = Workers(args.workers, args.trials, args.timeout)
+    earlier = len(study.trials)
+    print(f"tune: study {args.study!r} in {url.split('@')[-1]}, {args.trials} trial{'s' if args.trials > 1 else ''} "
+          f"of {', '.join(tune_params['space'])} by {tune_params['direction']} {tune_params['metric']}, "
+          f"{args.workers} worker{'s' if args.workers > 1 else ''} ({workers.where()}), pruner {tune_params['pruner']}"
+          f"{f' (continuing after {earlier} earlier trials)' if earlier else ''}", flush=True)
+    ctx = (workers, out, url, baseline, args.study)
+    try:
+        study.optimize(lambda trial: objective(study, trial, tune_params, ctx), n_trials=args.trials,
+                       n_jobs=args.workers, timeout=args.timeout, catch=(TrialFailed,), callbacks=[workers.done],
+                       gc_after_trial=False)
+    except KeyboardInterrupt:
+        print("\ntune: interrupted; the results so far:", flush=True)
     report(study, args, tune_params, out)
 
 

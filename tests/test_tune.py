@@ -1,8 +1,16 @@
 """`python -m binsight.tune`: Optuna trials as real DVC experiments, a leaderboard, best params."""
 import csv
+import hashlib
 import io
+import os
 import re
+import signal
+import subprocess
 import sys
+import time
+from pathlib import Path
+
+import optuna
 
 import pytest
 import yaml
@@ -10,7 +18,7 @@ import yaml
 from binsight.errors import ConfigError
 from binsight.params import load_params
 from binsight.tune import check_tune, cli_value, lookup
-from binsight.testing.project import dvc, git_commit, run, set_params
+from binsight.testing.project import dvc, env, git_commit, run, set_params
 from binsight.testing.tuning import frozen_project  # noqa: F401 (fixture)
 
 
@@ -82,3 +90,106 @@ def test_three_trials_are_three_dvc_experiments_then_a_continued_study_applies_t
     applied = yaml.safe_load((project / "params.yaml").read_text())
     assert {k: applied[k] for k in ("lr", "batch_size", "epochs")} == best["params"]
     assert str(applied["lr"]) == exps[best["experiment"]]["lr"]
+
+
+def tune(project, *args, **kwargs):
+    return run([sys.executable, "-m", "binsight.tune", *args], project, **kwargs)
+
+
+def study_of(project, name):
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{project / 'tune' / f'{name}.db'}")
+
+
+def workspace_state(project):
+    """git status and the bytes of params and every output a trial would write in the workspace."""
+    files = ["params.yaml", "dvc.lock", "metrics.json", "models/model.pt", "dvclive/train/metrics.json",
+             "dvclive/evaluate/metrics.json", "data/predictions/test.csv"]
+    status = run(["git", "status", "--porcelain"], project).stdout
+    return status, {f: hashlib.sha256((project / f).read_bytes()).hexdigest() for f in files}
+
+
+def experiments(project):
+    rows = list(csv.DictReader(io.StringIO(dvc(project, "exp", "show", "--csv", "--no-pager").stdout)))
+    return {r["Experiment"]: r for r in rows if r["Experiment"]}
+
+
+def small_space(project, epochs=3, **tune_section):
+    """Search lr and batch_size only, at a fixed number of epochs."""
+    params = set_params(project, {"epochs": epochs, "tune": tune_section})
+    params["tune"]["space"] = {"lr": {"low": 0.001, "high": 0.1, "log": True}, "batch_size": [16, 32]}
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git_commit(project, "small search space")
+
+
+def test_two_workers_run_four_trials_as_four_experiments_and_leave_the_workspace_alone(frozen_project, clone_project):
+    project = clone_project(frozen_project)
+    small_space(project, pruner="none")  # every trial runs to the end (still reporting each epoch)
+    before = workspace_state(project)
+    out = tune(project, "--trials", "4", "--workers", "2", "--study", "w").stdout
+    assert "2 workers (CPU, " in out and "(4 finished of 4 trials)" in out, out
+    assert {f"(worker {k})" for k in (1, 2)} <= set(re.findall(r"\(worker \d\)", out)), out
+
+    exps = experiments(project)
+    assert set(exps) == {f"w-trial-{k}" for k in (1, 2, 3, 4)}, exps.keys()
+    assert len({(r["lr"], r["batch_size"]) for r in exps.values()}) == 4  # four distinct points
+    assert workspace_state(project) == before
+    # One SQLite file, written by the tuner and by every trial's training process (its per-epoch val acc).
+    study = study_of(project, "w")
+    for t in study.trials:
+        assert t.state == optuna.trial.TrialState.COMPLETE and sorted(t.intermediate_values) == [0, 1, 2], t
+        assert t.value == pytest.approx(float(exps[t.user_attrs["experiment"]]["val_acc"]), abs=1e-4)
+
+
+def train_processes(storage_path):
+    """pids of the stages.train processes started for the study stored at `storage_path`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes()
+            environ = (proc / "environ").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if b"stages.train" in cmd and str(storage_path).encode() in environ:
+            found.append(int(proc.name))
+    return found
+
+
+def test_a_worker_killed_mid_trial_leaves_a_failed_trial_and_the_rest_complete(frozen_project, clone_project):
+    project = clone_project(frozen_project)
+    small_space(project, epochs=12, pruner="none")  # long enough to be killed mid-way
+    proc = subprocess.Popen([sys.executable, "-m", "binsight.tune", "--trials", "3", "--workers", "2", "--study", "k"],
+                            cwd=project, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline, killed = time.time() + 300, None
+    while killed is None and time.time() < deadline and proc.poll() is None:
+        pids = train_processes(project / "tune" / "k.db")
+        if pids:
+            time.sleep(1)  # into its epochs
+            os.kill(pids[0], signal.SIGKILL)
+            killed = pids[0]
+        time.sleep(0.1)
+    out, _ = proc.communicate(timeout=600)
+    assert killed and proc.returncode == 0, out
+    states = sorted(t.state.name for t in study_of(project, "k").trials)
+    assert states == ["COMPLETE", "COMPLETE", "FAIL"], out
+    failed = next(t for t in study_of(project, "k").trials if t.state.name == "FAIL")
+    assert failed.user_attrs["experiment"] not in experiments(project)
+    board = {r["experiment"]: r for r in csv.DictReader(open(project / "tune/k.csv"))}
+    assert board[failed.user_attrs["experiment"]]["state"] == "failed" and len(board) == 3, board
+
+
+def test_the_pruner_stops_a_trial_whose_lr_makes_it_diverge(frozen_project, clone_project):
+    project = clone_project(frozen_project)
+    small_space(project, epochs=6, pruner="median", prune_startup_trials=1, prune_warmup_epochs=2)
+    (project / "tune").mkdir()
+    study = optuna.create_study(study_name="p", storage=f"sqlite:///{project / 'tune/p.db'}", direction="maximize")
+    study.enqueue_trial({"lr": 0.003, "batch_size": 16})  # learns
+    study.enqueue_trial({"lr": 30.0, "batch_size": 16})   # diverges: the head's logits blow up, val predictions collapse
+    out = tune(project, "--trials", "2", "--study", "p").stdout
+    good, bad = study_of(project, "p").trials
+    assert good.state.name == "COMPLETE" and good.params["lr"] == 0.003, out
+    assert bad.state.name == "PRUNED" and bad.user_attrs["pruned_at_epoch"] == 3, out
+    assert max(bad.intermediate_values) == 2  # reported epochs 1..3, then stopped
+    assert "p-trial-2 pruned at epoch 3" in out, out
+    assert "p-trial-2" not in experiments(project) and "p-trial-1" in experiments(project)
+    board = {r["experiment"]: r["state"] for r in csv.DictReader(open(project / "tune/p.csv"))}
+    assert board == {"p-trial-1": "complete", "p-trial-2": "pruned at epoch 3"}

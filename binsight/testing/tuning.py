@@ -15,11 +15,11 @@ _built = {}  # the project is shared by every module that imports the fixture
 
 @pytest.fixture(scope="session")
 def frozen_project(tmp_path_factory, abid_bucket):
-    """Read-only: fetch (24 generated bins per class) -> split -> featurize -> train -> evaluate,
+    """Read-only: fetch (80 generated bins per class) -> split -> featurize -> train -> evaluate,
     committed. Copy it with `clone_project` to change it."""
     if "project" not in _built:
         project = make_project(tmp_path_factory.mktemp("frozen") / "proj", commit=False, params={
-            "fetch": {"endpoint_url": abid_bucket.url, "limit_per_class": 24},
+            "fetch": {"endpoint_url": abid_bucket.url},
             "model": FROZEN_MODEL, "train": FROZEN_TRAIN})
         abid_bucket.write_file_list(project / "file_list.json", abid_bucket.clean)
         git_commit(project, "frozen pipeline")

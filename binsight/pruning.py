@@ -1,0 +1,75 @@
+"""The link from a training run back to the `binsight tune` trial that started it.
+
+`binsight tune` starts each trial's `dvc exp run` with BINSIGHT_TUNE_TRIAL set (the study's storage
+URL, its name, the trial and the pruner). The train stage then reports every epoch's val accuracy
+to that trial, and stops when the study's pruner says the trial trails the others. Without the
+variable (every run you start yourself) nothing is reported and nothing is stopped.
+"""
+import json
+import os
+
+import optuna
+
+from binsight.errors import BinsightError
+from binsight.params import require
+
+ENV = "BINSIGHT_TUNE_TRIAL"
+PRUNERS = ("none", "median", "hyperband")
+
+
+class TrialPruned(BinsightError):
+    """The tuner's pruner stopped this run: its val accuracy trails the study's other trials."""
+
+
+def check_pruner(p):
+    require(p["pruner"] in PRUNERS, "tune.pruner", p["pruner"], " | ".join(PRUNERS))
+    for key in ("prune_warmup_epochs", "prune_startup_trials"):
+        require(isinstance(p[key], int) and p[key] >= 0, f"tune.{key}", p[key], "an integer >= 0")
+    require(p["pruner"] == "none" or p["direction"] == "maximize", "tune.pruner", p["pruner"],
+            "none when tune.direction is minimize (the pruner watches val accuracy, which is maximized)")
+
+
+def make_pruner(kind, warmup_epochs=0, startup_trials=0):
+    """Optuna's pruner for `tune.pruner`; steps are 0-based epochs."""
+    if kind == "median":  # stop when the best val acc so far is below the median of finished trials at this epoch
+        return optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=warmup_epochs)
+    if kind == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=max(1, warmup_epochs))
+    return optuna.pruners.NopPruner()
+
+
+def open_storage(url, heartbeat=True):
+    """Optuna's relational storage (SQLite, PostgreSQL, MySQL). With a heartbeat, a trial whose tune
+    process died without a word (kill -9, a lost machine) is marked failed by the next `tune` on the
+    study. SQLite waits up to a minute for a lock: workers and their training runs share the file."""
+    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    beat = {"heartbeat_interval": 10, "grace_period": 60} if heartbeat else {}
+    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, **beat)
+
+
+def link_env(storage, study, trial_id, pruner):
+    """{ENV: ...} for a trial's subprocess. `pruner`: {kind, warmup_epochs, startup_trials}."""
+    return {ENV: json.dumps({"storage": storage, "study": study, "trial_id": trial_id, "pruner": pruner})}
+
+
+class TrialLink:
+    """A trial of a study in shared storage, seen from the training process."""
+
+    def __init__(self, storage, study, trial_id, pruner):
+        self.study = optuna.load_study(study_name=study, storage=open_storage(storage, heartbeat=False),
+                                       pruner=make_pruner(**pruner))
+        self.trial = optuna.trial.Trial(self.study, trial_id)
+
+    @classmethod
+    def from_env(cls, environ=None):
+        spec = (os.environ if environ is None else environ).get(ENV)
+        return cls(**json.loads(spec)) if spec else None
+
+    def report(self, val_acc, epoch):
+        """Report one epoch (0-based); -> True when the pruner says stop. The trial is marked with the
+        epoch it stopped at, which the tuner shows on its leaderboard."""
+        self.trial.report(float(val_acc), epoch)
+        if self.trial.should_prune():
+            self.trial.set_user_attr("pruned_at_epoch", epoch + 1)
+            return True
+        return False
