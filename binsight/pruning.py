@@ -7,8 +7,12 @@ variable (every run you start yourself) nothing is reported and nothing is stopp
 """
 import json
 import os
+import random
+import time
+import warnings
 
 import optuna
+import sqlalchemy
 
 from binsight.errors import BinsightError
 from binsight.params import require
@@ -44,7 +48,15 @@ def open_storage(url, heartbeat=True):
     study. SQLite waits up to a minute for a lock: workers and their training runs share the file."""
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     beat = {"heartbeat_interval": 10, "grace_period": 60} if heartbeat else {}
-    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, **beat)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, **beat)
+        except sqlalchemy.exc.DBAPIError:
+            # two machines creating the tables of a new database at once: one wins, the other retries
+            if attempt == 4:
+                raise
+            time.sleep(0.2 + random.random())
 
 
 def link_env(storage, study, trial_id, pruner):

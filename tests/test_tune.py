@@ -4,6 +4,7 @@ import hashlib
 import io
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,8 +19,11 @@ import yaml
 from binsight.errors import ConfigError
 from binsight.params import load_params
 from binsight.tune import check_tune, cli_value, lookup
+from binsight.testing.bucket import admin_client
 from binsight.testing.project import dvc, env, git_commit, run, set_params
 from binsight.testing.tuning import frozen_project  # noqa: F401 (fixture)
+
+CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
 def test_the_default_search_space_is_the_seed_tuners():
@@ -193,3 +197,40 @@ def test_the_pruner_stops_a_trial_whose_lr_makes_it_diverge(frozen_project, clon
     assert "p-trial-2" not in experiments(project) and "p-trial-1" in experiments(project)
     board = {r["experiment"]: r["state"] for r in csv.DictReader(open(project / "tune/p.csv"))}
     assert board == {"p-trial-1": "complete", "p-trial-2": "pruned at epoch 3"}
+
+
+def test_two_machines_share_one_study_and_each_others_experiments(frozen_project, tmp_path, s3_server):
+    """README's recipe: two clones ("machines") tune one study in a shared database at the same time,
+    push their experiments (git refs to the git remote, outputs to the S3 DVC remote), and one of
+    them pulls and applies the other's."""
+    origin = tmp_path / "origin.git"
+    run(["git", "init", "-q", "--bare", str(origin)], tmp_path)
+    a = shutil.copytree(frozen_project, tmp_path / "a", symlinks=True)
+    small_space(a, pruner="none")
+    admin_client(s3_server.url).create_bucket(Bucket="binsight-exps")
+    dvc(a, "remote", "add", "-d", "store", "s3://binsight-exps/store")
+    dvc(a, "remote", "modify", "store", "endpointurl", s3_server.url)
+    git_commit(a, "shared DVC remote")
+    run(["git", "remote", "add", "origin", str(origin)], a)
+    run(["git", "push", "-q", "origin", "main"], a)
+    b = shutil.copytree(a, tmp_path / "b", symlinks=True)  # the same commit and data on machine B
+
+    db = f"sqlite:///{tmp_path / 'shared.db'}"
+    procs = [subprocess.Popen([sys.executable, "-m", "binsight.tune", "--storage", db, "--study", "m", "--trials", "1"],
+                              cwd=p, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for p in (a, b)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    study = optuna.load_study(study_name="m", storage=db)
+    names = {t.user_attrs["experiment"] for t in study.trials if t.state.name == "COMPLETE"}
+    assert names == {"m-trial-1", "m-trial-2"}, outs
+    mine_a, mine_b = set(experiments(a)), set(experiments(b))
+    assert len(mine_a) == len(mine_b) == 1 and mine_a | mine_b == names
+
+    for machine in (a, b):
+        dvc(machine, "exp", "push", "origin", "-A", **CREDS)
+    dvc(b, "exp", "pull", "origin", "-A", **CREDS)
+    assert set(experiments(b)) == names
+    dvc(b, "exp", "apply", mine_a.pop(), **CREDS)  # A's trained model comes from the S3 remote
+    status = dvc(b, "status").stdout  # matches dvc.lock; only the uncached HTML report is not restored
+    assert "model.pt" not in status and "dvclive" not in status and "metrics.json" not in status, status
