@@ -1,19 +1,15 @@
-"""Benchmark: head-training epochs on cached embeddings vs. on images (frozen backbone, same data).
+"""Benchmark: tuning trials per hour, one worker against `--workers N`, side by side in one run.
 
-Runs the real code in this one process, side by side: `stages.featurize` once, then the train
-stage's `fit` twice on the same generated bins with the same params, once with
-train.use_features: auto (the head on data/features) and once with never (every image decoded,
-resized and pushed through the frozen backbone each epoch). The epoch time is what fit spends in
-train_one_epoch + evaluate_split (the train and val passes), so model building and logging are
-left out of both sides. Prints both wall times and the ratio; a tuning trial pays the featurize
-cost never (DVC's cache), a first run once.
+Builds one small DVC project on generated bins served by a local S3 server (fetch -> split ->
+featurize -> train -> evaluate, frozen backbone, so every trial fits the head on cached
+embeddings), then runs `binsight tune` twice on it with the same trial count and search space:
+`--workers 1` and `--workers N` (pruner off, so both sides do the same work). Prints each side's
+wall time, trials per hour and the ratio.
 
-    .venv/bin/python bench/tune.py [--epochs 3] [--bins 200] [--size 224] [--arch resnet18]
+    .venv/bin/python bench/tune.py [--trials 6] [--workers 2] [--bins-per-class 80] [--epochs 10]
 """
 import argparse
-import contextlib
-import io
-import logging
+import csv
 import os
 import statistics
 import sys
@@ -23,117 +19,67 @@ from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import stages.train as train_stage  # noqa: E402
-from stages import featurize  # noqa: E402
-from binsight.loops import evaluate_split, train_one_epoch  # noqa: E402
-from binsight.testing.dataset import write_dataset  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
+from binsight.testing.bucket import build_bucket
+from binsight.testing.project import dvc, git_commit, make_project, run
+from binsight.testing.s3server import MotoS3
+from binsight.testing.tuning import FROZEN_MODEL, FROZEN_TRAIN
 
 
-class EpochClock:
-    """Wall time spent inside the train stage's epoch functions, per epoch (train + val pass)."""
-
-    def __init__(self):
-        self.per_epoch = []
-
-    @property
-    def seconds(self):
-        return sum(self.per_epoch)
-
-    @property
-    def median(self):
-        return statistics.median(self.per_epoch) if self.per_epoch else 0.0
-
-    def timed(self, fn, starts_epoch):
-        def wrapper(*args, **kwargs):
-            start = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                if starts_epoch or not self.per_epoch:
-                    self.per_epoch.append(0.0)
-                self.per_epoch[-1] += time.perf_counter() - start
-        return wrapper
+def build(root, bins_per_class, epochs, size):
+    """A committed project whose pipeline has run once, tuning lr and batch_size."""
+    server = MotoS3().__enter__()
+    bucket = build_bucket(server.url, n_per_class=bins_per_class)
+    project = make_project(root / "proj", commit=False, params={
+        "fetch": {"endpoint_url": bucket.url}, "model": FROZEN_MODEL,
+        "train": {**FROZEN_TRAIN, "image_size": size}, "epochs": epochs})
+    bucket.write_file_list(project / "file_list.json", bucket.clean)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["tune"].update(pruner="none", space={"lr": {"low": 0.001, "high": 0.1, "log": True},
+                                                "batch_size": [16, 32, 64]})
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git_commit(project, "bench project")
+    dvc(project, "repro", gpu=True)
+    git_commit(project, "repro")
+    return project, server
 
 
-def fit(root, params_file, mode, quiet):
-    """One run of the train stage; -> (EpochClock, whole-run seconds, its log)."""
-    clock = EpochClock()
-    train_stage.train_one_epoch = clock.timed(train_one_epoch, True)
-    train_stage.evaluate_split = clock.timed(evaluate_split, False)
-    log = io.StringIO()
+def tune(project, trials, workers):
+    """One `binsight tune` run -> (wall seconds, per-trial seconds)."""
+    study = f"w{workers}"
     start = time.perf_counter()
-    try:
-        with contextlib.redirect_stdout(log) if quiet else contextlib.nullcontext():
-            train_stage.main(["--params", str(params_file), "--split", str(root / "data/split"),
-                              "--images", str(root / "data/raw/images"), "--features", str(root / "data/features"),
-                              "--model", str(root / f"models/{mode}.pt"), "--checkpoint",
-                              str(root / f"models/{mode}.ckpt"), "--live", str(root / f"dvclive/{mode}")])
-    finally:
-        train_stage.train_one_epoch, train_stage.evaluate_split = train_one_epoch, evaluate_split
-    return clock, time.perf_counter() - start, log.getvalue()
+    run([sys.executable, "-m", "binsight.tune", "--trials", str(trials), "--workers", str(workers),
+         "--study", study], project, timeout=7200, gpu=True)
+    wall = time.perf_counter() - start
+    rows = list(csv.DictReader(open(project / "tune" / f"{study}.csv")))
+    if sum(r["state"] == "complete" for r in rows) != trials:
+        raise SystemExit(f"bench/tune: not every trial finished: {rows}")
+    return wall, [float(r["seconds"]) for r in rows]
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=3, help="head-training epochs per side (default: %(default)s)")
-    parser.add_argument("--bins", type=int, default=200, help="generated bins, 60/20/20 split (default: %(default)s)")
-    parser.add_argument("--size", type=int, default=224, help="image size in px (default: %(default)s)")
-    parser.add_argument("--arch", default="resnet18", help="frozen backbone (default: %(default)s)")
-    parser.add_argument("--weights", default="none", help="none (random init: same cost) or imagenet")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
-                        help="data loader processes for the image side (default: %(default)s)")
-    parser.add_argument("--verbose", action="store_true", help="show the train stage's own log")
+    parser.add_argument("--trials", type=int, default=6, help="trials per side (default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=2, help="workers of the parallel side (default: %(default)s)")
+    parser.add_argument("--bins-per-class", type=int, default=80, help="generated bins per count (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=10, help="head-training epochs per trial (default: %(default)s)")
+    parser.add_argument("--size", type=int, default=64, help="image size in px (default: %(default)s)")
     args = parser.parse_args()
-    logging.getLogger("dvclive").setLevel(logging.ERROR)  # "can't save experiment without a Git repo": by design
-
-    with tempfile.TemporaryDirectory() as tmp, contextlib.chdir(tmp):
-        # Run outside any git/DVC repo: dvclive would otherwise save each fit as an experiment of
-        # the repo it finds from the working directory.
-        root = Path(tmp)
-        splits = write_dataset(root, n_per_class=max(1, args.bins // 5), seed=5)
-        params = yaml.safe_load((REPO / "params.yaml").read_text())
-        params["model"].update(arch=args.arch, weights=args.weights, freeze_backbone=True)
-        params["train"].update(epochs=args.epochs, batch_size=args.batch_size, image_size=args.size, augment=False,
-                               num_workers=args.workers, patience=args.epochs, resume=False, profile=False)
-        files = {}
-        for mode in ("auto", "never"):
-            params["train"]["use_features"] = mode
-            files[mode] = root / f"params_{mode}.yaml"
-            files[mode].write_text(yaml.safe_dump(params, sort_keys=False))
-        n = {name: len(rows) for name, rows in splits.items()}
-        print(f"bench/tune: frozen {args.arch} (weights {args.weights}) at {args.size} px, {sum(n.values())} "
-              f"generated bins ({n['train']} train / {n['val']} val / {n['test']} test), batch {args.batch_size}, "
-              f"{args.epochs} epochs, {args.workers} loader workers, {os.cpu_count()} CPUs, torch threads "
-              f"{__import__('torch').get_num_threads()}", flush=True)
-
+    with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        log = io.StringIO()
-        with contextlib.redirect_stdout(log) if not args.verbose else contextlib.nullcontext():
-            featurize.main(["--params", str(files["auto"]), "--split", str(root / "data/split"),
-                            "--images", str(root / "data/raw/images"), "--out", str(root / "data/features")])
-        t_featurize = time.perf_counter() - start
-        print(f"featurize (once, all {sum(n.values())} images): {t_featurize:.2f}s", flush=True)
-
-        runs = {}
-        for mode in ("auto", "never"):
-            clock, total, out = fit(root, files[mode], mode, quiet=not args.verbose)
-            path = "cached embeddings" if mode == "auto" else "images"
-            expected = "train: head only on cached" if mode == "auto" else "train: images;"
-            if not args.verbose and expected not in out:
-                raise SystemExit(f"bench/tune: the {path} run did not take that path:\n{out}")
-            runs[mode] = clock
-            print(f"{len(clock.per_epoch)} epochs on {path:<17}: {clock.seconds:8.3f}s "
-                  f"(median {clock.median * 1000:.1f} ms/epoch; whole train stage {total:.1f}s)", flush=True)
-        ratio = runs["never"].seconds / max(runs["auto"].seconds, 1e-9)
-        median_ratio = runs["never"].median / max(runs["auto"].median, 1e-9)
-        first = runs["never"].seconds / (runs["auto"].seconds + t_featurize)
-        print(f"speed-up of {args.epochs} epochs: {ratio:.0f}x (median epoch {median_ratio:.0f}x; target >= 20x); "
-              f"a first run that also pays featurize once: {first:.1f}x", flush=True)
+        project, server = build(Path(tmp), args.bins_per_class, args.epochs, args.size)
+        try:
+            print(f"bench/tune: {5 * args.bins_per_class} generated bins, frozen resnet18 at {args.size} px, cached "
+                  f"embeddings, {args.epochs} epochs a trial, {args.trials} trials a side, {os.cpu_count()} CPUs "
+                  f"(project built in {time.perf_counter() - start:.0f}s)", flush=True)
+            sides = {}
+            for workers in (1, args.workers):
+                wall, seconds = tune(project, args.trials, workers)
+                sides[workers] = wall
+                print(f"--workers {workers}: {wall:6.1f}s for {args.trials} trials = {3600 * args.trials / wall:6.0f} "
+                      f"trials/hour (median trial {statistics.median(seconds):.1f}s)", flush=True)
+            print(f"speed-up of --workers {args.workers}: {sides[1] / sides[args.workers]:.2f}x trials/hour", flush=True)
+        finally:
+            server.__exit__(None, None, None)
 
 
 if __name__ == "__main__":
