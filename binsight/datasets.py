@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
+from binsight.choices import AUGMENTS, augment_mode  # noqa: F401 (AUGMENTS: re-exported)
 from binsight.errors import DataError
 from binsight.images import load_rgb
 from binsight.model import IMAGENET_MEAN, IMAGENET_STD
@@ -21,16 +22,6 @@ from binsight.tables import read_labels
 from binsight.views import dihedral
 
 # Counting-safe augmentations only: every item stays in the frame (no random crops or zooms).
-AUGMENTS = ("none", "flips", "dihedral", "full")
-
-
-def augment_mode(value):
-    """train.augment -> one of AUGMENTS (true/false, from older params files: full/none)."""
-    if value is True:
-        return "full"
-    if value is False or value is None:
-        return "none"
-    return value
 
 
 def resize_to_tensor(image_size):

@@ -18,7 +18,7 @@ evaluate, predict and serve treat all of them alike (the predicted count is the 
 import torch
 import torch.nn.functional as F
 
-LOSSES = ("ce", "neighbour", "ordinal", "regression")
+from binsight.choices import LOSSES
 
 
 def output_size(loss, num_classes):

@@ -9,10 +9,8 @@ from pathlib import Path
 
 import yaml
 
-from binsight.datasets import AUGMENTS, augment_mode
+from binsight.choices import AUGMENTS, LOSSES, TTA_MODES, augment_mode
 from binsight.errors import ConfigError
-from binsight.losses import LOSSES
-from binsight.views import TTA_MODES
 
 PARAMS_FILE = Path("params.yaml")
 

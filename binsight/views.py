@@ -9,7 +9,7 @@ probabilities over the views).
 """
 import torch
 
-TTA_MODES = ("none", "flips", "dihedral")
+from binsight.choices import TTA_MODES  # noqa: F401 (re-exported)
 
 
 def dihedral(x, k):

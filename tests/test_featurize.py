@@ -2,10 +2,7 @@
 when only lr or batch_size change, and never trusted when stale."""
 import csv
 import json
-import signal
-import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -19,7 +16,7 @@ from binsight.embeddings import cached_features
 from binsight.model import model_from_params
 from binsight.params import check_model, load_params, train_section
 from binsight.testing.dataset import write_dataset
-from binsight.testing.project import dvc, env, git_commit, make_project, run, set_params
+from binsight.testing.project import dvc, git_commit, kill_when_written, make_project, run, set_params
 from binsight.testing.tuning import FROZEN_MODEL, FROZEN_TRAIN, frozen_project, stages_run  # noqa: F401 (fixture)
 
 
@@ -148,13 +145,7 @@ def test_head_only_checkpoint_every_n_epochs_resumes_to_the_uninterrupted_result
         (runs["straight"] / "models/model.pt").stat().st_size
 
     proj, path = runs["killed"], runs["killed"] / "models/checkpoint.pt"
-    proc = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=proj, env=env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not path.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when_written([sys.executable, "-m", "stages.train"], proj, path)
     saved = torch.load(path, weights_only=False)
     assert not saved["completed"], "training finished before the kill"
     assert (saved["epoch"] + 1) % 2 == 0, saved["epoch"]  # only every second epoch is written

@@ -2,10 +2,7 @@
 import csv
 import re
 import os
-import signal
-import subprocess
 import sys
-import time
 
 import pytest
 import yaml
@@ -16,7 +13,7 @@ from binsight.errors import ConfigError, DataError
 from binsight.model import build_model, load_model, resolve_weights
 from binsight.params import TOP_LEVEL_TRAIN, check_model, check_train
 from binsight.testing.dataset import SMALL_MODEL, SMALL_TRAIN, write_dataset
-from binsight.testing.project import REPO, env, git_commit, make_project, run, set_params
+from binsight.testing.project import REPO, git_commit, kill_when_written, make_project, run, set_params
 
 
 @pytest.fixture
@@ -95,13 +92,7 @@ def test_killed_training_resumes_at_the_next_epoch(tmp_path):
     write_dataset(proj, n_per_class=12)
     git_commit(proj, "small project")
     ckpt = proj / "models/checkpoint.pt"
-    proc = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=proj, env=env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)  # mid-way through epoch 2: epoch 1's checkpoint just landed
-    proc.wait()
+    kill_when_written([sys.executable, "-m", "stages.train"], proj, ckpt)  # epoch 1's checkpoint just landed
     saved_epoch = torch.load(ckpt, weights_only=False)["epoch"]
     assert saved_epoch < 3, "training finished before the kill"
 
@@ -187,13 +178,7 @@ def test_a_killed_and_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path)
     train(runs["straight"], check=True)
 
     proj, ckpt = runs["killed"], runs["killed"] / "models/checkpoint.pt"
-    proc = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=proj, env=env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when_written([sys.executable, "-m", "stages.train"], proj, ckpt)
     assert torch.load(ckpt, weights_only=False)["epoch"] < 5, "training finished before the kill"
     assert "resuming at epoch" in train(proj, check=True).stdout
 

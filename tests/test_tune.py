@@ -57,45 +57,6 @@ def test_values_reach_params_yaml_as_plain_numbers():
     assert lookup(metrics, "val/loss") is None
 
 
-def test_three_trials_are_three_dvc_experiments_then_a_continued_study_applies_the_best(frozen_project, clone_project):
-    project = clone_project(frozen_project)
-    set_params(project, {"tune": {"space": {"lr": {"low": 0.001, "high": 0.1, "log": True},
-                                            "batch_size": [16, 32], "epochs": {"low": 1, "high": 2}}}})
-    git_commit(project, "small search space")
-    out = run([sys.executable, "-m", "binsight.tune", "--trials", "3", "--study", "t"], project).stdout
-    for n in (1, 2, 3):
-        assert re.search(rf"tune: trial {n}/3 t-trial-{n} best/val_acc [0-9.]+ in \S+ \| best [0-9.]+ "
-                         rf"\(t-trial-\d\) \| ETA \S+", out), out
-    assert "leaderboard of study 't' (3 finished of 3 trials)" in out, out
-
-    rows = list(csv.DictReader(io.StringIO(dvc(project, "exp", "show", "--csv", "--no-pager", "--sort-by", "val_acc").stdout)))
-    exps = {r["Experiment"]: r for r in rows if r["Experiment"]}
-    assert set(exps) == {"t-trial-1", "t-trial-2", "t-trial-3"}, exps.keys()
-    for r in exps.values():
-        assert r["batch_size"] in ("16", "32") and r["epochs"] in ("1", "2"), r
-        assert 0.001 <= float(r["lr"]) <= 0.1 and 0 <= float(r["val_acc"]) <= 1, r
-
-    best = yaml.safe_load((project / "tune/best_params.yaml").read_text())
-    assert best["value"] == max(float(r["val_acc"]) for r in exps.values())
-    assert float(exps[best["experiment"]]["val_acc"]) == best["value"]
-    assert best["apply"] == f"dvc exp apply {best['experiment']}"
-    assert f"apply it with `{best['apply']}`" in out
-    leaderboard = list(csv.DictReader(open(project / "tune/t.csv")))
-    assert [r["experiment"] for r in leaderboard][0] == best["experiment"] and len(leaderboard) == 3
-
-    # Running it again continues the study (new draws, not a replay) and --apply takes the best.
-    again = run([sys.executable, "-m", "binsight.tune", "--trials", "1", "--study", "t", "--apply"], project).stdout
-    assert "(continuing after 3 earlier trials)" in again and "t-trial-4" in again, again
-    rows = list(csv.DictReader(io.StringIO(dvc(project, "exp", "show", "--csv", "--no-pager").stdout)))
-    exps = {r["Experiment"]: r for r in rows if r["Experiment"]}
-    assert exps["t-trial-4"]["lr"] not in {exps[f"t-trial-{k}"]["lr"] for k in (1, 2, 3)}, exps
-    best = yaml.safe_load((project / "tune/best_params.yaml").read_text())
-    assert f"tune: applied {best['experiment']}" in again, again
-    applied = yaml.safe_load((project / "params.yaml").read_text())
-    assert {k: applied[k] for k in ("lr", "batch_size", "epochs")} == best["params"]
-    assert str(applied["lr"]) == exps[best["experiment"]]["lr"]
-
-
 def tune(project, *args, **kwargs):
     return run([sys.executable, "-m", "binsight.tune", *args], project, **kwargs)
 
@@ -125,23 +86,47 @@ def small_space(project, epochs=3, **tune_section):
     git_commit(project, "small search space")
 
 
-def test_two_workers_run_four_trials_as_four_experiments_and_leave_the_workspace_alone(frozen_project, clone_project):
+def test_two_workers_run_four_trials_as_four_experiments_then_a_continued_study_applies_the_best(
+        frozen_project, clone_project):
     project = clone_project(frozen_project)
     small_space(project, pruner="none")  # every trial runs to the end (still reporting each epoch)
     before = workspace_state(project)
     out = tune(project, "--trials", "4", "--workers", "2", "--study", "w").stdout
-    assert "2 workers (CPU, " in out and "(4 finished of 4 trials)" in out, out
+    assert "2 workers (CPU, 1 thread each)" in out and "(4 finished of 4 trials)" in out, out
     assert {f"(worker {k})" for k in (1, 2)} <= set(re.findall(r"\(worker \d\)", out)), out
+    for n in (1, 2, 3, 4):  # progress as trials finish, in whichever order
+        assert re.search(rf"tune: trial {n}/4 w-trial-\d best/val_acc [0-9.]+ in \S+ \| best [0-9.]+ "
+                         rf"\(w-trial-\d\) \| ETA \S+", out), out
 
     exps = experiments(project)
     assert set(exps) == {f"w-trial-{k}" for k in (1, 2, 3, 4)}, exps.keys()
     assert len({(r["lr"], r["batch_size"]) for r in exps.values()}) == 4  # four distinct points
+    for r in exps.values():
+        assert r["batch_size"] in ("16", "32") and 0.001 <= float(r["lr"]) <= 0.1 and r["epochs"] == "3", r
     assert workspace_state(project) == before
     # One SQLite file, written by the tuner and by every trial's training process (its per-epoch val acc).
     study = study_of(project, "w")
     for t in study.trials:
         assert t.state == optuna.trial.TrialState.COMPLETE and sorted(t.intermediate_values) == [0, 1, 2], t
         assert t.value == pytest.approx(float(exps[t.user_attrs["experiment"]]["val_acc"]), abs=1e-4)
+
+    best = yaml.safe_load((project / "tune/best_params.yaml").read_text())
+    assert best["value"] == pytest.approx(max(float(r["val_acc"]) for r in exps.values()), abs=1e-4)
+    assert float(exps[best["experiment"]]["val_acc"]) == pytest.approx(best["value"], abs=1e-4)
+    assert best["apply"] == f"dvc exp apply {best['experiment']}" and f"apply it with `{best['apply']}`" in out
+    leaderboard = list(csv.DictReader(open(project / "tune/w.csv")))
+    assert leaderboard[0]["experiment"] == best["experiment"] and len(leaderboard) == 4
+
+    # Running it again continues the study (new draws, not a replay) and --apply takes the best.
+    again = tune(project, "--trials", "1", "--study", "w", "--apply").stdout
+    assert "(continuing after 4 earlier trials)" in again and "w-trial-5" in again, again
+    exps = experiments(project)
+    assert exps["w-trial-5"]["lr"] not in {exps[f"w-trial-{k}"]["lr"] for k in (1, 2, 3, 4)}, exps
+    best = yaml.safe_load((project / "tune/best_params.yaml").read_text())
+    assert f"tune: applied {best['experiment']}" in again, again
+    applied = yaml.safe_load((project / "params.yaml").read_text())
+    assert {k: applied[k] for k in ("lr", "batch_size")} == best["params"]
+    assert str(applied["lr"]) == exps[best["experiment"]]["lr"]
 
 
 def train_processes(storage_path):

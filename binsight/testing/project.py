@@ -121,3 +121,16 @@ def in_terminal(args, cwd, columns=120, timeout=300):
     os.close(main_fd)
     text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\r", "", b"".join(chunks).decode("utf-8", "replace"))
     return [line[:columns] for line in text.splitlines()]
+
+
+def kill_when_written(args, cwd, path, timeout=300, poll=0.005):
+    """Start `args`, and kill -9 it the moment `path` appears (or it exits first): a crash right
+    after a checkpoint landed. -> the exit status."""
+    import signal
+    import time
+    proc = subprocess.Popen(args, cwd=cwd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while not Path(path).exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(poll)
+    proc.send_signal(signal.SIGKILL)
+    return proc.wait()
