@@ -24,6 +24,7 @@ from binsight.datasets import (BinImages, InMemoryBatches, InMemoryImages, eval_
 from binsight.distributed import BalancedShardSampler, ShardSampler
 from binsight.embeddings import FeatureBatches, cached_features
 from binsight.errors import BinsightError, ConfigError
+from binsight.files import atomic_write_text
 from binsight.losses import CountingLoss, class_weights, decode
 from binsight.loops import StepHooks, amp_dtype, evaluate_split, pick_device, seed_everything, train_one_epoch
 from binsight.model import model_from_params, preprocessing, save_model
@@ -301,7 +302,8 @@ def open_live(live_dir, model_params, train_params, classes, progress, world):
     live = Live(dir=live_dir, resume=resumed, save_dvc_exp=True, dvcyaml=False)
     if not resumed:
         live.log_params({"model": model_params, "train": train_params, "classes": classes})
-    for epoch in sorted(e for e in progress.history if e > _last_logged_step(live_dir)):
+    names = sorted({name for metrics in progress.history.values() for name in metrics})
+    for epoch in sorted(e for e in progress.history if e > complete_curves(live_dir, names)):
         _log_epoch(live, epoch, progress.history[epoch])
     return live
 
@@ -391,23 +393,28 @@ def _log_epoch(live, epoch, metrics):
     live.next_step()
 
 
-def _last_logged_step(live_dir):
-    """The last epoch dvclive wrote down, by the curves themselves: a kill can land after a row was
-    appended to the .tsv files but before metrics.json was rewritten, and that epoch must not be
-    logged twice."""
-    last = -1
-    for tsv in (Path(live_dir) / "plots" / "metrics").rglob("*.tsv"):
-        lines = tsv.read_text().splitlines()
+def complete_curves(live_dir, names):
+    """The last epoch every curve in `names` has, with any later rows cut: a kill can land after
+    some .tsv files got an epoch's row and before the others (or metrics.json) did. Those rows are
+    dropped and the epoch is logged again whole, so no curve has an epoch twice or misses one."""
+    rows = {}
+    for name in names:
+        tsv = Path(live_dir) / "plots" / "metrics" / f"{name}.tsv"
+        lines = tsv.read_text().splitlines() if tsv.exists() else []
         header = lines[0].split("\t") if lines else []
-        if len(lines) > 1 and "step" in header:
+        steps = []
+        for line in lines[1:]:
             try:
-                last = max(last, int(float(lines[-1].split("\t")[header.index("step")])))
+                steps.append(int(float(line.split("\t")[header.index("step")])))
             except (ValueError, IndexError):
-                pass
-    try:
-        return max(last, int(json.loads((Path(live_dir) / "metrics.json").read_text())["step"]))
-    except (OSError, ValueError, KeyError):
-        return last
+                break  # a half-written last line
+        rows[tsv] = (lines, steps)
+    complete = min((steps[-1] if steps else -1 for _, steps in rows.values()), default=-1)
+    for tsv, (lines, steps) in rows.items():
+        if steps and steps[-1] > complete or len(lines) - 1 > len(steps):
+            kept = [line for line, step in zip(lines[1:], steps) if step <= complete]
+            atomic_write_text(tsv, "\n".join([lines[0], *kept]) + "\n")
+    return complete
 
 
 def trained_name(parts, trained):

@@ -1,4 +1,6 @@
+import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -40,3 +42,31 @@ def clone_project(tmp_path):
         shutil.copytree(src, dst, symlinks=True)
         return dst
     return clone
+
+
+# `make test` runs on several workers (pytest-xdist). Each worker builds the session and module
+# fixtures its tests use, so the tests that share an expensive one must run on one worker: a test
+# module goes to a worker whole, and all modules that use trained_project (or frozen_project) go
+# to the same worker as one unit. Each worker gets its share of the cores, so N workers' torch
+# threads do not fight over them.
+SHARED_FIXTURES = ("trained_project", "frozen_project")
+TESTS = Path(__file__).parent
+UNIT_OF_MODULE = {f"tests/{p.name}": next((f for f in SHARED_FIXTURES if f in p.read_text()), f"tests/{p.name}")
+                  for p in TESTS.glob("test_*.py")}
+
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    THREADS = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ["OMP_NUM_THREADS"] = str(THREADS)  # the stages the tests start, and this worker's torch
+    import torch
+    torch.set_num_threads(THREADS)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            module = nodeid.split("::", 1)[0]
+            return UNIT_OF_MODULE.get(module, module)
+
+    return SharedFixtureScheduling(config, log)

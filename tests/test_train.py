@@ -190,3 +190,20 @@ def test_a_killed_and_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path)
     curves = {name: [r["loss"] for r in csv.DictReader(open(p / "dvclive/train/plots/metrics/train/loss.tsv"),
                                                         delimiter="\t")] for name, p in runs.items()}
     assert curves["killed"] == curves["straight"]
+
+
+def test_curves_cut_by_a_kill_mid_epoch_are_trimmed_to_the_last_whole_epoch(tmp_path):
+    """A kill between two curves' rows of one epoch: that epoch is dropped from every curve (then
+    logged again whole on resume), so no curve has an epoch twice or lacks one."""
+    from binsight.training import complete_curves
+    curves = tmp_path / "plots" / "metrics"
+    (curves / "train").mkdir(parents=True)
+    (curves / "val").mkdir()
+    (curves / "train/loss.tsv").write_text("step\tloss\n0\t1.5\n1\t1.2\n")
+    (curves / "train/acc.tsv").write_text("step\tacc\n0\t0.3\n1\t0.4\n2\t0.")  # half-written row
+    (curves / "val/acc.tsv").write_text("step\tacc\n0\t0.25\n")
+    assert complete_curves(tmp_path, ["train/loss", "train/acc", "val/acc"]) == 0
+    assert (curves / "train/loss.tsv").read_text() == "step\tloss\n0\t1.5\n"
+    assert (curves / "train/acc.tsv").read_text() == "step\tacc\n0\t0.3\n"
+    assert (curves / "val/acc.tsv").read_text() == "step\tacc\n0\t0.25\n"
+    assert complete_curves(tmp_path, ["train/loss", "val/loss"]) == -1  # val/loss never written
