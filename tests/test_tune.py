@@ -42,6 +42,9 @@ def test_the_default_search_space_is_the_seed_tuners():
     ({"space": {"train": {"lr": {"low": 0, "high": 0.1, "log": True}}}}, "log: true only with low > 0"),
     ({"space": {"train": {"batch_size": []}}}, "tune.space.train.batch_size"),
     ({"space": {"train": {"epochs": 12}}}, "tune.space.train.epochs=12 is not allowed"),
+    ({"pruner": "asha"}, "tune.pruner='asha' is not allowed: expected none | median | hyperband"),
+    ({"direction": "minimize"}, "none when tune.direction is minimize"),
+    ({"prune_warmup_epochs": -1}, "tune.prune_warmup_epochs=-1"),
 ])
 def test_bad_tune_sections_are_named(override, expected):
     with pytest.raises(ConfigError, match=re.escape(expected)):
@@ -219,3 +222,13 @@ def test_two_machines_share_one_study_and_each_others_experiments(frozen_project
     dvc(b, "exp", "apply", mine_a.pop(), **CREDS)  # A's trained model comes from the S3 remote
     status = dvc(b, "status").stdout  # matches dvc.lock; only the uncached HTML report is not restored
     assert "model.pt" not in status and "dvclive" not in status and "metrics.json" not in status, status
+
+
+def test_workers_get_gpus_round_robin_or_an_even_share_of_the_cpu():
+    from binsight.trials import visible_gpus, worker_env
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": "2,5"}) == ["2", "5"]
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": ""}) == [] and visible_gpus({"CUDA_VISIBLE_DEVICES": "-1"}) == []
+    assert [worker_env(k, 3, ["2", "5"], 16)["CUDA_VISIBLE_DEVICES"] for k in range(3)] == ["2", "5", "2"]
+    cpu = [worker_env(k, 2, [], 8) for k in range(2)]
+    assert all(e == {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "4", "MKL_NUM_THREADS": "4"} for e in cpu)
+    assert worker_env(0, 4, [], 2)["OMP_NUM_THREADS"] == "1"  # never zero threads
