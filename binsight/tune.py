@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import optuna
+import sqlalchemy
 import yaml
 
 from binsight.errors import BinsightError, ConfigError, one_line_errors
@@ -94,8 +95,10 @@ def open_study(args, tune_params):
     try:
         study = optuna.create_study(study_name=args.study, storage=open_storage(url), load_if_exists=True,
                                     direction=tune_params["direction"], pruner=pruner_of(tune_params, make=True))
-    except (ImportError, ValueError, RuntimeError) as exc:
-        raise ConfigError(f"--storage {url}: {exc}") from None
+    except (ImportError, ValueError, RuntimeError, sqlalchemy.exc.SQLAlchemyError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"--storage {url}: cannot open it ({reason}); check the URL, that the database is "
+                          "reachable, and its driver (PostgreSQL: pip install psycopg2-binary)") from None
     # Reproducible, yet a continued study must not replay the random start-up trials of its first run;
     # constant_liar keeps parallel workers from sampling the same point.
     study.sampler = optuna.samplers.TPESampler(seed=tune_params["seed"] + len(study.trials), constant_liar=True)

@@ -232,3 +232,13 @@ def test_workers_get_gpus_round_robin_or_an_even_share_of_the_cpu():
     cpu = [worker_env(k, 2, [], 8) for k in range(2)]
     assert all(e == {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "4", "MKL_NUM_THREADS": "4"} for e in cpu)
     assert worker_env(0, 4, [], 2)["OMP_NUM_THREADS"] == "1"  # never zero threads
+
+
+def test_a_storage_that_cannot_be_opened_is_a_one_line_error(tmp_path):
+    from binsight.testing.project import make_project
+    project = make_project(tmp_path / "proj")
+    for url, reason in (("nonsense://x", "Can't load plugin"), (f"sqlite:///{tmp_path}/no/such/dir/t.db", "unable to open")):
+        proc = tune(project, "--trials", "1", "--storage", url, check=False)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+        assert lines[0].startswith(f"error: --storage {url}: cannot open it") and reason in lines[0], lines
