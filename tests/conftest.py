@@ -49,7 +49,7 @@ def clone_project(tmp_path):
 # module goes to a worker whole, and all modules that use trained_project (or frozen_project) go
 # to the same worker as one unit. Each worker gets its share of the cores, so N workers' torch
 # threads do not fight over them.
-SHARED_FIXTURES = ("trained_project", "frozen_project")
+SHARED_FIXTURES = ("frozen_project", "trained_project")  # longest first
 TESTS = Path(__file__).parent
 UNIT_OF_MODULE = {f"tests/{p.name}": next((f for f in SHARED_FIXTURES if f in p.read_text()), f"tests/{p.name}")
                   for p in TESTS.glob("test_*.py")}
@@ -61,8 +61,18 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     torch.set_num_threads(THREADS)
 
 
+def pytest_collection_modifyitems(items):
+    """The units that share a built project first: they are the longest, so a worker that starts
+    them last would leave the other workers idle at the end."""
+    def unit_rank(item):
+        unit = UNIT_OF_MODULE.get(item.nodeid.split("::", 1)[0])
+        return SHARED_FIXTURES.index(unit) if unit in SHARED_FIXTURES else len(SHARED_FIXTURES)
+    items.sort(key=unit_rank)  # stable: the order within a unit stays
+
+
 def pytest_xdist_make_scheduler(config, log):
     from xdist.scheduler import LoadScopeScheduling
+    config.option.loadscopereorder = False  # keep the order above, not "most tests first"
 
     class SharedFixtureScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid):
