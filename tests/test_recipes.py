@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from binsight.params import check_model, load_params, train_section
-from binsight.recipes import RECIPES, set_flags
+from binsight.recipes import FP32_EPOCHS, RECIPES, overrides, set_flags
 from binsight.testing.project import REPO
 
 
@@ -39,3 +39,12 @@ def test_recipe_command_prints_the_dvc_exp_run_it_runs():
     assert out.startswith("dvc exp run -n notebook -S model.arch=resnet50")
     assert "-S model.freeze_backbone=true" in out and out.strip().endswith("-S epochs=2")
     assert set_flags({"a": None, "b": [512], "c": False}) == ["-S", "a=null", "-S", "b=[512]", "-S", "c=false"]
+
+
+def test_cpu_scratch_runs_fewer_fp32_epochs_where_bf16_is_not_native():
+    assert overrides("cpu-scratch", native_bf16=True) == RECIPES["cpu-scratch"]
+    fp32 = overrides("cpu-scratch", native_bf16=False)
+    assert fp32["epochs"] == FP32_EPOCHS < RECIPES["cpu-scratch"]["epochs"]
+    assert {k: v for k, v in fp32.items() if k != "epochs"} == \
+        {k: v for k, v in RECIPES["cpu-scratch"].items() if k != "epochs"}
+    assert overrides("notebook", native_bf16=False) == RECIPES["notebook"]
