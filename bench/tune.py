@@ -25,10 +25,9 @@ from binsight.testing.s3server import MotoS3
 from binsight.testing.tuning import FROZEN_MODEL, FROZEN_TRAIN
 
 
-def build(root, bins_per_class, epochs, size):
-    """A committed project whose pipeline has run once, tuning lr and batch_size."""
-    server = MotoS3().__enter__()
-    bucket = build_bucket(server.url, n_per_class=bins_per_class)
+def build(root, s3_url, bins_per_class, epochs, size):
+    """A committed project whose pipeline has run once on a bucket at `s3_url`, tuning lr and batch_size."""
+    bucket = build_bucket(s3_url, n_per_class=bins_per_class)
     project = make_project(root / "proj", commit=False, params={
         "fetch": {"endpoint_url": bucket.url}, "model": FROZEN_MODEL,
         "train": {**FROZEN_TRAIN, "image_size": size}, "epochs": epochs})
@@ -40,7 +39,7 @@ def build(root, bins_per_class, epochs, size):
     git_commit(project, "bench project")
     dvc(project, "repro", gpu=True)
     git_commit(project, "repro")
-    return project, server
+    return project
 
 
 def tune(project, trials, workers):
@@ -64,23 +63,19 @@ def main():
     parser.add_argument("--epochs", type=int, default=10, help="head-training epochs per trial (default: %(default)s)")
     parser.add_argument("--size", type=int, default=64, help="image size in px (default: %(default)s)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, MotoS3() as server:
         start = time.perf_counter()
-        project, server = build(Path(tmp), args.bins_per_class, args.epochs, args.size)
-        try:
-            print(f"bench/tune: {5 * args.bins_per_class} generated bins, frozen resnet18 at {args.size} px, cached "
-                  f"embeddings, {args.epochs} epochs a trial, {args.trials} trials a side, {os.cpu_count()} CPUs "
-                  f"(project built in {time.perf_counter() - start:.0f}s)", flush=True)
-            sides = {}
-            for workers in (1, args.workers):
-                wall, seconds = tune(project, args.trials, workers)
-                sides[workers] = wall
-                print(f"--workers {workers}: {wall:6.1f}s for {args.trials} trials = {3600 * args.trials / wall:6.0f} "
-                      f"trials/hour (median trial {statistics.median(seconds):.1f}s)", flush=True)
-            print(f"speed-up of --workers {args.workers}: {sides[1] / sides[args.workers]:.2f}x trials/hour", flush=True)
-        finally:
-            server.__exit__(None, None, None)
-
+        project = build(Path(tmp), server.url, args.bins_per_class, args.epochs, args.size)
+        print(f"bench/tune: {5 * args.bins_per_class} generated bins, frozen resnet18 at {args.size} px, cached "
+              f"embeddings, {args.epochs} epochs a trial, {args.trials} trials a side, {os.cpu_count()} CPUs "
+              f"(project built in {time.perf_counter() - start:.0f}s)", flush=True)
+        sides = {}
+        for workers in (1, args.workers):
+            wall, seconds = tune(project, args.trials, workers)
+            sides[workers] = wall
+            print(f"--workers {workers}: {wall:6.1f}s for {args.trials} trials = {3600 * args.trials / wall:6.0f} "
+                  f"trials/hour (median trial {statistics.median(seconds):.1f}s)", flush=True)
+        print(f"speed-up of --workers {args.workers}: {sides[1] / sides[args.workers]:.2f}x trials/hour", flush=True)
 
 if __name__ == "__main__":
     main()

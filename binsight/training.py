@@ -7,7 +7,6 @@
 """
 import contextlib
 import copy
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -402,10 +401,11 @@ def complete_curves(live_dir, names):
         tsv = Path(live_dir) / "plots" / "metrics" / f"{name}.tsv"
         lines = tsv.read_text().splitlines() if tsv.exists() else []
         header = lines[0].split("\t") if lines else []
+        column = header.index("step") if "step" in header else None
         steps = []
-        for line in lines[1:]:
+        for line in lines[1:] if column is not None else []:
             try:
-                steps.append(int(float(line.split("\t")[header.index("step")])))
+                steps.append(int(float(line.split("\t")[column])))
             except (ValueError, IndexError):
                 break  # a half-written last line
         rows[tsv] = (lines, steps)

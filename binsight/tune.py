@@ -35,19 +35,13 @@ from binsight.errors import BinsightError, ConfigError, one_line_errors
 from binsight.files import atomic_write_text
 from binsight.params import is_number, load_params
 from binsight.pruning import link_env, make_pruner, open_storage
-from binsight.search import check_tune, cli_value, format_table, leaderboard, lookup, nested, suggest  # noqa: F401
+from binsight.search import check_tune, cli_value, duration, format_table, leaderboard, lookup, nested, suggest
 from binsight.tables import write_csv
 from binsight.trials import experiment_commit, experiment_metrics, run_experiment, visible_gpus, worker_env
 
 
 class TrialFailed(BinsightError):
     """A trial's `dvc exp run` failed: the study records it as failed and goes on."""
-
-
-def duration(seconds):
-    seconds = int(round(seconds))
-    h, rest = divmod(seconds, 3600)
-    return f"{h}h{rest // 60:02d}m" if h else f"{rest // 60}m{rest % 60:02d}s"
 
 
 def parse_args(argv):
@@ -94,7 +88,7 @@ def open_study(args, tune_params):
     url = storage_url(args, out)
     try:
         study = optuna.create_study(study_name=args.study, storage=open_storage(url), load_if_exists=True,
-                                    direction=tune_params["direction"], pruner=pruner_of(tune_params, make=True))
+                                    direction=tune_params["direction"], pruner=make_pruner(**pruner_of(tune_params)))
     except (ImportError, ValueError, RuntimeError, sqlalchemy.exc.SQLAlchemyError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"--storage {url}: cannot open it ({reason}); check the URL, that the database is "
@@ -105,11 +99,10 @@ def open_study(args, tune_params):
     return study, out, url, head.stdout.strip()
 
 
-def pruner_of(tune_params, make=False):
-    """`tune.pruner` and its settings, as link_env passes them to the train stage (or built, with make)."""
-    spec = {"kind": tune_params["pruner"], "warmup_epochs": tune_params["prune_warmup_epochs"],
+def pruner_of(tune_params):
+    """`tune.pruner` and its settings as make_pruner takes them (and link_env passes them on)."""
+    return {"kind": tune_params["pruner"], "warmup_epochs": tune_params["prune_warmup_epochs"],
             "startup_trials": tune_params["prune_startup_trials"]}
-    return make_pruner(**spec) if make else spec
 
 
 class Workers:
@@ -124,8 +117,10 @@ class Workers:
         self.lock, self.finished, self.durations, self.start = threading.Lock(), 0, [], time.perf_counter()
 
     def where(self):
-        return (f"GPUs {','.join(self.gpus)}" if self.gpus else
-                f"CPU, {max(1, self.cpus // self.n)} thread{'s' if self.cpus // self.n > 1 else ''} each")
+        if self.gpus:
+            return f"GPUs {','.join(self.gpus)}"
+        threads = int(worker_env(0, self.n, self.gpus, self.cpus)["OMP_NUM_THREADS"])
+        return f"CPU, {threads} thread{'s' if threads > 1 else ''} each"
 
     def done(self, study, trial):
         with self.lock:
