@@ -5,7 +5,7 @@
     gpu           the params.yaml defaults (full fine-tuning of an ImageNet ResNet50, lower backbone lr)
     cpu-scratch   the best from-scratch recipe of the study on real bins (README "Results on real bins"),
                   sized for 2 CPU cores and no downloadable weights (12 bf16 epochs at 96 px; 8 fp32
-                  epochs on a CPU without native bf16: the same wall time)
+                  epochs on a CPU without native bf16, which fit the bare loop's time there too)
 """
 import argparse
 import subprocess
@@ -71,10 +71,12 @@ def main(argv=None):
     parser.add_argument("name", choices=sorted(RECIPES), help="which recipe")
     parser.add_argument("--queue", action="store_true", help="queue it (`dvc queue start` runs it)")
     parser.add_argument("--dry-run", action="store_true", help="print the command, run nothing")
+    parser.add_argument("-n", "--name", dest="exp_name", help="the experiment's name (default: the recipe's; DVC refuses a name "
+                                             "that is taken, so give each seed of a study its own)")
     parser.add_argument("-S", "--set-param", action="append", default=[], metavar="KEY=VALUE",
                         help="more overrides on top of the recipe, as for `dvc exp run -S`")
     args = parser.parse_args(argv)
-    cmd = ["dvc", "exp", "run", *(["--queue"] if args.queue else []), "-n", args.name,
+    cmd = ["dvc", "exp", "run", *(["--queue"] if args.queue else []), "-n", args.exp_name or args.name,
            *set_flags(overrides(args.name)), *[flag for kv in args.set_param for flag in ("-S", kv)]]
     print(" ".join(cmd), flush=True)
     if args.dry_run:

@@ -38,6 +38,9 @@ def test_recipe_command_prints_the_dvc_exp_run_it_runs():
                          capture_output=True, text=True, check=True, cwd=REPO).stdout
     assert out.startswith("dvc exp run -n notebook -S model.arch=resnet50")
     assert "-S model.freeze_backbone=true" in out and out.strip().endswith("-S epochs=2")
+    seeded = subprocess.run([sys.executable, "-m", "binsight.cli", "recipe", "cpu-scratch", "--dry-run", "-n", "scratch-s1",
+                             "-S", "train.seed=1"], capture_output=True, text=True, check=True, cwd=REPO).stdout
+    assert seeded.startswith("dvc exp run -n scratch-s1 -S ") and seeded.strip().endswith("-S train.seed=1")
     assert set_flags({"a": None, "b": [512], "c": False}) == ["-S", "a=null", "-S", "b=[512]", "-S", "c=false"]
 
 
