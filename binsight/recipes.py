@@ -71,8 +71,9 @@ def main(argv=None):
     parser.add_argument("name", choices=sorted(RECIPES), help="which recipe")
     parser.add_argument("--queue", action="store_true", help="queue it (`dvc queue start` runs it)")
     parser.add_argument("--dry-run", action="store_true", help="print the command, run nothing")
-    parser.add_argument("-n", "--name", dest="exp_name", help="the experiment's name (default: the recipe's; DVC refuses a name "
-                                             "that is taken, so give each seed of a study its own)")
+    parser.add_argument("-n", "--name", dest="exp_name",
+                        help="the experiment's name (default: the recipe's; DVC refuses a name that is taken, "
+                             "so give each seed of a study its own)")
     parser.add_argument("-S", "--set-param", action="append", default=[], metavar="KEY=VALUE",
                         help="more overrides on top of the recipe, as for `dvc exp run -S`")
     args = parser.parse_args(argv)

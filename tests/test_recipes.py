@@ -33,13 +33,16 @@ def test_every_recipe_sets_valid_params(name):
         assert model["weights"] == "none" and train["backbone_lr"] is None and train["cache_images"]
 
 
+def dry_run(*args):
+    return subprocess.run([sys.executable, "-m", "binsight.cli", "recipe", *args, "--dry-run"],
+                          capture_output=True, text=True, check=True, cwd=REPO).stdout
+
+
 def test_recipe_command_prints_the_dvc_exp_run_it_runs():
-    out = subprocess.run([sys.executable, "-m", "binsight.cli", "recipe", "notebook", "--dry-run", "-S", "epochs=2"],
-                         capture_output=True, text=True, check=True, cwd=REPO).stdout
+    out = dry_run("notebook", "-S", "epochs=2")
     assert out.startswith("dvc exp run -n notebook -S model.arch=resnet50")
     assert "-S model.freeze_backbone=true" in out and out.strip().endswith("-S epochs=2")
-    seeded = subprocess.run([sys.executable, "-m", "binsight.cli", "recipe", "cpu-scratch", "--dry-run", "-n", "scratch-s1",
-                             "-S", "train.seed=1"], capture_output=True, text=True, check=True, cwd=REPO).stdout
+    seeded = dry_run("cpu-scratch", "-n", "scratch-s1", "-S", "train.seed=1")
     assert seeded.startswith("dvc exp run -n scratch-s1 -S ") and seeded.strip().endswith("-S train.seed=1")
     assert set_flags({"a": None, "b": [512], "c": False}) == ["-S", "a=null", "-S", "b=[512]", "-S", "c=false"]
 
