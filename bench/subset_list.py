@@ -11,6 +11,9 @@ from binsight.abid import bin_id_from_path
 
 
 def main(argv):
+    if argv[:1] in (["-h"], ["--help"]):
+        print(__doc__)
+        return
     if len(argv) != 2:
         sys.exit(__doc__)
     listing, folder = json.loads(Path(argv[0]).read_text()), Path(argv[1])

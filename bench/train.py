@@ -20,7 +20,7 @@ from torch import nn  # noqa: E402
 from binsight.datasets import BinImages, make_loader, train_transform  # noqa: E402
 from binsight.loops import amp_dtype, pick_device, train_one_epoch  # noqa: E402
 from binsight.model import build_model  # noqa: E402
-from stages.train import make_optimizer  # noqa: E402
+from binsight.training import make_optimizer  # noqa: E402
 from binsight.testing.synthetic import draw_bin, jpeg_bytes  # noqa: E402
 
 TRAIN = {"lr": 1e-3, "backbone_lr": None, "optimizer": "adam", "weight_decay": 0.0, "momentum": 0.9}
