@@ -16,7 +16,7 @@ from binsight.errors import DataError
 from binsight.report import confusion_counts, table_rows
 from binsight.testing import browser
 from binsight.testing.bucket import REAL_SAMPLE
-from binsight.testing.project import REPO, make_project, run, set_params
+from binsight.testing.project import make_project, repo_pythonpath, run, set_params
 
 SECTION_IDS = ["summary", "exploration", "training", "confusion", "misclassified"]
 MISSING = "not available yet: run dvc repro"
@@ -98,7 +98,7 @@ def fabricate_training(root, wrapped=False):
 
 def build(workdir, *args, check=True):
     """`python -m stages.report` in `workdir`, which may be a bare folder of inputs."""
-    return run([sys.executable, "-m", "stages.report", *args], workdir, check=check, PYTHONPATH=str(REPO))
+    return run([sys.executable, "-m", "stages.report", *args], workdir, check=check, PYTHONPATH=repo_pythonpath())
 
 
 @pytest.fixture(scope="module")

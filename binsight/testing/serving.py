@@ -11,6 +11,8 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
+from binsight.testing.project import repo_pythonpath
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -48,7 +50,7 @@ class Server:
         self.log = Path(log)
         cmd = [sys.executable, "-m", "binsight.serve", "--model", str(model), "--port", str(self.port), *map(str, args)]
         self._log_file = open(self.log, "wb")
-        full_env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", **(env or {})}
+        full_env = {**os.environ, "PYTHONPATH": repo_pythonpath(), "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc = subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=self._log_file, stderr=subprocess.STDOUT)
         self._wait(timeout)
 
