@@ -61,19 +61,30 @@ def open_storage(url, heartbeat=True):
             time.sleep(0.2 + random.random())
 
 
-def link_env(storage, study, trial_id, pruner):
+def trial_id(storage, study, number):
+    """The storage's id of trial `number` of `study`, through optuna's public storage API."""
+    return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study), number)
+
+
+def trial_user_attrs(url, study, number):
+    """A trial's user attributes as stored now (its training run may have added some)."""
+    storage = open_storage(url, heartbeat=False)
+    return storage.get_trial_user_attrs(trial_id(storage, study, number))
+
+
+def link_env(storage, study, trial_number, pruner):
     """{ENV: ...} for a trial's subprocess. `pruner`: {kind, warmup_epochs, startup_trials}."""
-    return {ENV: json.dumps({"storage": storage, "study": study, "trial_id": trial_id, "pruner": pruner})}
+    return {ENV: json.dumps({"storage": storage, "study": study, "trial_number": trial_number, "pruner": pruner})}
 
 
 class TrialLink:
     """A trial of a study in shared storage, seen from the training process."""
 
-    def __init__(self, storage, study, trial_id, pruner):
+    def __init__(self, storage, study, trial_number, pruner):
         import optuna
-        self.study = optuna.load_study(study_name=study, storage=open_storage(storage, heartbeat=False),
-                                       pruner=make_pruner(**pruner))
-        self.trial = optuna.trial.Trial(self.study, trial_id)
+        rdb = open_storage(storage, heartbeat=False)
+        self.study = optuna.load_study(study_name=study, storage=rdb, pruner=make_pruner(**pruner))
+        self.trial = optuna.trial.Trial(self.study, trial_id(rdb, study, trial_number))
 
     @classmethod
     def from_env(cls, environ=None):

@@ -34,7 +34,7 @@ import yaml
 from binsight.errors import BinsightError, ConfigError, one_line_errors
 from binsight.files import atomic_write_text
 from binsight.params import is_number, load_params
-from binsight.pruning import link_env, make_pruner, open_storage
+from binsight.pruning import link_env, make_pruner, open_storage, trial_user_attrs
 from binsight.search import check_tune, cli_value, duration, format_table, leaderboard, lookup, nested, suggest
 from binsight.tables import write_csv
 from binsight.trials import experiment_commit, experiment_metrics, run_experiment, visible_gpus, worker_env
@@ -148,13 +148,13 @@ def objective(study, trial, tune_params, ctx):
         print(f"tune: {exp}: {' '.join(f'{k}={cli_value(v)}' for k, v in values.items())} "
               f"(worker {slot + 1}) ...", flush=True)
         env = {**worker_env(slot, workers.n, workers.gpus, workers.cpus),
-               **link_env(url, study.study_name, trial._trial_id, pruner_of(tune_params))}
+               **link_env(url, study.study_name, trial.number, pruner_of(tune_params))}
         t0 = time.perf_counter()
         ok, last = run_experiment(exp, values, out / "logs" / f"{exp}.log", env)
         trial.set_user_attr("seconds", time.perf_counter() - t0)
     finally:
         workers.slots.put(slot)
-    pruned = trial_attrs(study, trial).get("pruned_at_epoch")
+    pruned = trial_user_attrs(url, study.study_name, trial.number).get("pruned_at_epoch")
     if pruned is not None:
         trial.set_user_attr("status", f"pruned at epoch {pruned}")
         raise optuna.TrialPruned(f"pruned at epoch {pruned}")
@@ -170,11 +170,6 @@ def objective(study, trial, tune_params, ctx):
         raise TrialFailed(f"no {metric}")
     trial.set_user_attr("status", f"{metric} {value:.4f}")
     return float(value)
-
-
-def trial_attrs(study, trial):
-    """The trial's user attributes as stored now (the train process may have added some)."""
-    return study._storage.get_trial_user_attrs(trial._trial_id)
 
 
 def best_so_far(study):
