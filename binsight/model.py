@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 import torchvision
 from torch import nn
+from torchvision.models.resnet import BasicBlock, Bottleneck, conv1x1
 
 from binsight.errors import ConfigError, DataError
 from binsight.files import atomic_path
@@ -93,14 +94,49 @@ def pretrained_state_dict(weights):
                         f"download {url} there (TORCH_HOME moves the cache), or set model.weights: none") from None
 
 
-def build_model(arch, weights, num_classes, hidden=(), dropout=0.0, freeze_backbone=False, pretrained=True):
+RESNET_LAYOUTS = {"resnet18": (BasicBlock, (2, 2, 2, 2)), "resnet34": (BasicBlock, (3, 4, 6, 3)),
+                  "resnet50": (Bottleneck, (3, 4, 6, 3)), "resnet101": (Bottleneck, (3, 4, 23, 3))}
+
+
+def scaled_resnet(arch, width):
+    """torchvision's ResNet `arch` with every layer's channel count times `width` (0.5: half the
+    channels, about a quarter of the compute), initialised the way torchvision initialises a ResNet.
+    For training from scratch: no pretrained weights fit it."""
+    block, depths = RESNET_LAYOUTS[arch]
+    base = max(8, round(64 * width))
+    net = torchvision.models.ResNet(block, list(depths))
+    net.conv1, net.bn1 = nn.Conv2d(3, base, kernel_size=7, stride=2, padding=3, bias=False), nn.BatchNorm2d(base)
+    inplanes = base
+    for i, depth in enumerate(depths):
+        planes, stride = base * 2 ** i, 1 if i == 0 else 2
+        out = planes * block.expansion
+        down = None if stride == 1 and inplanes == out else nn.Sequential(conv1x1(inplanes, out, stride),
+                                                                           nn.BatchNorm2d(out))
+        layers = [block(inplanes, planes, stride, down)] + [block(out, planes) for _ in range(depth - 1)]
+        setattr(net, f"layer{i + 1}", nn.Sequential(*layers))
+        inplanes = out
+    net.fc = nn.Linear(inplanes, 1000)
+    for module in net.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+    return net
+
+
+def build_model(arch, weights, num_classes, hidden=(), dropout=0.0, freeze_backbone=False, pretrained=True,
+                width=1.0):
     """A BinCounter with `num_classes` outputs. `pretrained=False` skips loading weights (for
-    rebuilding a saved model)."""
+    rebuilding a saved model). `width` != 1: a narrower or wider ResNet (scaled_resnet), from scratch."""
     resolved = resolve_weights(arch, weights)
     try:
-        net = torchvision.models.get_model(arch, weights=None)
-    except ValueError:
-        raise ConfigError(f"model.arch={arch!r} is not a torchvision model") from None
+        net = torchvision.models.get_model(arch, weights=None) if width == 1 else scaled_resnet(arch, width)
+    except (ValueError, KeyError):
+        raise ConfigError(f"model.arch={arch!r} is not a torchvision model"
+                          + (" with a width (resnet18/34/50/101 only)" if width != 1 else "")) from None
+    if resolved is not None and width != 1:
+        raise ConfigError(f"model.width={width:g} needs model.weights: none (pretrained weights fit width 1 only)")
     if resolved is not None and pretrained:
         net.load_state_dict(pretrained_state_dict(resolved))
     width = _strip_classifier(net)
@@ -111,7 +147,7 @@ def model_from_params(model_params, num_classes, pretrained=True, loss="ce"):
     """The model for `num_classes` counts, its head as wide as `loss` needs (binsight.losses)."""
     return build_model(model_params["arch"], model_params["weights"], output_size(loss, num_classes),
                        model_params["head"]["hidden"], model_params["head"]["dropout"],
-                       model_params["freeze_backbone"], pretrained)
+                       model_params["freeze_backbone"], pretrained, model_params.get("width", 1.0))
 
 
 def preprocessing(image_size, jpeg_draft=True, tta="none"):

@@ -102,6 +102,7 @@ def check_split(p):
 KNOWN_ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101",
                *(f"efficientnet_b{i}" for i in range(8)), "efficientnet_v2_s", "efficientnet_v2_m",
                "efficientnet_v2_l", "convnext_tiny", "convnext_small", "convnext_base", "convnext_large")
+SCALABLE_ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101")  # model.width != 1 (binsight.model.scaled_resnet)
 
 
 def check_model(p):
@@ -118,7 +119,13 @@ def check_model(p):
     require(is_number(dropout) and 0 <= dropout < 1, "model.head.dropout", dropout, "a number in [0, 1)")
     tta = p.get("tta", "none")
     require(tta in TTA_MODES, "model.tta", tta, "one of " + ", ".join(TTA_MODES) + " (test-time views averaged)")
-    return {**p, "head": {"hidden": hidden, "dropout": float(dropout)}, "tta": tta}
+    width = p.get("width", 1.0)
+    require(is_number(width) and 0.125 <= width <= 4, "model.width", width, "a number from 0.125 to 4 (1 = as published)")
+    require(width == 1 or p["arch"] in SCALABLE_ARCHS, "model.width", width,
+            "1 for " + p["arch"] + " (other widths: " + ", ".join(SCALABLE_ARCHS) + ")")
+    require(width == 1 or weights.lower() == "none", "model.width", width,
+            "1 with pretrained weights (they fit the published width only), or set model.weights: none")
+    return {**p, "head": {"hidden": hidden, "dropout": float(dropout)}, "tta": tta, "width": float(width)}
 
 
 BALANCE = ("none", "weighted_loss", "sampler")

@@ -10,7 +10,7 @@ import torch
 import torchvision
 
 from binsight.errors import ConfigError, DataError
-from binsight.model import build_model, load_model, resolve_weights
+from binsight.model import build_model, load_model, model_from_params, resolve_weights, save_model
 from binsight.params import TOP_LEVEL_TRAIN, check_model, check_train
 from binsight.testing.dataset import SMALL_MODEL, SMALL_TRAIN, write_dataset
 from binsight.testing.project import REPO, git_commit, kill_when_written, make_project, run, set_params
@@ -50,6 +50,9 @@ def test_bad_params_stop_the_stage_before_training(project, section, override, e
 @pytest.mark.parametrize("check,override,expected", [
     (check_model, {"weights": "IMAGENET9K"}, None),
     (check_model, {"head": {"hidden": [0]}}, "model.head.hidden"),
+    (check_model, {"width": 0}, "model.width=0 is not allowed: expected a number from 0.125 to 4"),
+    (check_model, {"width": 0.5}, "or set model.weights: none"),  # the default weights are ImageNet's
+    (check_model, {"width": 0.5, "weights": "none", "arch": "convnext_tiny"}, "1 for convnext_tiny"),
     (check_train, {"lr": 0}, "lr=0 is not allowed"),
     (check_train, {"lr": float("nan")}, "lr=nan is not allowed"),
     (check_train, {"batch_size": 0}, "batch_size=0 is not allowed"),
@@ -142,6 +145,20 @@ def test_other_torchvision_families_get_a_new_head(arch):
     model = build_model(arch, "none", num_classes=5, hidden=[32], dropout=0.1)
     out = model(torch.zeros(2, 3, 64, 64))
     assert out.shape == (2, 5) and model.head[0].in_features == model.feature_dim
+
+
+def test_a_narrower_resnet_keeps_its_width_through_the_model_file(tmp_path):
+    params = {"arch": "resnet18", "weights": "none", "freeze_backbone": False,
+              "head": {"hidden": [], "dropout": 0.0}, "tta": "none", "width": 0.5}
+    model = model_from_params(check_model(params), 5)
+    full = build_model("resnet18", "none", 5)
+    assert model.feature_dim == 256 and model.backbone.conv1.out_channels == 32
+    assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in full.parameters()) / 3
+    save_model(tmp_path / "model.pt", model, [1, 2, 3, 4, 5], params, 64)
+    loaded, _ = load_model(tmp_path / "model.pt")
+    x = torch.rand(2, 3, 64, 64)
+    model.eval()
+    assert torch.equal(loaded(x), model(x))
 
 
 def test_unknown_weights_name_lists_the_choices():
