@@ -176,6 +176,8 @@ def check_train(p):
     require(is_int(p.get("seed")), "train.seed", p.get("seed"), "an integer")
     require(is_int(p.get("num_workers")) and p["num_workers"] >= 0, "train.num_workers", p.get("num_workers"),
             "an integer >= 0")
+    if p.get("amp") is False:  # YAML 1.1 (PyYAML, `dvc exp run -S train.amp=off`) reads a bare off as false
+        p = {**p, "amp": "off"}
     require(p.get("amp") in ("auto", "bf16", "fp16", "off"), "train.amp", p.get("amp"), "auto, bf16, fp16 or off")
     require(is_int(p.get("patience")) and p["patience"] >= 1, "train.patience", p.get("patience"), "an integer >= 1")
     p = {"momentum": 0.9, "step_size": 5, "gamma": 0.1, "jpeg_draft": True, "profile": False,
