@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from binsight.params import check_model, load_params, train_section
-from binsight.recipes import RECIPES, set_flags
+from binsight.recipes import FP32_EPOCHS, RECIPES, overrides, set_flags
 from binsight.testing.project import REPO
 
 
@@ -31,7 +31,7 @@ def test_every_recipe_sets_valid_params(name):
         assert model["freeze_backbone"] and model["weights"] == "IMAGENET1K_V1" and train["loss"] == "ce"
     if name == "cpu-scratch":
         assert model["weights"] == "none" and train["backbone_lr"] is None and train["cache_images"]
-        assert model["width"] == 0.5 and train["amp"] == "off"  # the same fp32 run on every CPU
+    assert model["width"] == 1.0  # explicit: a half-width experiment applied to the workspace must not leak in
 
 
 def dry_run(*args):
@@ -46,3 +46,12 @@ def test_recipe_command_prints_the_dvc_exp_run_it_runs():
     seeded = dry_run("cpu-scratch", "-n", "scratch-s1", "-S", "train.seed=1")
     assert seeded.startswith("dvc exp run -n scratch-s1 -S ") and seeded.strip().endswith("-S train.seed=1")
     assert set_flags({"a": None, "b": [512], "c": False}) == ["-S", "a=null", "-S", "b=[512]", "-S", "c=false"]
+
+
+def test_cpu_scratch_runs_fewer_fp32_epochs_where_bf16_is_not_native():
+    assert overrides("cpu-scratch", native_bf16=True) == RECIPES["cpu-scratch"]
+    fp32 = overrides("cpu-scratch", native_bf16=False)
+    assert fp32["epochs"] == FP32_EPOCHS < RECIPES["cpu-scratch"]["epochs"]
+    assert {k: v for k, v in fp32.items() if k != "epochs"} == \
+        {k: v for k, v in RECIPES["cpu-scratch"].items() if k != "epochs"}
+    assert overrides("notebook", native_bf16=False) == RECIPES["notebook"]

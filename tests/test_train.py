@@ -73,6 +73,13 @@ def test_bad_values_are_named_with_what_is_allowed(check, override, expected):
         check(values)
 
 
+def test_amp_off_as_yaml_reads_it_is_off():
+    # `dvc exp run -S train.amp=off` and `amp: off` in params.yaml both reach us as False (YAML 1.1)
+    defaults = yaml.safe_load(open(REPO / "params.yaml"))
+    values = {**defaults["train"], **{key: defaults[key] for key in TOP_LEVEL_TRAIN}, "amp": yaml.safe_load("off")}
+    assert check_train(values)["amp"] == "off"
+
+
 def test_empty_split_and_missing_image_are_named(project):
     (project / "data/split/val.csv").write_text("id,label\n")
     assert "val.csv is empty" in one_line_error(train(project))
