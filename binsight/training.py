@@ -7,6 +7,7 @@
 """
 import contextlib
 import copy
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -298,6 +299,8 @@ def open_live(live_dir, model_params, train_params, classes, progress, world):
     if not world.is_main:
         return None
     resumed = progress.start > 0
+    if resumed:
+        drop_torn_summary(Path(live_dir) / "metrics.json")
     live = Live(dir=live_dir, resume=resumed, save_dvc_exp=True, dvcyaml=False)
     if not resumed:
         live.log_params({"model": model_params, "train": train_params, "classes": classes})
@@ -305,6 +308,18 @@ def open_live(live_dir, model_params, train_params, classes, progress, world):
     for epoch in sorted(e for e in progress.history if e > complete_curves(live_dir, names)):
         _log_epoch(live, epoch, progress.history[epoch])
     return live
+
+
+def drop_torn_summary(path):
+    """dvclive rewrites metrics.json in place at every step, so a kill during that write leaves it
+    empty or cut off, and `Live(resume=True)` would stop on it. Such a file is removed: the next
+    logged epoch writes the summary again, whole."""
+    try:
+        json.loads(path.read_text())
+    except FileNotFoundError:
+        pass
+    except ValueError:  # JSONDecodeError, or bytes cut inside a UTF-8 character
+        path.unlink()
 
 
 def close_profiler(profiler, say):
