@@ -94,6 +94,7 @@ def pretrained_state_dict(weights):
                         f"download {url} there (TORCH_HOME moves the cache), or set model.weights: none") from None
 
 
+# The archs model.width applies to (binsight.params.SCALABLE_ARCHS names the same ones without importing torch).
 RESNET_LAYOUTS = {"resnet18": (BasicBlock, (2, 2, 2, 2)), "resnet34": (BasicBlock, (3, 4, 6, 3)),
                   "resnet50": (Bottleneck, (3, 4, 6, 3)), "resnet101": (Bottleneck, (3, 4, 23, 3))}
 
@@ -139,8 +140,8 @@ def build_model(arch, weights, num_classes, hidden=(), dropout=0.0, freeze_backb
         raise ConfigError(f"model.width={width:g} needs model.weights: none (pretrained weights fit width 1 only)")
     if resolved is not None and pretrained:
         net.load_state_dict(pretrained_state_dict(resolved))
-    width = _strip_classifier(net)
-    return BinCounter(net, width, num_classes, hidden, dropout, freeze_backbone)
+    feature_dim = _strip_classifier(net)
+    return BinCounter(net, feature_dim, num_classes, hidden, dropout, freeze_backbone)
 
 
 def model_from_params(model_params, num_classes, pretrained=True, loss="ce"):

@@ -11,8 +11,8 @@ import torch
 import torchvision
 
 from binsight.errors import ConfigError, DataError
-from binsight.model import build_model, load_model, model_from_params, resolve_weights, save_model
-from binsight.params import TOP_LEVEL_TRAIN, check_model, check_train
+from binsight.model import RESNET_LAYOUTS, build_model, load_model, model_from_params, resolve_weights, save_model
+from binsight.params import SCALABLE_ARCHS, TOP_LEVEL_TRAIN, check_model, check_train
 from binsight.testing.dataset import SMALL_MODEL, SMALL_TRAIN, write_dataset
 from binsight.testing.project import REPO, git_commit, kill_when_written, make_project, run, set_params
 
@@ -163,6 +163,7 @@ def test_a_narrower_resnet_keeps_its_width_through_the_model_file(tmp_path):
               "head": {"hidden": [], "dropout": 0.0}, "tta": "none", "width": 0.5}
     model = model_from_params(check_model(params), 5)
     full = build_model("resnet18", "none", 5)
+    assert set(SCALABLE_ARCHS) == set(RESNET_LAYOUTS)  # what params accepts is what model can build
     assert model.feature_dim == 256 and model.backbone.conv1.out_channels == 32
     assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in full.parameters()) / 3
     save_model(tmp_path / "model.pt", model, [1, 2, 3, 4, 5], params, 64)

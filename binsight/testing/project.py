@@ -15,6 +15,8 @@ def repo_pythonpath():
     another folder: the repo first, then whatever the caller's PYTHONPATH already held (a site
     folder of packages installed with pip --target, say), never instead of it."""
     return os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+
+
 COPIED = ["dvc.yaml", "params.yaml", "stages", "binsight", ".dvc/config", ".dvc/.gitignore", ".dvcignore", ".gitignore",
           "data/.gitkeep", "models/.gitkeep"]
 VENV_BIN = str(Path(sys.executable).parent)
