@@ -4,7 +4,10 @@ from pathlib import Path
 from binsight.splitting import stratified_split
 from binsight.testing.synthetic import make_bins
 
-SMALL_MODEL = {"arch": "resnet18", "weights": "none", "freeze_backbone": False, "head": {"hidden": [], "dropout": 0.0}}
+# Half the channels (model.width: 0.5): the stage tests train 2.4x faster (the four loss fits: 90 s
+# against 219 s on 2 cores) and still count well above chance; width 1 is built by the frozen tests.
+SMALL_MODEL = {"arch": "resnet18", "weights": "none", "freeze_backbone": False, "width": 0.5,
+               "head": {"hidden": [], "dropout": 0.0}}
 # From scratch, so the backbone learns at the head's lr (backbone_lr: null), and one loss-agnostic setup
 # whatever params.yaml's defaults are.
 SMALL_TRAIN = {"epochs": 8, "batch_size": 16, "image_size": 64, "num_workers": 0, "lr": 0.001, "backbone_lr": None}
