@@ -11,7 +11,8 @@ QUEUE_TIMEOUT = 300
 
 
 def wait_for_queue(project, timeout=QUEUE_TIMEOUT):
-    """Poll `dvc queue status` until nothing is queued or running; return its last output."""
+    """Poll `dvc queue status` until nothing is queued or running; return its last output. Every
+    poll is a whole `dvc` process, so it polls every 5 s: the queued runs get the cores."""
     deadline = time.monotonic() + timeout
     while True:
         status = dvc(project, "queue", "status").stdout
@@ -19,7 +20,7 @@ def wait_for_queue(project, timeout=QUEUE_TIMEOUT):
             return status
         if time.monotonic() > deadline:
             raise AssertionError(f"queue not done after {timeout}s:\n{status}")
-        time.sleep(2)
+        time.sleep(5)
 
 
 def test_queued_grid_runs_four_experiments_with_metrics(frozen_project, clone_project):
