@@ -1,6 +1,7 @@
 """One-line errors for users, and the wrapper that prints them instead of a traceback."""
 import functools
 import sys
+from pathlib import Path
 
 
 class BinsightError(Exception):
@@ -13,6 +14,16 @@ class ConfigError(BinsightError):
 
 class DataError(BinsightError):
     """Input data is missing, unreadable or inconsistent."""
+
+
+class BadImage(DataError):
+    """Bytes that are not a decodable JPEG or PNG (empty, truncated, another format, too large)."""
+
+
+def require_model_file(path):
+    """Stop with the fix when the model file is not there (torch-free: CLIs check it before importing torch)."""
+    if not Path(path).is_file():
+        raise DataError(f"{path} not found: train a model first (`dvc repro train`)")
 
 
 def one_line_errors(main):

@@ -20,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 from binsight.datasets import eval_transform
 from binsight.loops import amp_dtype, pick_device
-from binsight.errors import ConfigError, DataError
+from binsight.errors import BadImage, ConfigError, DataError
 from binsight.images import load_rgb
 from binsight.losses import decode
 from binsight.model import load_model
@@ -29,10 +29,6 @@ from binsight.views import TTA_MODES, average_over_views
 FORMATS = ("JPEG", "PNG")
 # Far above any bin photo, far below what would exhaust memory; JPEGs count after draft scaling.
 MAX_PIXELS = 40_000_000
-
-
-class BadImage(DataError):
-    """Bytes that are not a decodable JPEG or PNG (empty, truncated, another format, too large)."""
 
 
 def file_digest(path, algorithm="sha256"):

@@ -13,7 +13,7 @@ import torchvision
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, conv1x1
 
-from binsight.errors import ConfigError, DataError
+from binsight.errors import ConfigError, DataError, require_model_file
 from binsight.files import atomic_path
 from binsight.losses import output_size
 
@@ -168,8 +168,7 @@ def save_model(path, model, classes, model_params, image_size, extra=None, loss=
 def load_model(path, device="cpu"):
     """Rebuild a saved model -> (model in eval mode on `device`, the saved dict without weights)."""
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path} not found: train a model first (`dvc repro train`)")
+    require_model_file(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:

@@ -17,8 +17,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from binsight.errors import DataError, one_line_errors
-from binsight.inference import BadImage, Predictor
+from binsight.errors import BadImage, DataError, one_line_errors, require_model_file
 
 SUFFIXES = {".jpg", ".jpeg", ".png"}
 
@@ -94,6 +93,8 @@ def main(argv=None):
     paths = expand_inputs(args.paths)
     if not paths:
         raise DataError(f"no .jpg, .jpeg or .png images in {' '.join(args.paths)}")
+    require_model_file(args.model)
+    from binsight.inference import Predictor  # torch: seconds to import, so only once the input is known good
     predictor = Predictor(args.model, args.device, tta=args.tta)
     failed = 0
     workers = min(8, os.cpu_count() or 1)

@@ -37,8 +37,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from binsight.errors import one_line_errors
-from binsight.inference import BadImage, BatchQueue, Predictor, lock_metrics
+from binsight.errors import BadImage, one_line_errors, require_model_file
 from binsight.s3 import make_client
 
 IMAGE_TYPES = {"image/jpeg", "image/jpg", "image/png"}
@@ -302,6 +301,9 @@ def parse_args(argv=None):
 @one_line_errors
 def main(argv=None):
     args = parse_args(argv)
+    require_model_file(args.model)
+    # torch takes seconds to import: only now, so --help and a wrong path answer at once
+    from binsight.inference import BatchQueue, Predictor, lock_metrics
     predictor = Predictor(args.model, args.device, tta=args.tta)
     batcher = BatchQueue(predictor.predict_tensors, args.max_batch, args.max_wait_ms / 1000)
     settings = Settings(max_body=int(args.max_body_mb * 2**20), max_files=args.max_files,

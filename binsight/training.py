@@ -41,16 +41,6 @@ class TrainingDiverged(BinsightError):
 
 
 @dataclass
-class Paths:
-    split: str = "data/split"
-    images: str = "data/raw/images"
-    model: str = "models/model.pt"
-    checkpoint: str = "models/checkpoint.pt"
-    live: str = "dvclive/train"
-    features: str = "data/features"
-
-
-@dataclass
 class Parts:
     """What one training run is made of, on its device."""
     model: nn.Module

@@ -11,10 +11,9 @@ import argparse
 import os
 import sys
 
-from binsight.distributed import init_world, torchrun_command, under_torchrun
 from binsight.errors import ConfigError, one_line_errors
 from binsight.params import check_model, load_params, section, train_section
-from binsight.training import Paths, fit
+from binsight.paths import Paths
 
 
 def parse_args(argv):
@@ -38,6 +37,7 @@ def relaunch_distributed(dist_params, argv):
                           f"--nnodes={dist_params['nnodes']} --nproc_per_node={dist_params['nproc_per_node']} "
                           "--rdzv-backend=c10d --rdzv-endpoint=HOST:29400 -m stages.train` on every node")
     if dist_params["nproc_per_node"] > 1:
+        from binsight.distributed import torchrun_command
         cmd = torchrun_command(dist_params["nproc_per_node"], "stages.train", argv)
         print(f"train: launching {dist_params['nproc_per_node']} processes: {' '.join(cmd[1:])}", flush=True)
         os.execv(sys.executable, cmd)
@@ -49,6 +49,9 @@ def main(argv=None):
     args = parse_args(argv)
     params = load_params(args.params)
     model_params, train_params = section(params, "model", check_model), train_section(params)
+    # torch takes seconds to import: only now, so a bad param or path is reported at once
+    from binsight.distributed import init_world, under_torchrun
+    from binsight.training import fit
     if not under_torchrun():
         relaunch_distributed(train_params["distributed"], argv)
     world = init_world(train_params["distributed"]["backend"])

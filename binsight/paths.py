@@ -1,0 +1,12 @@
+"""Where the train stage reads and writes: dvc.yaml's paths, overridable from the command line."""
+from dataclasses import dataclass
+
+
+@dataclass
+class Paths:
+    split: str = "data/split"
+    images: str = "data/raw/images"
+    model: str = "models/model.pt"
+    checkpoint: str = "models/checkpoint.pt"
+    live: str = "dvclive/train"
+    features: str = "data/features"

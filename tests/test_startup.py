@@ -1,0 +1,52 @@
+"""--help and the usual mistakes answer before torch is imported: importing torch and torchvision
+takes seconds, so a typo must not wait for it."""
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from binsight.testing.project import REPO, env
+
+# Runs the command as `python -m MODULE ARGS...` would, then says on stderr whether torch got imported.
+PROBE = ("import atexit, runpy, sys\n"
+         "atexit.register(lambda: print('torch imported:', 'torch' in sys.modules, file=sys.stderr))\n"
+         "sys.argv = sys.argv[1:]\n"
+         "runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)\n")
+
+
+def probe(module, *args):
+    return subprocess.run([sys.executable, "-c", PROBE, module, *map(str, args)], cwd=REPO, env=env(),
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def bad_lr_params(tmp_path):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["lr"] = -0.1
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+@pytest.mark.parametrize("module,args,status,expected", [
+    ("binsight.predict", ["--help"], 0, "--batch-size"),
+    ("binsight.predict", ["--model", "{tmp}/missing.pt", "README.md"], 2, "missing.pt not found: train a model first"),
+    ("binsight.predict", ["--model", "{tmp}/missing.pt", "{tmp}/nothing.jpg"], 2, "nothing.jpg not found"),
+    ("binsight.serve", ["--help"], 0, "--allow-bucket"),
+    ("binsight.serve", ["--model", "{tmp}/missing.pt"], 2, "missing.pt not found: train a model first"),
+    ("stages.train", ["--help"], 0, "--checkpoint"),
+    ("stages.train", ["--params", "{params}"], 2, "lr=-0.1 is not allowed"),
+])
+def test_help_and_mistakes_answer_without_importing_torch(tmp_path, bad_lr_params, module, args, status, expected):
+    proc = probe(module, *[a.format(tmp=tmp_path, params=bad_lr_params) for a in args])
+    assert proc.returncode == status, proc.stderr
+    assert expected in proc.stdout + proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "torch imported: False", proc.stderr
+
+
+def test_the_probe_sees_torch_when_a_command_needs_it(tmp_path):
+    """The check above could pass by never looking: a command that loads a model does import torch."""
+    proc = probe("binsight.predict", "--model", REPO / "README.md", REPO / "README.md")
+    assert proc.returncode == 2 and "is not a binsight model file" in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "torch imported: True", proc.stderr
