@@ -11,37 +11,16 @@ Folder layout (a DVC output, `data/features/` by default):
     {split}.csv      id,label of those rows, to check they still match the split
 """
 import hashlib
-import json
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from binsight.datasets import BinImages, augment_mode, eval_transform, make_loader
-from binsight.files import atomic_path
+from binsight.datasets import BinImages, eval_transform, make_loader
+from binsight.feature_store import FORMAT, cacheable, feature_key, read_meta
 from binsight.progress import Progress
-from binsight.tables import read_labels, write_csv, write_json
-
-FORMAT = 1
-SPLITS = ("train", "val", "test")
-# What the vectors depend on besides the backbone weights (which the digest pins down exactly).
-KEY_PARAMS = (("model", "arch"), ("model", "weights"), ("train", "image_size"), ("train", "jpeg_draft"),
-              ("train", "amp"))
-
-
-def cacheable(model_params, train_params):
-    """(True, why) when the backbone output of each image can never change during training."""
-    if not model_params["freeze_backbone"]:
-        return False, "model.freeze_backbone is false: fine-tuning changes the features every step"
-    if augment_mode(train_params["augment"]) != "none":
-        return False, f"train.augment is {str(train_params['augment']).lower()}: every epoch sees other pixels"
-    return True, "frozen backbone, no augmentation"
-
-
-def feature_key(model_params, train_params):
-    return {key: (model_params if part == "model" else train_params)[key] for part, key in KEY_PARAMS}
+from binsight.tables import read_labels
 
 
 def backbone_digest(backbone):
@@ -72,32 +51,6 @@ def compute_features(backbone, rows, images_dir, image_size, jpeg_draft=True, ba
         bar.update(len(x))
     bar.close()
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
-
-
-def write_features(folder, meta, arrays, rows):
-    """Replace `folder` with the vectors of each split, their rows and meta.json (written last)."""
-    folder = Path(folder)
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    for split, features in arrays.items():
-        with atomic_path(folder / f"{split}.npy") as tmp:
-            with open(tmp, "wb") as f:
-                np.save(f, np.ascontiguousarray(features, dtype=np.float32))
-        write_csv(folder / f"{split}.csv", [{"id": i, "label": y} for i, y in rows[split]], ("id", "label"))
-    write_json(folder / "meta.json", {"format": FORMAT, **meta})
-
-
-def write_not_cached(folder, reason):
-    """A features folder that says why there is nothing in it, so `train` can always depend on it."""
-    write_features(folder, {"cached": False, "reason": reason}, {}, {})
-
-
-def read_meta(folder):
-    path = Path(folder) / "meta.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def cached_features(folder, model_params, train_params, rows_by_split, classes, backbone):

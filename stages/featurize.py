@@ -11,12 +11,8 @@ only writes data/features/meta.json saying so, and train reads images as before.
 import argparse
 import time
 
-from binsight.datasets import read_split
-from binsight.loops import amp_dtype, pick_device, seed_everything
 from binsight.errors import one_line_errors
-from binsight.embeddings import SPLITS, backbone_digest, cacheable, compute_features, feature_key, write_features, \
-    write_not_cached
-from binsight.model import model_from_params
+from binsight.feature_store import SPLITS, cacheable, feature_key, write_features, write_not_cached
 from binsight.params import check_model, load_params, section, train_section
 
 
@@ -37,6 +33,11 @@ def main(argv=None):
         write_not_cached(args.out, why)
         print(f"featurize: nothing to cache ({why}); train reads images")
         return
+    # torch takes seconds to import: only when there is something to compute
+    from binsight.datasets import read_split
+    from binsight.embeddings import backbone_digest, compute_features
+    from binsight.loops import amp_dtype, pick_device, seed_everything
+    from binsight.model import model_from_params
     rows = {split: read_split(args.split, split, args.images) for split in SPLITS}
     # The same seed and build as the train stage: a backbone without pretrained weights gets the
     # same random init there, and the digest in meta.json proves it.

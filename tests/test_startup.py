@@ -1,4 +1,4 @@
-"""--help and the usual mistakes answer before torch is imported: importing torch and torchvision
+"""--help, the usual mistakes and work with nothing to compute answer before torch is imported: importing torch and torchvision
 takes seconds, so a typo must not wait for it."""
 import subprocess
 import sys
@@ -37,6 +37,8 @@ def bad_lr_params(tmp_path):
     ("binsight.serve", ["--model", "{tmp}/missing.pt"], 2, "missing.pt not found: train a model first"),
     ("stages.train", ["--help"], 0, "--checkpoint"),
     ("stages.train", ["--params", "{params}"], 2, "lr=-0.1 is not allowed"),
+    # params.yaml fine-tunes the backbone: featurize has nothing to compute, and says so at once
+    ("stages.featurize", ["--out", "{tmp}/features"], 0, "featurize: nothing to cache (model.freeze_backbone is false"),
 ])
 def test_help_and_mistakes_answer_without_importing_torch(tmp_path, bad_lr_params, module, args, status, expected):
     proc = probe(module, *[a.format(tmp=tmp_path, params=bad_lr_params) for a in args])
