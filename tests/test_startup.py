@@ -20,11 +20,9 @@ def probe(module, *args):
                           capture_output=True, text=True, timeout=120)
 
 
-@pytest.fixture
-def bad_lr_params(tmp_path):
+def params_file(path, **top_level):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["lr"] = -0.1
-    path = tmp_path / "params.yaml"
+    params.update(top_level)
     path.write_text(yaml.safe_dump(params))
     return path
 
@@ -36,12 +34,16 @@ def bad_lr_params(tmp_path):
     ("binsight.serve", ["--help"], 0, "--allow-bucket"),
     ("binsight.serve", ["--model", "{tmp}/missing.pt"], 2, "missing.pt not found: train a model first"),
     ("stages.train", ["--help"], 0, "--checkpoint"),
-    ("stages.train", ["--params", "{params}"], 2, "lr=-0.1 is not allowed"),
-    # params.yaml fine-tunes the backbone: featurize has nothing to compute, and says so at once
-    ("stages.featurize", ["--out", "{tmp}/features"], 0, "featurize: nothing to cache (model.freeze_backbone is false"),
+    ("stages.train", ["--params", "{bad_lr}"], 2, "lr=-0.1 is not allowed"),
+    # a fine-tuned backbone: featurize has nothing to compute, and says so at once
+    ("stages.featurize", ["--params", "{fine_tune}", "--out", "{tmp}/features"], 0,
+     "featurize: nothing to cache (model.freeze_backbone is false"),
 ])
-def test_help_and_mistakes_answer_without_importing_torch(tmp_path, bad_lr_params, module, args, status, expected):
-    proc = probe(module, *[a.format(tmp=tmp_path, params=bad_lr_params) for a in args])
+def test_help_and_mistakes_answer_without_importing_torch(tmp_path, module, args, status, expected):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    fine_tune = params_file(tmp_path / "fine_tune.yaml", model={**params["model"], "freeze_backbone": False})
+    bad_lr = params_file(tmp_path / "bad_lr.yaml", lr=-0.1)
+    proc = probe(module, *[a.format(tmp=tmp_path, bad_lr=bad_lr, fine_tune=fine_tune) for a in args])
     assert proc.returncode == status, proc.stderr
     assert expected in proc.stdout + proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == "torch imported: False", proc.stderr
