@@ -1,6 +1,6 @@
-"""The features folder that `featurize` writes and `train` reads, without torch: the stage decides
-and says "nothing to cache" in a blink when the backbone is fine-tuned (binsight/embeddings.py has
-the format and the torch side).
+"""The features folder that `featurize` writes and `train` reads (its layout: binsight/embeddings.py,
+which computes and loads the vectors with torch). Torch-free, so the stage decides and says
+"nothing to cache" in a blink when the backbone is fine-tuned.
 """
 import json
 import shutil

@@ -1,12 +1,12 @@
-"""--help, the usual mistakes and work with nothing to compute answer before torch is imported: importing torch and torchvision
-takes seconds, so a typo must not wait for it."""
+"""--help, the usual mistakes and work with nothing to compute answer before torch is imported:
+importing torch and torchvision takes seconds, so a typo must not wait for it."""
 import subprocess
 import sys
 
 import pytest
 import yaml
 
-from binsight.testing.project import REPO, env
+from binsight.testing.project import REPO, deep_update, env
 
 # Runs the command as `python -m MODULE ARGS...` would, then says on stderr whether torch got imported.
 PROBE = ("import atexit, runpy, sys\n"
@@ -20,10 +20,9 @@ def probe(module, *args):
                           capture_output=True, text=True, timeout=120)
 
 
-def params_file(path, **top_level):
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params.update(top_level)
-    path.write_text(yaml.safe_dump(params))
+def params_file(path, overrides):
+    """params.yaml with `overrides` merged in, written to `path`."""
+    path.write_text(yaml.safe_dump(deep_update(yaml.safe_load((REPO / "params.yaml").read_text()), overrides)))
     return path
 
 
@@ -40,9 +39,8 @@ def params_file(path, **top_level):
      "featurize: nothing to cache (model.freeze_backbone is false"),
 ])
 def test_help_and_mistakes_answer_without_importing_torch(tmp_path, module, args, status, expected):
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    fine_tune = params_file(tmp_path / "fine_tune.yaml", model={**params["model"], "freeze_backbone": False})
-    bad_lr = params_file(tmp_path / "bad_lr.yaml", lr=-0.1)
+    fine_tune = params_file(tmp_path / "fine_tune.yaml", {"model": {"freeze_backbone": False}})
+    bad_lr = params_file(tmp_path / "bad_lr.yaml", {"lr": -0.1})
     proc = probe(module, *[a.format(tmp=tmp_path, bad_lr=bad_lr, fine_tune=fine_tune) for a in args])
     assert proc.returncode == status, proc.stderr
     assert expected in proc.stdout + proc.stderr
