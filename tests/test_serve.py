@@ -205,7 +205,8 @@ def test_concurrent_requests_each_get_their_own_answer(client, trained_project, 
 def test_cli_prints_what_the_server_answers(server, client, trained_project, test_rows, tmp_path):
     ids = [r["id"] for r in test_rows[:5]]
     paths = [str(trained_project / f"data/raw/images/{i}.jpg") for i in ids]
-    proc = subprocess.run([sys.executable, "-m", "binsight.predict", "--json", "--model",
+    # --device cpu, like the server: on a GPU box predict would pick CUDA and its reduced precision
+    proc = subprocess.run([sys.executable, "-m", "binsight.predict", "--json", "--device", "cpu", "--model",
                            str(trained_project / "models/model.pt"), *paths],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
