@@ -8,6 +8,7 @@ from binsight.testing.bucket import build_bucket
 from binsight.testing.dataset import SMALL_MODEL, SMALL_TRAIN
 from binsight.testing.project import dvc, git_commit, make_project
 from binsight.testing.s3server import MotoS3
+from binsight.testing.units import unit_of, unit_of_module, unit_rank
 
 
 @pytest.fixture(scope="session")
@@ -45,14 +46,10 @@ def clone_project(tmp_path):
 
 
 # `make test` runs on several workers (pytest-xdist). Each worker builds the session and module
-# fixtures its tests use, so the tests that share an expensive one must run on one worker: a test
-# module goes to a worker whole, and all modules that use trained_project (or frozen_project) go
-# to the same worker as one unit. Each worker gets its share of the cores, so N workers' torch
-# threads do not fight over them.
-SHARED_FIXTURES = ("frozen_project", "trained_project")  # longest first
-TESTS = Path(__file__).parent
-UNIT_OF_MODULE = {f"tests/{p.name}": next((f for f in SHARED_FIXTURES if f in p.read_text()), f"tests/{p.name}")
-                  for p in TESTS.glob("test_*.py")}
+# fixtures its tests use, so the tests that share an expensive one go to a worker together as one
+# unit (binsight/testing/units.py says which, and how that changes with many workers). Each worker
+# gets its share of the cores, so N workers' torch threads do not fight over them.
+UNITS = unit_of_module(Path(__file__).parent.glob("test_*.py"))
 
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     THREADS = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
@@ -64,19 +61,16 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
 def pytest_collection_modifyitems(items):
     """The units that share a built project first: they are the longest, so a worker that starts
     them last would leave the other workers idle at the end."""
-    def unit_rank(item):
-        unit = UNIT_OF_MODULE.get(item.nodeid.split("::", 1)[0])
-        return SHARED_FIXTURES.index(unit) if unit in SHARED_FIXTURES else len(SHARED_FIXTURES)
-    items.sort(key=unit_rank)  # stable: the order within a unit stays
+    items.sort(key=lambda item: unit_rank(item.nodeid, UNITS))  # stable: the order within a unit stays
 
 
 def pytest_xdist_make_scheduler(config, log):
     from xdist.scheduler import LoadScopeScheduling
     config.option.loadscopereorder = False  # keep the order above, not "most tests first"
+    workers = len(config.option.tx or [])
 
     class SharedFixtureScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid):
-            module = nodeid.split("::", 1)[0]
-            return UNIT_OF_MODULE.get(module, module)
+            return unit_of(nodeid, UNITS, workers)
 
     return SharedFixtureScheduling(config, log)
