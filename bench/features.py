@@ -25,6 +25,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import binsight.training as training  # noqa: E402
 import stages.train as train_stage  # noqa: E402
 from stages import featurize  # noqa: E402
 from binsight.loops import evaluate_split, train_one_epoch  # noqa: E402
@@ -62,8 +63,9 @@ class EpochClock:
 def fit(root, params_file, mode, quiet):
     """One run of the train stage; -> (EpochClock, whole-run seconds, its log)."""
     clock = EpochClock()
-    train_stage.train_one_epoch = clock.timed(train_one_epoch, True)
-    train_stage.evaluate_split = clock.timed(evaluate_split, False)
+    # the names that binsight.training.fit (the train stage's loop) calls
+    training.train_one_epoch = clock.timed(train_one_epoch, True)
+    training.evaluate_split = clock.timed(evaluate_split, False)
     log = io.StringIO()
     start = time.perf_counter()
     try:
@@ -73,7 +75,7 @@ def fit(root, params_file, mode, quiet):
                               "--model", str(root / f"models/{mode}.pt"), "--checkpoint",
                               str(root / f"models/{mode}.ckpt"), "--live", str(root / f"dvclive/{mode}")])
     finally:
-        train_stage.train_one_epoch, train_stage.evaluate_split = train_one_epoch, evaluate_split
+        training.train_one_epoch, training.evaluate_split = train_one_epoch, evaluate_split
     return clock, time.perf_counter() - start, log.getvalue()
 
 
@@ -98,15 +100,16 @@ def main():
         splits = write_dataset(root, n_per_class=max(1, args.bins // 5), seed=5)
         params = yaml.safe_load((REPO / "params.yaml").read_text())
         params["model"].update(arch=args.arch, weights=args.weights, freeze_backbone=True)
-        params["train"].update(epochs=args.epochs, batch_size=args.batch_size, image_size=args.size, augment=False,
-                               num_workers=args.workers, patience=args.epochs, resume=False, profile=False)
+        params.update(epochs=args.epochs, batch_size=args.batch_size)  # top level, as `dvc exp run -S` sets them
+        params["train"].update(image_size=args.size, augment="none", num_workers=args.workers, patience=args.epochs,
+                               resume=False, profile=False)
         files = {}
         for mode in ("auto", "never"):
             params["train"]["use_features"] = mode
             files[mode] = root / f"params_{mode}.yaml"
             files[mode].write_text(yaml.safe_dump(params, sort_keys=False))
         n = {name: len(rows) for name, rows in splits.items()}
-        print(f"bench/tune: frozen {args.arch} (weights {args.weights}) at {args.size} px, {sum(n.values())} "
+        print(f"bench/features: frozen {args.arch} (weights {args.weights}) at {args.size} px, {sum(n.values())} "
               f"generated bins ({n['train']} train / {n['val']} val / {n['test']} test), batch {args.batch_size}, "
               f"{args.epochs} epochs, {args.workers} loader workers, {os.cpu_count()} CPUs, torch threads "
               f"{__import__('torch').get_num_threads()}", flush=True)
@@ -125,7 +128,10 @@ def main():
             path = "cached embeddings" if mode == "auto" else "images"
             expected = "train: head only on cached" if mode == "auto" else "train: images;"
             if not args.verbose and expected not in out:
-                raise SystemExit(f"bench/tune: the {path} run did not take that path:\n{out}")
+                raise SystemExit(f"bench/features: the {path} run did not take that path:\n{out}")
+            if len(clock.per_epoch) != args.epochs:  # the clock missed the loop: no ratio to print
+                raise SystemExit(f"bench/features: timed {len(clock.per_epoch)} of {args.epochs} epochs on {path}; "
+                                 "the train stage's loop functions have moved (see fit() here)")
             runs[mode] = clock
             print(f"{len(clock.per_epoch)} epochs on {path:<17}: {clock.seconds:8.3f}s "
                   f"(median {clock.median * 1000:.1f} ms/epoch; whole train stage {total:.1f}s)", flush=True)
