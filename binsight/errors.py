@@ -1,5 +1,6 @@
 """One-line errors for users, and the wrapper that prints them instead of a traceback."""
 import functools
+import re
 import sys
 from pathlib import Path
 
@@ -24,6 +25,16 @@ def require_model_file(path):
     """Stop with the fix when the model file is not there (torch-free: CLIs check it before importing torch)."""
     if not Path(path).is_file():
         raise DataError(f"{path} not found: train a model first (`dvc repro train`)")
+
+
+DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def check_device_name(name):
+    """Stop on a --device that is none of auto, cpu, cuda, cuda:N, mps (torch-free, like the check above;
+    whether that device is present here is for binsight.inference.resolve_device)."""
+    if name is not None and not DEVICE_NAME.fullmatch(name):
+        raise ConfigError(f"--device {name!r} is not a device: expected auto, cpu, cuda, cuda:N or mps")
 
 
 def one_line_errors(main):

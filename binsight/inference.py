@@ -20,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 from binsight.datasets import eval_transform
 from binsight.loops import amp_dtype, pick_device
-from binsight.errors import BadImage, ConfigError, DataError
+from binsight.errors import BadImage, ConfigError, DataError, check_device_name
 from binsight.images import load_rgb
 from binsight.losses import decode
 from binsight.model import load_model
@@ -92,12 +92,10 @@ def lock_metrics(model_path, lock_path="dvc.lock"):
 
 def resolve_device(name=None):
     """A torch device from a user's --device (None or "auto": the GPU when there is one)."""
+    check_device_name(name)
     if not name or name == "auto":
         return pick_device()
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"--device {name!r} is not a device: expected auto, cpu, cuda, cuda:N or mps") from None
+    device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"--device {name}: no CUDA GPU is visible (use cpu or auto)")
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):

@@ -17,7 +17,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from binsight.errors import BadImage, DataError, one_line_errors, require_model_file
+from binsight.errors import BadImage, DataError, check_device_name, one_line_errors, require_model_file
 
 SUFFIXES = {".jpg", ".jpeg", ".png"}
 
@@ -89,6 +89,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
+    check_device_name(args.device)
 
     paths = expand_inputs(args.paths)
     if not paths:

@@ -37,7 +37,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from binsight.errors import BadImage, one_line_errors, require_model_file
+from binsight.errors import BadImage, check_device_name, one_line_errors, require_model_file
 from binsight.s3 import make_client
 
 IMAGE_TYPES = {"image/jpeg", "image/jpg", "image/png"}
@@ -301,6 +301,7 @@ def parse_args(argv=None):
 @one_line_errors
 def main(argv=None):
     args = parse_args(argv)
+    check_device_name(args.device)
     require_model_file(args.model)
     # torch takes seconds to import: only now, so --help and a wrong path answer at once
     from binsight.inference import BatchQueue, Predictor, lock_metrics

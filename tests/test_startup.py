@@ -30,8 +30,10 @@ def params_file(path, overrides):
     ("binsight.predict", ["--help"], 0, "--batch-size"),
     ("binsight.predict", ["--model", "{tmp}/missing.pt", "README.md"], 2, "missing.pt not found: train a model first"),
     ("binsight.predict", ["--model", "{tmp}/missing.pt", "{tmp}/nothing.jpg"], 2, "nothing.jpg not found"),
+    ("binsight.predict", ["--device", "gpu", "README.md"], 2, "--device 'gpu' is not a device"),
     ("binsight.serve", ["--help"], 0, "--allow-bucket"),
     ("binsight.serve", ["--model", "{tmp}/missing.pt"], 2, "missing.pt not found: train a model first"),
+    ("binsight.serve", ["--device", "cuda:x", "--model", "{tmp}/missing.pt"], 2, "--device 'cuda:x' is not a device"),
     ("stages.train", ["--help"], 0, "--checkpoint"),
     ("stages.train", ["--params", "{bad_lr}"], 2, "lr=-0.1 is not allowed"),
     # a fine-tuned backbone: featurize has nothing to compute, and says so at once
