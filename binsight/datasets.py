@@ -15,10 +15,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from binsight.choices import AUGMENTS, augment_mode  # noqa: F401 (AUGMENTS: re-exported)
-from binsight.errors import DataError
 from binsight.images import load_rgb
 from binsight.model import IMAGENET_MEAN, IMAGENET_STD
-from binsight.tables import read_labels
 from binsight.views import dihedral
 
 # Counting-safe augmentations only: every item stays in the frame (no random crops or zooms).
@@ -147,19 +145,6 @@ class InMemoryBatches:
 
     def __len__(self):
         return -(-len(self.sampler) // self.batch_size)
-
-
-def read_split(split_dir, name, images_dir):
-    """Rows (id, label) of one split, checked: not empty, every image present."""
-    path = Path(split_dir) / f"{name}.csv"
-    rows = read_labels(path)
-    if not rows:
-        raise DataError(f"{path} is empty: no bins to {'train on' if name == 'train' else 'evaluate'}")
-    missing = [bin_id for bin_id, _ in rows if not (Path(images_dir) / f"{bin_id}.jpg").exists()]
-    if missing:
-        raise DataError(f"{len(missing)} images listed in {path} are missing from {images_dir} "
-                        f"(first: {missing[0]}.jpg); run `dvc repro fetch` or `dvc pull`")
-    return rows
 
 
 def make_loader(dataset, batch_size, shuffle, num_workers, pin_memory, seed=0, sampler=None):

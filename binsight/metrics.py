@@ -1,6 +1,24 @@
-"""Metrics of a counting classifier, as pure functions of true and predicted counts."""
+"""Metrics of a counting classifier, as pure functions of true and predicted counts.
+
+Plain numpy over the confusion matrix: the same definitions as scikit-learn's
+precision_recall_fscore_support (zero_division=0), without its ~2 s import in every evaluate."""
 import numpy as np
-from sklearn import metrics as skm
+
+
+def confusion(y_true, y_pred, classes):
+    """Rows: true count, columns: predicted count. Counts outside `classes` are left out."""
+    index = {c: i for i, c in enumerate(classes)}
+    cm = np.zeros((len(classes), len(classes)), dtype=np.int64)
+    for t, p in zip(np.asarray(y_true).tolist(), np.asarray(y_pred).tolist()):
+        if t in index and p in index:
+            cm[index[t], index[p]] += 1
+    return cm
+
+
+def _ratio(num, den):
+    """num / den, 0 where den is 0 (scikit-learn's zero_division=0)."""
+    num, den = np.asarray(num, dtype=float), np.asarray(den, dtype=float)
+    return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
 
 
 def count_metrics(y_true, y_pred, classes):
@@ -9,10 +27,12 @@ def count_metrics(y_true, y_pred, classes):
     if len(y_true) == 0:
         raise ValueError("no predictions to score")
     err = (y_pred - y_true).astype(float)
-    precision, recall, f1, support = skm.precision_recall_fscore_support(
-        y_true, y_pred, labels=list(classes), zero_division=0)
+    cm = confusion(y_true, y_pred, classes)
+    hits, support, predicted = np.diag(cm), cm.sum(1), cm.sum(0)
+    precision, recall = _ratio(hits, predicted), _ratio(hits, support)
+    f1 = _ratio(2 * precision * recall, precision + recall)
     return {
-        "accuracy": float(skm.accuracy_score(y_true, y_pred)),
+        "accuracy": float(np.mean(y_true == y_pred)),
         "balanced_accuracy": float(recall[support > 0].mean()),
         "macro_f1": float(f1[support > 0].mean()),
         "rmse": float(np.sqrt(np.mean(err ** 2))),
@@ -21,8 +41,3 @@ def count_metrics(y_true, y_pred, classes):
         "per_class": {str(c): {"precision": float(p), "recall": float(r), "support": int(s)}
                       for c, p, r, s in zip(classes, precision, recall, support)},
     }
-
-
-def confusion(y_true, y_pred, classes):
-    """Rows: true count, columns: predicted count."""
-    return skm.confusion_matrix(y_true, y_pred, labels=list(classes))

@@ -35,3 +35,16 @@ def write_json(path, obj):
 def read_labels(path):
     """A split or manifest CSV -> list of (id, int label)."""
     return [(row["id"], int(row["label"])) for row in read_csv(path, required=("id", "label"))]
+
+
+def read_split(split_dir, name, images_dir):
+    """Rows (id, label) of one split, checked: not empty, every image present."""
+    path = Path(split_dir) / f"{name}.csv"
+    rows = read_labels(path)
+    if not rows:
+        raise DataError(f"{path} is empty: no bins to {'train on' if name == 'train' else 'evaluate'}")
+    missing = [bin_id for bin_id, _ in rows if not (Path(images_dir) / f"{bin_id}.jpg").exists()]
+    if missing:
+        raise DataError(f"{len(missing)} images listed in {path} are missing from {images_dir} "
+                        f"(first: {missing[0]}.jpg); run `dvc repro fetch` or `dvc pull`")
+    return rows

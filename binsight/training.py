@@ -19,8 +19,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from binsight.checkpoint import fingerprint, load_resumable, restore_rng, rng_state, save_checkpoint
-from binsight.datasets import (BinImages, InMemoryBatches, InMemoryImages, eval_transform, make_loader, read_split,
-                               train_transform)
+from binsight.datasets import BinImages, InMemoryBatches, InMemoryImages, eval_transform, make_loader, train_transform
 from binsight.distributed import BalancedShardSampler, ShardSampler
 from binsight.embeddings import FeatureBatches, cached_features
 from binsight.errors import BinsightError, ConfigError
@@ -31,6 +30,7 @@ from binsight.model import model_from_params, preprocessing, save_model
 from binsight.profiling import StepProfiler
 from binsight.pruning import TrialLink, TrialPruned
 from binsight.progress import Progress as ProgressBar
+from binsight.tables import read_split
 
 COLLAPSE_EPOCHS = 2  # warn when val predictions are all one class this many epochs in a row
 LOADER_BOUND = 0.5   # warn when the loop waits for data more than this fraction of an epoch
@@ -284,14 +284,16 @@ def resume_or_start(paths, model_params, train_params, parts, trained, run_id, c
 
 
 def open_live(live_dir, model_params, train_params, classes, progress, world):
-    """dvclive on the main process. Not a `with` block: a run that fails must not be saved as a
-    finished experiment. Epochs checkpointed but killed before they were logged are logged now."""
+    """dvclive on the main process. Not a `with` block: a run that fails must not be marked finished.
+    Epochs checkpointed but killed before they were logged are logged now. save_dvc_exp is off:
+    `dvc exp run` records experiments; a stage run by hand writes its outputs and nothing else
+    (dvclive would commit the workspace as an experiment after it, about 5 s)."""
     if not world.is_main:
         return None
     resumed = progress.start > 0
     if resumed:
         drop_torn_summary(Path(live_dir) / "metrics.json")
-    live = Live(dir=live_dir, resume=resumed, save_dvc_exp=True, dvcyaml=False)
+    live = Live(dir=live_dir, resume=resumed, save_dvc_exp=False, dvcyaml=False)
     if not resumed:
         live.log_params({"model": model_params, "train": train_params, "classes": classes})
     names = sorted({name for metrics in progress.history.values() for name in metrics})

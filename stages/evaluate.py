@@ -16,7 +16,6 @@ import argparse
 import numpy as np
 from dvclive import Live
 
-from binsight.datasets import read_split
 from binsight.errors import one_line_errors
 from binsight.evaluation import per_class_accuracy, prediction_rows, split_loader, timed_predictions
 from binsight.images import load_rgb
@@ -24,7 +23,7 @@ from binsight.loops import amp_dtype, pick_device
 from binsight.metrics import count_metrics
 from binsight.model import load_model
 from binsight.params import check_evaluate, load_params, section, train_section
-from binsight.tables import write_csv, write_json
+from binsight.tables import read_split, write_csv, write_json
 
 HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1", "rmse", "mae", "off_by_one_accuracy")
 
@@ -79,7 +78,7 @@ def main(argv=None):
     write_csv(args.predictions, prediction_rows(rows, probs, classes),
               ["id", "label", "pred", "prob", *(f"p{c}" for c in classes)])
 
-    with Live(dir=args.live, save_dvc_exp=True, dvcyaml=False) as live:
+    with Live(dir=args.live, save_dvc_exp=False, dvcyaml=False) as live:  # `dvc exp run` records experiments
         for name in HEADLINE:
             live.log_metric(f"test/{name}", scores[name], plot=False)
             live.log_metric(f"test/single_view/{name}", single_scores[name], plot=False)

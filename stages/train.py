@@ -14,6 +14,7 @@ import sys
 from binsight.errors import ConfigError, one_line_errors
 from binsight.params import check_model, load_params, section, train_section
 from binsight.paths import Paths
+from binsight.tables import read_split
 
 
 def parse_args(argv):
@@ -49,6 +50,8 @@ def main(argv=None):
     args = parse_args(argv)
     params = load_params(args.params)
     model_params, train_params = section(params, "model", check_model), train_section(params)
+    for split in ("train", "val"):  # an empty split or a missing image too (training reads them again)
+        read_split(args.split, split, args.images)
     # torch takes seconds to import: only now, so a bad param or path is reported at once
     from binsight.distributed import init_world, under_torchrun
     from binsight.training import fit

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from stages import featurize
-from binsight.datasets import read_split
+from binsight.tables import read_split
 from binsight.loops import seed_everything
 from binsight.errors import ConfigError
 from binsight.embeddings import cached_features
@@ -17,7 +17,7 @@ from binsight.model import model_from_params
 from binsight.params import check_model, load_params, train_section
 from binsight.testing.dataset import write_dataset
 from binsight.testing.project import dvc, git_commit, kill_when_written, make_project, run, set_params
-from binsight.testing.tuning import FROZEN_MODEL, FROZEN_TRAIN, frozen_project, stages_run  # noqa: F401 (fixture)
+from binsight.testing.tuning import FROZEN_MODEL, FROZEN_TRAIN, clone, frozen_project, stages_run  # noqa: F401 (fixture)
 
 
 @pytest.fixture
@@ -129,13 +129,11 @@ def test_head_only_checkpoint_every_n_epochs_resumes_to_the_uninterrupted_result
     params), it is written every `checkpoint_every` epochs, and kill -9 + resume from it ends with
     the uninterrupted run's exact weights."""
     train_params = {**FROZEN_TRAIN, "epochs": 41, "checkpoint_every": 2, "patience": 100}
-    runs = {}
-    for name in ("straight", "killed"):
-        proj = make_project(tmp_path / name, commit=False, params={"model": FROZEN_MODEL, "train": train_params})
-        write_dataset(proj, n_per_class=8)
-        git_commit(proj, "small frozen project")
-        run([sys.executable, "-m", "stages.featurize"], proj)
-        runs[name] = proj
+    proj = make_project(tmp_path / "straight", commit=False, params={"model": FROZEN_MODEL, "train": train_params})
+    write_dataset(proj, n_per_class=8)
+    git_commit(proj, "small frozen project")
+    run([sys.executable, "-m", "stages.featurize"], proj)
+    runs = {"straight": proj, "killed": clone(proj, tmp_path / "killed")}  # the same features, computed once
     run([sys.executable, "-m", "stages.train"], runs["straight"])
     whole = torch.load(runs["straight"] / "models/model.pt", weights_only=False)["state_dict"]
     ckpt = torch.load(runs["straight"] / "models/checkpoint.pt", weights_only=False)

@@ -2,7 +2,6 @@
 import csv
 import hashlib
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from binsight.evaluation import split_loader, timed_predictions
-from binsight.datasets import read_split
+from binsight.tables import read_split
 from binsight.model import load_model
 from binsight.testing.dataset import SMALL_MODEL, SMALL_TRAIN, write_dataset
 from binsight.testing.project import git_commit, make_project, run

@@ -11,7 +11,7 @@ from binsight.model import load_model
 from binsight.testing.dataset import SMALL_MODEL, write_dataset
 from binsight.testing.project import git_commit, make_project, run, set_params
 from binsight.evaluation import split_loader, timed_predictions
-from binsight.datasets import read_split
+from binsight.tables import read_split
 
 K = 5
 

@@ -40,3 +40,11 @@ def test_classes_absent_from_the_test_set_do_not_dilute_the_averages():
 def test_mean_loss_is_cross_entropy():
     probs = np.array([[0.5, 0.5], [0.9, 0.1]])
     assert mean_loss(probs, np.array([0, 1])) == pytest.approx(-(np.log(0.5) + np.log(0.1)) / 2)
+
+
+def test_a_count_never_predicted_scores_zero_not_nan():
+    m = count_metrics([1, 2, 2], [1, 1, 1], classes=[1, 2, 3])
+    assert m["per_class"]["2"] == {"precision": 0.0, "recall": 0.0, "support": 2}
+    assert m["per_class"]["3"] == {"precision": 0.0, "recall": 0.0, "support": 0}
+    # class 1: precision 1/3, recall 1 -> F1 0.5; class 2: F1 0 (class 3 has no support: left out)
+    assert m["macro_f1"] == pytest.approx(0.25) and m["balanced_accuracy"] == pytest.approx(0.5)

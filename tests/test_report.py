@@ -7,7 +7,6 @@ import json
 import shutil
 import sys
 from html.parser import HTMLParser
-from pathlib import Path
 
 import pytest
 from PIL import Image

@@ -22,7 +22,7 @@ def project(tmp_path):
     proj = make_project(tmp_path / "proj", params={"model": SMALL_MODEL, "train": {**SMALL_TRAIN, "epochs": 1}},
                         commit=False)
     write_dataset(proj, n_per_class=4)
-    git_commit(proj, "small project")  # dvclive saves experiments, which needs a commit
+    git_commit(proj, "small project")
     return proj
 
 
@@ -97,32 +97,6 @@ def test_diverging_loss_stops_with_epoch_and_lr(project):
     assert re.search(r"loss is (nan|inf) at epoch [1-3] with lr 1e\+30", line) and "lower lr" in line
 
 
-def test_killed_training_resumes_at_the_next_epoch(tmp_path):
-    proj = make_project(tmp_path / "proj", params={"model": SMALL_MODEL, "train": {**SMALL_TRAIN, "epochs": 4}},
-                        commit=False)
-    write_dataset(proj, n_per_class=12)
-    git_commit(proj, "small project")
-    ckpt = proj / "models/checkpoint.pt"
-    kill_when_written([sys.executable, "-m", "stages.train"], proj, ckpt)  # epoch 1's checkpoint just landed
-    saved_epoch = torch.load(ckpt, weights_only=False)["epoch"]
-    assert saved_epoch < 3, "training finished before the kill"
-    # the kill can land while dvclive rewrites its summary in place (seen in CI): an empty file
-    (proj / "dvclive/train/metrics.json").write_text("")
-
-    out = train(proj, check=True).stdout
-    assert f"resuming at epoch {saved_epoch + 2}/4" in out
-    epochs_run = [line for line in out.splitlines() if line.startswith("epoch ")]
-    assert [line.split()[1] for line in epochs_run] == [f"{e}/4" for e in range(saved_epoch + 2, 5)]
-    steps = [int(r["step"]) for r in csv.DictReader(open(proj / "dvclive/train/plots/metrics/val/acc.tsv"),
-                                                     delimiter="\t")]
-    assert steps[-1] == 3 and sorted(set(steps)) == [0, 1, 2, 3]
-    model, meta = load_model(proj / "models/model.pt")
-    assert meta["classes"] == [1, 2, 3, 4, 5]
-    assert json.loads((proj / "dvclive/train/metrics.json").read_text())["step"] == 3  # the summary, whole again
-    # a finished run is not resumed again: a forced rerun starts fresh
-    assert "starting fresh (checkpoint is from a finished run)" in train(proj, check=True).stdout
-
-
 def test_pretrained_weights_offline_give_one_line_with_the_fix(tmp_path):
     home = tmp_path / "torch_home"
     proc = run([sys.executable, "-c", "from binsight.errors import one_line_errors\n"
@@ -194,8 +168,8 @@ def test_a_change_of_epochs_is_not_resumable_but_patience_is(tmp_path):
 
 def test_a_killed_and_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path):
     """CPU, deterministic: the checkpoint carries weights, optimizer, per-step schedule, EMA and the
-    random streams (augmentation), so kill -9 + resume gives the uninterrupted run's exact weights
-    and metrics."""
+    random streams (augmentation), so kill -9 + resume goes on at the next epoch and gives the
+    uninterrupted run's exact weights, metrics and curves; a finished run is not resumed again."""
     train_params = {**SMALL_TRAIN, "epochs": 6, "image_size": 48, "cache_images": True, "augment": "flips",
                     "ema": 0.9, "warmup_epochs": 1}
     runs = {}
@@ -207,18 +181,30 @@ def test_a_killed_and_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path)
     train(runs["straight"], check=True)
 
     proj, ckpt = runs["killed"], runs["killed"] / "models/checkpoint.pt"
-    kill_when_written([sys.executable, "-m", "stages.train"], proj, ckpt)
-    assert torch.load(ckpt, weights_only=False)["epoch"] < 5, "training finished before the kill"
-    assert "resuming at epoch" in train(proj, check=True).stdout
+    kill_when_written([sys.executable, "-m", "stages.train"], proj, ckpt)  # epoch 1's checkpoint just landed
+    saved_epoch = torch.load(ckpt, weights_only=False)["epoch"]
+    assert saved_epoch < 5, "training finished before the kill"
+    # the kill can land while dvclive rewrites its summary in place (seen in CI): an empty file
+    (proj / "dvclive/train/metrics.json").write_text("")
+    out = train(proj, check=True).stdout
+    assert f"resuming at epoch {saved_epoch + 2}/6" in out, out
+    epochs_run = [line.split()[1] for line in out.splitlines() if line.startswith("epoch ")]
+    assert epochs_run == [f"{e}/6" for e in range(saved_epoch + 2, 7)], out
 
     a = torch.load(runs["straight"] / "models/model.pt", weights_only=False)
     b = torch.load(proj / "models/model.pt", weights_only=False)
-    assert a["epoch"] == b["epoch"] and a["val_acc"] == b["val_acc"]
+    assert a["epoch"] == b["epoch"] and a["val_acc"] == b["val_acc"] and b["classes"] == [1, 2, 3, 4, 5]
     for key, tensor in a["state_dict"].items():
         assert torch.equal(tensor, b["state_dict"][key]), key
     curves = {name: [r["loss"] for r in csv.DictReader(open(p / "dvclive/train/plots/metrics/train/loss.tsv"),
                                                         delimiter="\t")] for name, p in runs.items()}
     assert curves["killed"] == curves["straight"]
+    steps = [int(r["step"]) for r in csv.DictReader(open(proj / "dvclive/train/plots/metrics/val/acc.tsv"),
+                                                     delimiter="\t")]
+    assert steps == [0, 1, 2, 3, 4, 5]  # every epoch once
+    assert json.loads((proj / "dvclive/train/metrics.json").read_text())["step"] == 5  # the summary, whole again
+    # a finished run is not resumed again: a forced rerun starts fresh
+    assert "starting fresh (checkpoint is from a finished run)" in train(proj, check=True).stdout
 
 
 def test_curves_cut_by_a_kill_mid_epoch_are_trimmed_to_the_last_whole_epoch(tmp_path):
