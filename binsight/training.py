@@ -287,7 +287,7 @@ def open_live(live_dir, model_params, train_params, classes, progress, world):
     """dvclive on the main process. Not a `with` block: a run that fails must not be marked finished.
     Epochs checkpointed but killed before they were logged are logged now. save_dvc_exp is off:
     `dvc exp run` records experiments; a stage run by hand writes its outputs and nothing else
-    (dvclive would commit the workspace as an experiment after it, about 5 s)."""
+    (dvclive would otherwise commit the workspace as an experiment after every such run)."""
     if not world.is_main:
         return None
     resumed = progress.start > 0

@@ -36,6 +36,7 @@ def params_file(path, overrides):
     ("binsight.serve", ["--device", "cuda:x", "--model", "{tmp}/missing.pt"], 2, "--device 'cuda:x' is not a device"),
     ("stages.train", ["--help"], 0, "--checkpoint"),
     ("stages.train", ["--params", "{bad_lr}"], 2, "lr=-0.1 is not allowed"),
+    ("stages.train", ["--split", "{empty_split}"], 2, "train.csv is empty: no bins to train on"),
     # a fine-tuned backbone: featurize has nothing to compute, and says so at once
     ("stages.featurize", ["--params", "{fine_tune}", "--out", "{tmp}/features"], 0,
      "featurize: nothing to cache (model.freeze_backbone is false"),
@@ -43,7 +44,11 @@ def params_file(path, overrides):
 def test_help_and_mistakes_answer_without_importing_torch(tmp_path, module, args, status, expected):
     fine_tune = params_file(tmp_path / "fine_tune.yaml", {"model": {"freeze_backbone": False}})
     bad_lr = params_file(tmp_path / "bad_lr.yaml", {"lr": -0.1})
-    proc = probe(module, *[a.format(tmp=tmp_path, bad_lr=bad_lr, fine_tune=fine_tune) for a in args])
+    empty_split = tmp_path / "split"
+    empty_split.mkdir()
+    (empty_split / "train.csv").write_text("id,label\n")
+    proc = probe(module, *[a.format(tmp=tmp_path, bad_lr=bad_lr, fine_tune=fine_tune, empty_split=empty_split)
+                           for a in args])
     assert proc.returncode == status, proc.stderr
     assert expected in proc.stdout + proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == "torch imported: False", proc.stderr

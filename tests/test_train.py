@@ -205,6 +205,8 @@ def test_a_killed_and_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path)
     assert json.loads((proj / "dvclive/train/metrics.json").read_text())["step"] == 5  # the summary, whole again
     # a finished run is not resumed again: a forced rerun starts fresh
     assert "starting fresh (checkpoint is from a finished run)" in train(proj, check=True).stdout
+    # run by hand, the stage records no experiment (`dvc exp run` does): no ref under refs/exps
+    assert run(["git", "for-each-ref", "refs/exps"], proj).stdout == ""
 
 
 def test_curves_cut_by_a_kill_mid_epoch_are_trimmed_to_the_last_whole_epoch(tmp_path):
