@@ -402,13 +402,18 @@ def _log_epoch(live, epoch, metrics):
 def complete_curves(live_dir, names):
     """The last epoch every curve in `names` has, with any later rows cut: a kill can land after
     some .tsv files got an epoch's row and before the others (or metrics.json) did. Those rows are
-    dropped and the epoch is logged again whole, so no curve has an epoch twice or misses one."""
+    dropped and the epoch is logged again whole, so no curve has an epoch twice or misses one.
+    A file killed before its header was whole is removed: dvclive appends to a file that exists
+    and writes the header only when it creates one."""
     rows = {}
     for name in names:
         tsv = Path(live_dir) / "plots" / "metrics" / f"{name}.tsv"
         lines = tsv.read_text().splitlines() if tsv.exists() else []
         header = lines[0].split("\t") if lines else []
         column = header.index("step") if "step" in header else None
+        if column is None and tsv.exists():
+            tsv.unlink()
+            lines = []
         steps = []
         for line in lines[1:] if column is not None else []:
             try:

@@ -224,3 +224,9 @@ def test_curves_cut_by_a_kill_mid_epoch_are_trimmed_to_the_last_whole_epoch(tmp_
     assert (curves / "train/acc.tsv").read_text() == "step\tacc\n0\t0.3\n"
     assert (curves / "val/acc.tsv").read_text() == "step\tacc\n0\t0.25\n"
     assert complete_curves(tmp_path, ["train/loss", "val/loss"]) == -1  # val/loss never written
+    # killed between creating a curve's file and writing its header: the file goes, so that
+    # dvclive (which writes a header only into a file it creates) starts it again whole
+    (curves / "train/loss.tsv").write_text("step\tloss\n0\t1.5\n")
+    (curves / "val/acc.tsv").write_text("")
+    assert complete_curves(tmp_path, ["train/loss", "val/acc"]) == -1
+    assert not (curves / "val/acc.tsv").exists() and (curves / "train/loss.tsv").read_text() == "step\tloss\n"
