@@ -2,11 +2,9 @@
 experiments, `dvc exp show --csv` lists them with their params, `dvc queue remove` drops two,
 `dvc queue start` runs the other two, and `dvc exp show --csv` compares them. (Two runs show what
 four would, at half the suite's time: each queued run is a whole `dvc exp run` in a temp workspace.)"""
-import csv
-import io
 import time
 
-from binsight.testing.project import dvc
+from binsight.testing.project import dvc, experiments
 from binsight.testing.tuning import frozen_project  # noqa: F401 (fixture)
 
 QUEUE_TIMEOUT = 300
@@ -25,18 +23,13 @@ def wait_for_queue(project, timeout=QUEUE_TIMEOUT):
         time.sleep(5)
 
 
-def exp_rows(project):
-    shown = dvc(project, "exp", "show", "--csv", "--no-pager").stdout
-    return [r for r in csv.DictReader(io.StringIO(shown)) if r["Experiment"]], shown  # workspace, main: no name
-
-
 def test_queued_grid_expands_to_four_and_runs_what_is_left_with_metrics(frozen_project, clone_project):
     project = clone_project(frozen_project)
     queued = dvc(project, "exp", "run", "--queue", "-S", "lr=0.001,0.01", "-S", "batch_size=16,32")
     assert queued.stdout.count("Queued experiment") == 4, queued.stdout
-    exps, shown = exp_rows(project)
-    grid = {(float(r["lr"]), int(r["batch_size"])): r["Experiment"] for r in exps if r["State"] == "Queued"}
-    assert set(grid) == {(0.001, 16), (0.001, 32), (0.01, 16), (0.01, 32)}, shown
+    exps = experiments(project)
+    grid = {(float(r["lr"]), int(r["batch_size"])): name for name, r in exps.items() if r["State"] == "Queued"}
+    assert set(grid) == {(0.001, 16), (0.001, 32), (0.01, 16), (0.01, 32)}, exps
     dropped = [grid[(0.001, 32)], grid[(0.01, 16)]]
     dvc(project, "queue", "remove", *dropped)
     try:
@@ -52,9 +45,9 @@ def test_queued_grid_expands_to_four_and_runs_what_is_left_with_metrics(frozen_p
         log = dvc(project, "queue", "logs", name).stdout
         assert "Running stage 'featurize'" not in log and "Stage 'featurize' didn't change" in log, log
 
-    exps, shown = exp_rows(project)
-    assert {(float(r["lr"]), int(r["batch_size"])) for r in exps} == {(0.001, 16), (0.01, 32)}, shown
-    for r in exps:
+    exps = experiments(project)
+    assert {(float(r["lr"]), int(r["batch_size"])) for r in exps.values()} == {(0.001, 16), (0.01, 32)}, exps
+    for r in exps.values():
         assert r["State"] == "Success", r
         assert 0 <= float(r["val_acc"]) <= 1 and 0 <= float(r["test_acc"]) <= 1, r
         assert r["epochs"] == "2" and r["model.freeze_backbone"] == "True", r

@@ -1,7 +1,6 @@
 """`python -m binsight.tune`: Optuna trials as real DVC experiments, a leaderboard, best params."""
 import csv
 import hashlib
-import io
 import os
 import re
 import shutil
@@ -20,7 +19,7 @@ from binsight.errors import ConfigError
 from binsight.params import load_params
 from binsight.tune import check_tune, cli_value, lookup
 from binsight.testing.bucket import admin_client
-from binsight.testing.project import dvc, env, git_commit, run, set_params
+from binsight.testing.project import dvc, env, experiments, git_commit, run, set_params
 from binsight.testing.tuning import frozen_project  # noqa: F401 (fixture)
 
 CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -74,11 +73,6 @@ def workspace_state(project):
              "dvclive/evaluate/metrics.json", "data/predictions/test.csv"]
     status = run(["git", "status", "--porcelain"], project).stdout
     return status, {f: hashlib.sha256((project / f).read_bytes()).hexdigest() for f in files}
-
-
-def experiments(project):
-    rows = list(csv.DictReader(io.StringIO(dvc(project, "exp", "show", "--csv", "--no-pager").stdout)))
-    return {r["Experiment"]: r for r in rows if r["Experiment"]}
 
 
 def small_space(project, epochs=3, **tune_section):

@@ -1,4 +1,6 @@
 """A copy of this project in a temp git repo, driven through the real `dvc` and `git` CLIs."""
+import csv
+import io
 import os
 import shutil
 import subprocess
@@ -96,6 +98,12 @@ def make_project(dest, params=None, commit=True):
     if commit:
         git_commit(dest, "project copy")
     return dest
+
+
+def experiments(project):
+    """{name: row} of `dvc exp show --csv`, one row per experiment (the workspace and branch rows have no name)."""
+    rows = csv.DictReader(io.StringIO(dvc(project, "exp", "show", "--csv", "--no-pager").stdout))
+    return {r["Experiment"]: r for r in rows if r["Experiment"]}
 
 
 def git_commit(project, message):
