@@ -1,6 +1,5 @@
 import os
 import shutil
-from pathlib import Path
 
 import pytest
 
@@ -8,7 +7,9 @@ from binsight.testing.bucket import build_bucket
 from binsight.testing.dataset import SMALL_MODEL, SMALL_TRAIN
 from binsight.testing.project import dvc, git_commit, make_project
 from binsight.testing.s3server import MotoS3
-from binsight.testing.units import unit_of, unit_of_module, unit_rank
+from binsight.testing.shared import built_once
+from binsight.testing.tuning import FROZEN_MODEL, FROZEN_TRAIN
+from binsight.testing.units import unit_of, unit_rank
 
 
 @pytest.fixture(scope="session")
@@ -24,16 +25,35 @@ def abid_bucket(s3_server):
 
 
 @pytest.fixture(scope="session")
-def trained_project(tmp_path_factory, abid_bucket):
-    """A project copy that ran the whole pipeline (`dvc repro`) on the generated bins with a small
-    resnet18 (64 px, no pretrained weights). Read-only: copy it with `clone_project` to change it."""
-    project = make_project(tmp_path_factory.mktemp("trained") / "proj", commit=False, params={
-        "fetch": {"endpoint_url": abid_bucket.url}, "model": SMALL_MODEL, "train": SMALL_TRAIN})
-    abid_bucket.write_file_list(project / "file_list.json", abid_bucket.clean)
-    git_commit(project, "small pipeline")
-    dvc(project, "repro")
-    git_commit(project, "repro")
-    return project
+def trained_project(tmp_path_factory, request):
+    """A project that ran the whole pipeline (`dvc repro`) on the generated bins with a small
+    resnet18 (64 px, no pretrained weights), built once per run. Read-only: copy it with
+    `clone_project` to change it."""
+    def build(project):
+        bucket = request.getfixturevalue("abid_bucket")  # only on the worker that builds it
+        make_project(project, commit=False, params={
+            "fetch": {"endpoint_url": bucket.url}, "model": SMALL_MODEL, "train": SMALL_TRAIN})
+        bucket.write_file_list(project / "file_list.json", bucket.clean)
+        git_commit(project, "small pipeline")
+        dvc(project, "repro")
+        git_commit(project, "repro")
+    return built_once(tmp_path_factory, "trained", build)
+
+
+@pytest.fixture(scope="session")
+def frozen_project(tmp_path_factory, request):
+    """A project with a frozen backbone: fetch (80 generated bins per class) -> split -> featurize ->
+    train -> evaluate, committed, built once per run, for the featurize, queue and tune tests (on
+    cached embeddings each experiment takes seconds). Read-only: copy it with `clone_project`."""
+    def build(project):
+        bucket = request.getfixturevalue("abid_bucket")
+        make_project(project, commit=False, params={
+            "fetch": {"endpoint_url": bucket.url}, "model": FROZEN_MODEL, "train": FROZEN_TRAIN})
+        bucket.write_file_list(project / "file_list.json", bucket.clean)
+        git_commit(project, "frozen pipeline")
+        dvc(project, "repro")
+        git_commit(project, "repro")
+    return built_once(tmp_path_factory, "frozen", build)
 
 
 @pytest.fixture
@@ -45,12 +65,10 @@ def clone_project(tmp_path):
     return clone
 
 
-# `make test` runs on several workers (pytest-xdist). Each worker builds the session and module
-# fixtures its tests use, so the tests that share an expensive one go to a worker together as one
-# unit (binsight/testing/units.py says which, and how that changes with many workers). Each worker
+# `make test` runs on several workers (pytest-xdist). The shared projects above are built once per
+# run, whichever worker asks first, so the scheduler below is free to spread the tests that use
+# them; it sends the longest units first (binsight/testing/units.py says which and why). Each worker
 # gets its share of the cores, so N workers' torch threads do not fight over them.
-UNITS = unit_of_module(Path(__file__).parent.glob("test_*.py"))
-
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     THREADS = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
     os.environ["OMP_NUM_THREADS"] = str(THREADS)  # the stages the tests start, and this worker's torch
@@ -59,18 +77,17 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
 
 
 def pytest_collection_modifyitems(items):
-    """The units that share a built project first: they are the longest, so a worker that starts
-    them last would leave the other workers idle at the end."""
-    items.sort(key=lambda item: unit_rank(item.nodeid, UNITS))  # stable: the order within a unit stays
+    """The longest units first, so that no worker starts a long one when the others are about to
+    finish; within a unit the order stays (a stable sort)."""
+    items.sort(key=lambda item: unit_rank(item.nodeid))
 
 
 def pytest_xdist_make_scheduler(config, log):
     from xdist.scheduler import LoadScopeScheduling
     config.option.loadscopereorder = False  # keep the order above, not "most tests first"
-    workers = len(config.option.tx or [])
 
-    class SharedFixtureScheduling(LoadScopeScheduling):
+    class UnitScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid):
-            return unit_of(nodeid, UNITS, workers)
+            return unit_of(nodeid)
 
-    return SharedFixtureScheduling(config, log)
+    return UnitScheduling(config, log)

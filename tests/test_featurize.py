@@ -17,7 +17,7 @@ from binsight.model import model_from_params
 from binsight.params import check_model, load_params, train_section
 from binsight.testing.dataset import write_dataset
 from binsight.testing.project import dvc, git_commit, kill_when_written, make_project, run, set_params
-from binsight.testing.tuning import FROZEN_MODEL, FROZEN_TRAIN, clone, frozen_project, stages_run  # noqa: F401 (fixture)
+from binsight.testing.tuning import FROZEN_MODEL, FROZEN_TRAIN, clone, stages_run
 
 
 @pytest.fixture

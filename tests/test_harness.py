@@ -3,7 +3,7 @@ import os
 from pathlib import Path
 
 from binsight.testing.project import REPO, repo_pythonpath
-from binsight.testing.units import unit_of, unit_of_module, unit_rank
+from binsight.testing.units import LONGEST_FIRST, unit_of, unit_rank
 
 
 def test_subprocesses_get_the_repo_on_top_of_the_callers_pythonpath(monkeypatch, tmp_path):
@@ -15,20 +15,24 @@ def test_subprocesses_get_the_repo_on_top_of_the_callers_pythonpath(monkeypatch,
     assert repo_pythonpath() == str(REPO)
 
 
-def test_shared_project_units_stay_whole_on_few_workers_and_split_on_many():
-    units = unit_of_module(Path(REPO, "tests").glob("test_*.py"))
-    tune, queue = "tests/test_tune.py::test_the_pruner_stops", "tests/test_queue.py::test_queued_grid"
-    assert units["tests/test_tune.py"] == units["tests/test_queue.py"] == "frozen_project"
-    assert units["tests/test_serve.py"] == "trained_project" and units["tests/test_metrics.py"] == "tests/test_metrics.py"
-    for workers in (1, 2, 4):  # one build of each project: a 2-core machine's best
-        assert unit_of(tune, units, workers) == unit_of(queue, units, workers) == "frozen_project"
-        assert unit_of("tests/test_serve.py::test_x", units, workers) == "trained_project"
-    for workers in (8, 16):  # the long tests side by side, each worker building its own project
-        assert unit_of(tune, units, workers) == tune
-        assert unit_of(tune + "x", units, workers) == tune + "x"
-        assert unit_of(queue, units, workers) == "tests/test_queue.py"
-        assert unit_of("tests/test_serve.py::test_x", units, workers) == "tests/test_serve.py"
-    for workers in (2, 8):  # the other modules are their own units either way
-        assert unit_of("tests/test_metrics.py::test_x", units, workers) == "tests/test_metrics.py"
-    ids = ["tests/test_metrics.py::a", "tests/test_serve.py::b", "tests/test_tune.py::c", "tests/test_abid.py::d"]
-    assert sorted(ids, key=lambda i: unit_rank(i, units)) == [ids[2], ids[1], ids[0], ids[3]]
+def test_units_are_modules_or_single_tests_and_the_longest_go_first():
+    assert unit_of("tests/test_serve.py::test_x") == unit_of("tests/test_serve.py::test_y") == "tests/test_serve.py"
+    pruner = "tests/test_tune.py::test_the_pruner_stops_a_trial_whose_lr_makes_it_diverge"
+    assert unit_of(pruner) == pruner
+    fit = "tests/test_losses.py::test_each_loss_fits_generated_bins_better_than_chance"
+    assert unit_of(fit + "[ce]") == fit + "[ce]" != unit_of(fit + "[ordinal]")
+    ids = ["tests/test_metrics.py::a", "tests/test_serve.py::b", pruner, fit + "[ordinal]", "tests/test_abid.py::d",
+           "tests/test_tune.py::test_two_workers_then_a_second_machine_share_one_study_and_the_best_is_applied"]
+    assert sorted(ids, key=unit_rank) == [ids[5], ids[2], ids[1], ids[3], ids[0], ids[4]]
+
+
+def test_every_unit_named_longest_first_exists():
+    """A renamed test would silently lose its place in the order."""
+    collected = {}
+    for path in Path(REPO, "tests").glob("test_*.py"):
+        text = path.read_text()
+        collected[f"tests/{path.name}"] = {line.split("(")[0][len("def "):] for line in text.splitlines()
+                                           if line.startswith("def test_")}
+    for entry in LONGEST_FIRST:
+        module, _, test = entry.partition("::")
+        assert module in collected and (not test or test in collected[module]), entry

@@ -6,7 +6,7 @@ import json
 import pytest
 import yaml
 
-from binsight.testing.project import REPO, dvc, git_commit, in_terminal, set_params
+from binsight.testing.project import REPO, dvc, in_terminal, set_params
 
 
 def load_json(path):
@@ -49,44 +49,39 @@ def test_training_curves_and_params_are_logged(trained_project):
     assert "resnet18" in logged and "lr: 0.001" in logged
 
 
-def test_dvc_metrics_exp_and_plots_show_the_results(trained_project, tmp_path):
+def test_dvc_metrics_exp_and_plots_show_the_results(trained_project, clone_project, tmp_path):
+    project = clone_project(trained_project)  # dvc writes its temp files there: never in the shared one
     headline = load_json(trained_project / "metrics.json")
     evaluated = load_json(trained_project / "dvclive/evaluate/metrics.json")
     assert headline == {"test_acc": evaluated["test"]["accuracy"],
                         "val_acc": load_json(trained_project / "dvclive/train/metrics.json")["best/val_acc"]}
-    shown = dvc(trained_project, "metrics", "show").stdout
+    shown = dvc(project, "metrics", "show").stdout
     assert "test_acc" in shown and "val_acc" in shown and "n_bins" not in shown, shown
     # the rest is one command away
-    shown = dvc(trained_project, "metrics", "show", "dvclive/evaluate/metrics.json", "dvclive/train/metrics.json").stdout
+    shown = dvc(project, "metrics", "show", "dvclive/evaluate/metrics.json", "dvclive/train/metrics.json").stdout
     for key in ("balanced_accuracy", "macro_f1", "rmse", "off_by_one_accuracy", "best/val_acc"):
         assert key in shown, shown
-    exp = dvc(trained_project, "exp", "show", "--csv", "--no-pager").stdout
+    exp = dvc(project, "exp", "show", "--csv", "--no-pager").stdout
     header = exp.splitlines()[0].split(",")
     assert "test_acc" in header and "lr" in header and "n_bins" not in header, header
-    dvc(trained_project, "plots", "show", "-o", str(tmp_path / "plots"))
+    dvc(project, "plots", "show", "-o", str(tmp_path / "plots"))
     html = (tmp_path / "plots" / "index.html").read_text()
     assert "confusion" in html.lower() and "per_class_accuracy" in html
 
 
-def test_repro_again_does_nothing_and_lr_reruns_only_train_evaluate_and_report(trained_project, clone_project):
+def test_user_commands_set_the_notebooks_hyperparameters_as_written_and_rerun_only_what_they_change(
+        trained_project, clone_project):
+    """`dvc repro` again does nothing. `dvc exp run -S lr=0.01 -S batch_size=... -S epochs=...`: the
+    three tuned hyperparameters are top-level params, only train, evaluate and report rerun, and
+    training uses them (dvclive logs the train section it ran with). Then `dvc exp show`, as a
+    120-column terminal shows it, has them and the test/val accuracy."""
     project = clone_project(trained_project)
     again = dvc(project, "repro").stdout
     assert "Running stage" not in again, again
-    set_params(project, {"train": {"lr": 0.002, "epochs": 1}})
-    git_commit(project, "lr change")
-    status = dvc(project, "status").stdout
-    assert "train" in status and "fetch" not in status.replace("data/fetch", "") and "split:" not in status
-    out = dvc(project, "repro").stdout
+    out = dvc(project, "exp", "run", "-n", "as-written-lr-0.01", "-S", "lr=0.01", "-S", "batch_size=8",
+              "-S", "epochs=1").stdout
     ran = [line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")]
     assert ran == ["train", "evaluate", "report"], out  # the report shows the new metrics
-
-
-def test_user_commands_set_the_notebooks_hyperparameters_as_written(trained_project, clone_project):
-    """`dvc exp run -S lr=0.01 -S batch_size=... -S epochs=...`: the three tuned hyperparameters are
-    top-level params, and training uses them (dvclive logs the train section it ran with). Then
-    `dvc exp show`, as a 120-column terminal shows it, has them and the test/val accuracy."""
-    project = clone_project(trained_project)
-    dvc(project, "exp", "run", "-n", "as-written-lr-0.01", "-S", "lr=0.01", "-S", "batch_size=8", "-S", "epochs=1")
     logged = yaml.safe_load((project / "dvclive/train/params.yaml").read_text())
     assert logged["train"]["lr"] == 0.01 and logged["train"]["batch_size"] == 8 and logged["train"]["epochs"] == 1
     rows = list(csv.DictReader(io.StringIO(dvc(project, "exp", "show", "--csv", "--no-pager").stdout)))
@@ -101,6 +96,10 @@ def test_user_commands_set_the_notebooks_hyperparameters_as_written(trained_proj
     metrics = load_json(project / "metrics.json")
     assert [float(v) for v in row[created + 1:created + 6]] == pytest.approx([metrics["test_acc"], metrics["val_acc"], 0.01, 8, 1],
                                                         abs=1e-4), screen
+    # What `dvc status` says a change would rerun: training, never the download or the split.
+    set_params(project, {"lr": 0.002})
+    status = dvc(project, "status").stdout
+    assert "train" in status and "fetch" not in status.replace("data/fetch", "") and "split:" not in status, status
 
 
 def test_a_hyperparameter_set_twice_is_refused_with_the_fix(tmp_path):

@@ -4,23 +4,37 @@ experiments, `dvc exp show --csv` lists them with their params, `dvc queue remov
 four would, at half the suite's time: each queued run is a whole `dvc exp run` in a temp workspace.)"""
 import time
 
-from binsight.testing.project import dvc, experiments
-from binsight.testing.tuning import frozen_project  # noqa: F401 (fixture)
+from binsight.testing.project import dvc, experiments, run
 
 QUEUE_TIMEOUT = 300
 
 
-def wait_for_queue(project, timeout=QUEUE_TIMEOUT):
-    """Poll `dvc queue status` until nothing is queued or running; return its last output. Every
-    poll is a whole `dvc` process, so it polls every 5 s: the queued runs get the cores."""
+def experiment_refs(project):
+    """Names of the finished experiments: DVC keeps each as a git ref under refs/exps (a git call, milliseconds)."""
+    refs = run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], project).stdout.split()
+    return {ref.rsplit("/", 1)[1] for ref in refs}
+
+
+def wait_for_queue(project, names, timeout=QUEUE_TIMEOUT):
+    """Wait until the queue has run `names`; return the last `dvc queue status`. Each `dvc` call is a
+    whole process, seconds of the CPU that the queued runs need: so the wait watches git refs every
+    second and asks `dvc queue status` only every 20 s (a failed run makes no ref) and at the end."""
     deadline = time.monotonic() + timeout
-    while True:
-        status = dvc(project, "queue", "status").stdout
-        if not any(word in status for word in ("Queued", "Running")):
-            return status
+    next_status = time.monotonic() + 20
+    while not set(names) <= experiment_refs(project):
+        if time.monotonic() > next_status:
+            status = dvc(project, "queue", "status").stdout
+            if not any(word in status for word in ("Queued", "Running")):
+                return status
+            next_status = time.monotonic() + 20
         if time.monotonic() > deadline:
-            raise AssertionError(f"queue not done after {timeout}s:\n{status}")
-        time.sleep(5)
+            raise AssertionError(f"queue not done after {timeout}s:\n{dvc(project, 'queue', 'status').stdout}")
+        time.sleep(1)
+    while True:  # the last run made its ref; its task ends a moment later
+        status = dvc(project, "queue", "status").stdout
+        if not any(word in status for word in ("Queued", "Running")) or time.monotonic() > deadline:
+            return status
+        time.sleep(1)
 
 
 def test_queued_grid_expands_to_four_and_runs_what_is_left_with_metrics(frozen_project, clone_project):
@@ -34,7 +48,7 @@ def test_queued_grid_expands_to_four_and_runs_what_is_left_with_metrics(frozen_p
     dvc(project, "queue", "remove", *dropped)
     try:
         dvc(project, "queue", "start", "-j", "1")
-        status = wait_for_queue(project)
+        status = wait_for_queue(project, [grid[(0.001, 16)], grid[(0.01, 32)]])
     finally:
         dvc(project, "queue", "stop", check=False)
     assert status.count("Success") == 2, status

@@ -20,7 +20,6 @@ from binsight.params import load_params
 from binsight.tune import check_tune, cli_value, lookup
 from binsight.testing.bucket import admin_client
 from binsight.testing.project import dvc, env, experiments, git_commit, run, set_params
-from binsight.testing.tuning import frozen_project  # noqa: F401 (fixture)
 
 CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
@@ -83,12 +82,33 @@ def small_space(project, epochs=3, **tune_section):
     git_commit(project, "small search space")
 
 
-def test_two_workers_run_two_trials_as_two_experiments_then_a_continued_study_applies_the_best(
-        frozen_project, clone_project):
-    project = clone_project(frozen_project)
+def machine(frozen_project, path, origin, s3_url):
+    """A clone of the frozen project with the small search space, the S3 DVC remote and the git remote."""
+    project = shutil.copytree(frozen_project, path, symlinks=True)
     small_space(project, pruner="none")  # every trial runs to the end (still reporting each epoch)
-    before = workspace_state(project)
-    out = tune(project, "--trials", "2", "--workers", "2", "--study", "w").stdout
+    dvc(project, "remote", "add", "-d", "store", "s3://binsight-exps/store")
+    dvc(project, "remote", "modify", "store", "endpointurl", s3_url)
+    git_commit(project, "shared DVC remote")
+    run(["git", "remote", "add", "origin", str(origin)], project)
+    return project
+
+
+def test_two_workers_then_a_second_machine_share_one_study_and_the_best_is_applied(frozen_project, tmp_path, s3_server):
+    """README's recipe for several machines, on one study in a shared database: machine A runs two
+    trials as two worker processes at once (two writers of the one SQLite file) and pushes its
+    experiments (git refs to the git remote, outputs to the S3 DVC remote); machine B, a clone of the
+    same commit, pulls them, continues the study (new draws, not a replay) and `--apply`s the best of
+    all three, whichever machine ran it; A's trained outputs come back from the S3 remote."""
+    origin = tmp_path / "origin.git"
+    run(["git", "init", "-q", "--bare", str(origin)], tmp_path)
+    admin_client(s3_server.url).create_bucket(Bucket="binsight-exps")
+    a = machine(frozen_project, tmp_path / "a", origin, s3_server.url)
+    run(["git", "push", "-q", "origin", "main"], a)
+    b = shutil.copytree(a, tmp_path / "b", symlinks=True)  # the same commit and data on machine B
+    db = f"sqlite:///{tmp_path / 'shared.db'}"
+
+    before = workspace_state(a)
+    out = tune(a, "--storage", db, "--study", "w", "--trials", "2", "--workers", "2").stdout
     threads = max(1, (os.cpu_count() or 1) // 2)  # tune runs pinned to the CPU here: its cores, split in two
     assert f"2 workers (CPU, {threads} thread{'s' if threads > 1 else ''} each)" in out, out
     assert "(2 finished of 2 trials)" in out, out
@@ -96,36 +116,41 @@ def test_two_workers_run_two_trials_as_two_experiments_then_a_continued_study_ap
     for n in (1, 2):  # progress as trials finish, in whichever order
         assert re.search(rf"tune: trial {n}/2 w-trial-\d best/val_acc [0-9.]+ in \S+ \| best [0-9.]+ "
                          rf"\(w-trial-\d\) \| ETA \S+", out), out
-
-    exps = experiments(project)
+    exps = experiments(a)
     assert set(exps) == {"w-trial-1", "w-trial-2"}, exps.keys()
     assert len({(r["lr"], r["batch_size"]) for r in exps.values()}) == 2  # two distinct points
     for r in exps.values():
         assert r["batch_size"] in ("16", "32") and 0.001 <= float(r["lr"]) <= 0.1 and r["epochs"] == "3", r
-    assert workspace_state(project) == before
+    assert workspace_state(a) == before
     # One SQLite file, written by the tuner and by every trial's training process (its per-epoch val acc).
-    study = study_of(project, "w")
+    study = optuna.load_study(study_name="w", storage=db)
     for t in study.trials:
         assert t.state == optuna.trial.TrialState.COMPLETE and sorted(t.intermediate_values) == [0, 1, 2], t
         assert t.value == pytest.approx(float(exps[t.user_attrs["experiment"]]["val_acc"]), abs=1e-4)
-
-    best = yaml.safe_load((project / "tune/best_params.yaml").read_text())
+    best = yaml.safe_load((a / "tune/best_params.yaml").read_text())
     assert best["value"] == pytest.approx(max(float(r["val_acc"]) for r in exps.values()), abs=1e-4)
     assert float(exps[best["experiment"]]["val_acc"]) == pytest.approx(best["value"], abs=1e-4)
     assert best["apply"] == f"dvc exp apply {best['experiment']}" and f"apply it with `{best['apply']}`" in out
-    leaderboard = list(csv.DictReader(open(project / "tune/w.csv")))
+    leaderboard = list(csv.DictReader(open(a / "tune/w.csv")))
     assert leaderboard[0]["experiment"] == best["experiment"] and len(leaderboard) == 2
+    dvc(a, "exp", "push", "origin", "-A", **CREDS)
 
-    # Running it again continues the study (new draws, not a replay) and --apply takes the best.
-    again = tune(project, "--trials", "1", "--study", "w", "--apply").stdout
+    dvc(b, "exp", "pull", "origin", "-A", **CREDS)
+    assert set(experiments(b)) == set(exps)
+    again = tune(b, "--storage", db, "--study", "w", "--trials", "1", "--apply", **CREDS).stdout
     assert "(continuing after 2 earlier trials)" in again and "w-trial-3" in again, again
-    exps = experiments(project)
+    exps = experiments(b)
+    assert set(exps) == {"w-trial-1", "w-trial-2", "w-trial-3"}, exps.keys()
     assert exps["w-trial-3"]["lr"] not in {exps[f"w-trial-{k}"]["lr"] for k in (1, 2)}, exps
-    best = yaml.safe_load((project / "tune/best_params.yaml").read_text())
+    best = yaml.safe_load((b / "tune/best_params.yaml").read_text())
+    assert best["value"] == pytest.approx(max(float(r["val_acc"]) for r in exps.values()), abs=1e-4)
     assert f"tune: applied {best['experiment']}" in again, again
-    applied = yaml.safe_load((project / "params.yaml").read_text())
+    applied = yaml.safe_load((b / "params.yaml").read_text())
     assert {k: applied[k] for k in ("lr", "batch_size")} == best["params"]
     assert str(applied["lr"]) == exps[best["experiment"]]["lr"]
+    dvc(b, "exp", "apply", "w-trial-1", **CREDS)  # one of A's, whichever was best: its model from the S3 remote
+    status = dvc(b, "status").stdout  # matches dvc.lock; only the uncached HTML report is not restored
+    assert "model.pt" not in status and "dvclive" not in status and "metrics.json" not in status, status
 
 
 def train_processes(storage_path):
@@ -181,43 +206,6 @@ def test_the_pruner_stops_a_trial_whose_lr_makes_it_diverge(frozen_project, clon
     assert "p-trial-2" not in experiments(project) and "p-trial-1" in experiments(project)
     board = {r["experiment"]: r["state"] for r in csv.DictReader(open(project / "tune/p.csv"))}
     assert board == {"p-trial-1": "complete", "p-trial-2": "pruned at epoch 3"}
-
-
-def test_two_machines_share_one_study_and_each_others_experiments(frozen_project, tmp_path, s3_server):
-    """README's recipe: two clones ("machines") tune one study in a shared database at the same time,
-    push their experiments (git refs to the git remote, outputs to the S3 DVC remote), and one of
-    them pulls and applies the other's."""
-    origin = tmp_path / "origin.git"
-    run(["git", "init", "-q", "--bare", str(origin)], tmp_path)
-    a = shutil.copytree(frozen_project, tmp_path / "a", symlinks=True)
-    small_space(a, pruner="none")
-    admin_client(s3_server.url).create_bucket(Bucket="binsight-exps")
-    dvc(a, "remote", "add", "-d", "store", "s3://binsight-exps/store")
-    dvc(a, "remote", "modify", "store", "endpointurl", s3_server.url)
-    git_commit(a, "shared DVC remote")
-    run(["git", "remote", "add", "origin", str(origin)], a)
-    run(["git", "push", "-q", "origin", "main"], a)
-    b = shutil.copytree(a, tmp_path / "b", symlinks=True)  # the same commit and data on machine B
-
-    db = f"sqlite:///{tmp_path / 'shared.db'}"
-    procs = [subprocess.Popen([sys.executable, "-m", "binsight.tune", "--storage", db, "--study", "m", "--trials", "1"],
-                              cwd=p, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for p in (a, b)]
-    outs = [p.communicate(timeout=600)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outs
-    study = optuna.load_study(study_name="m", storage=db)
-    names = {t.user_attrs["experiment"] for t in study.trials if t.state.name == "COMPLETE"}
-    assert names == {"m-trial-1", "m-trial-2"}, outs
-    mine_a, mine_b = set(experiments(a)), set(experiments(b))
-    assert len(mine_a) == len(mine_b) == 1 and mine_a | mine_b == names
-
-    for machine in (a, b):
-        dvc(machine, "exp", "push", "origin", "-A", **CREDS)
-    dvc(b, "exp", "pull", "origin", "-A", **CREDS)
-    assert set(experiments(b)) == names
-    dvc(b, "exp", "apply", mine_a.pop(), **CREDS)  # A's trained model comes from the S3 remote
-    status = dvc(b, "status").stdout  # matches dvc.lock; only the uncached HTML report is not restored
-    assert "model.pt" not in status and "dvclive" not in status and "metrics.json" not in status, status
 
 
 def test_workers_get_gpus_round_robin_or_an_even_share_of_the_cpu():
