@@ -56,10 +56,17 @@ def test_predictions_over_the_test_split_are_not_constant(trained_project):
     assert hits / len(rows) == pytest.approx(accuracy, abs=1e-9)
 
 
-def test_a_folder_means_its_images_and_json_lines_carry_the_distribution(model, folder):
-    proc = predict("--json", "--model", model, folder)
+@pytest.fixture(scope="module")
+def folder_answers(model, folder):
+    """`predict --json` over the folder: its output, and the answer per path (what the stdin and
+    text-output tests compare with: one image a batch, as they predict it, so the floats match)."""
+    proc = predict("--json", "--batch-size", 1, "--model", model, folder)
     assert proc.returncode == 0, proc.stderr.decode()
-    out = json_lines(proc)
+    return proc, {o["path"]: o for o in json_lines(proc)}
+
+
+def test_a_folder_means_its_images_and_json_lines_carry_the_distribution(folder, folder_answers):
+    out = json_lines(folder_answers[0])
     expected = sorted(str(p) for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".png"))
     assert [o["path"] for o in out] == expected
     for o in out:
@@ -70,9 +77,9 @@ def test_a_folder_means_its_images_and_json_lines_carry_the_distribution(model, 
         assert len(o["model"]) == 12
 
 
-def test_stdin_bytes_get_the_same_answer_as_the_file(model, folder):
+def test_stdin_bytes_get_the_same_answer_as_the_file(model, folder, folder_answers):
     path = sorted(folder.glob("*.jpg"))[0]
-    from_file = json_lines(predict("--json", "--model", model, path))[0]
+    from_file = folder_answers[1][str(path)]
     from_stdin = predict("--json", "--model", model, "-", stdin=path.read_bytes())
     assert from_stdin.returncode == 0, from_stdin.stderr.decode()
     got = json_lines(from_stdin)[0]
@@ -80,9 +87,9 @@ def test_stdin_bytes_get_the_same_answer_as_the_file(model, folder):
     assert got["count"] == from_file["count"] and got["probabilities"] == from_file["probabilities"]
 
 
-def test_text_output_shows_count_probability_and_every_score(model, folder):
+def test_text_output_shows_count_probability_and_every_score(model, folder, folder_answers):
     path = sorted(folder.glob("*.jpg"))[0]
-    res = json_lines(predict("--json", "--model", model, path))[0]
+    res = folder_answers[1][str(path)]
     proc = predict("--model", model, path)
     assert proc.returncode == 0
     line = proc.stdout.decode().strip()
