@@ -5,6 +5,7 @@ four would, at half the suite's time: each queued run is a whole `dvc exp run` i
 import time
 
 from binsight.testing.project import dvc, experiments, run
+from binsight.testing.tuning import stages_run
 
 QUEUE_TIMEOUT = 300
 
@@ -52,12 +53,16 @@ def test_queued_grid_expands_to_four_and_runs_what_is_left_with_metrics(frozen_p
     finally:
         dvc(project, "queue", "stop", check=False)
     assert status.count("Success") == 2, status
-    # Every queued run found featurize's output in the DVC cache: only train and evaluate ran.
+    # Every queued run (an lr and batch_size change) found featurize's output in the DVC cache and
+    # trained the head on the cached features.
     names = [line.split()[1] for line in status.splitlines()[1:] if line.endswith("Success")]
     assert sorted(names) == sorted([grid[(0.001, 16)], grid[(0.01, 32)]]), status
     for name in names:
         log = dvc(project, "queue", "logs", name).stdout
         assert "Running stage 'featurize'" not in log and "Stage 'featurize' didn't change" in log, log
+        assert "train: head only on cached 512-d features" in log, log
+        ran = stages_run(log)
+        assert ran[:2] == ["train", "evaluate"] and set(ran) <= {"train", "evaluate", "report"}, log
 
     exps = experiments(project)
     assert {(float(r["lr"]), int(r["batch_size"])) for r in exps.values()} == {(0.001, 16), (0.01, 32)}, exps

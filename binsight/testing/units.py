@@ -29,7 +29,6 @@ LONGEST_FIRST = (
     "tests/test_featurize.py::test_head_on_cached_embeddings_matches_the_image_path",
     "tests/test_losses.py::test_each_loss_fits_generated_bins_better_than_chance",  # each of its four losses
     "tests/test_remote.py",
-    "tests/test_featurize.py::test_lr_or_batch_size_change_reruns_train_and_evaluate_but_never_featurize",
     "tests/test_explore.py",
     "tests/test_inference.py",
     "tests/test_serve_security.py",
