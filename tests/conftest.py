@@ -24,20 +24,25 @@ def abid_bucket(s3_server):
     return build_bucket(s3_server.url, n_per_class=80)
 
 
+def reproduced(request, model, train):
+    """-> build(path): a project with these model and train params, its file list the bucket's clean
+    bins, committed after `dvc repro` (the bucket is built only on the worker that builds this)."""
+    def build(project):
+        bucket = request.getfixturevalue("abid_bucket")
+        make_project(project, commit=False, params={"fetch": {"endpoint_url": bucket.url}, "model": model, "train": train})
+        bucket.write_file_list(project / "file_list.json", bucket.clean)
+        git_commit(project, "pipeline")
+        dvc(project, "repro")
+        git_commit(project, "repro")
+    return build
+
+
 @pytest.fixture(scope="session")
 def trained_project(tmp_path_factory, request):
     """A project that ran the whole pipeline (`dvc repro`) on the generated bins with a small
     resnet18 (64 px, no pretrained weights), built once per run. Read-only: copy it with
     `clone_project` to change it."""
-    def build(project):
-        bucket = request.getfixturevalue("abid_bucket")  # only on the worker that builds it
-        make_project(project, commit=False, params={
-            "fetch": {"endpoint_url": bucket.url}, "model": SMALL_MODEL, "train": SMALL_TRAIN})
-        bucket.write_file_list(project / "file_list.json", bucket.clean)
-        git_commit(project, "small pipeline")
-        dvc(project, "repro")
-        git_commit(project, "repro")
-    return built_once(tmp_path_factory, "trained", build)
+    return built_once(tmp_path_factory, "trained", reproduced(request, SMALL_MODEL, SMALL_TRAIN))
 
 
 @pytest.fixture(scope="session")
@@ -45,15 +50,7 @@ def frozen_project(tmp_path_factory, request):
     """A project with a frozen backbone: fetch (80 generated bins per class) -> split -> featurize ->
     train -> evaluate, committed, built once per run, for the featurize, queue and tune tests (on
     cached embeddings each experiment takes seconds). Read-only: copy it with `clone_project`."""
-    def build(project):
-        bucket = request.getfixturevalue("abid_bucket")
-        make_project(project, commit=False, params={
-            "fetch": {"endpoint_url": bucket.url}, "model": FROZEN_MODEL, "train": FROZEN_TRAIN})
-        bucket.write_file_list(project / "file_list.json", bucket.clean)
-        git_commit(project, "frozen pipeline")
-        dvc(project, "repro")
-        git_commit(project, "repro")
-    return built_once(tmp_path_factory, "frozen", build)
+    return built_once(tmp_path_factory, "frozen", reproduced(request, FROZEN_MODEL, FROZEN_TRAIN))
 
 
 @pytest.fixture
