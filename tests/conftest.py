@@ -26,7 +26,9 @@ def abid_bucket(s3_server):
 
 def reproduced(request, model, train):
     """-> build(path): a project with these model and train params, its file list the bucket's clean
-    bins, committed after `dvc repro` (the bucket is built only on the worker that builds this)."""
+    bins, committed after `dvc repro`. The bucket is built only on the worker that builds this, and
+    `fetch.endpoint_url` names that worker's S3 server: a test that changes what fetch depends on in
+    a copy must point it at its own (`abid_bucket.url`)."""
     def build(project):
         bucket = request.getfixturevalue("abid_bucket")
         make_project(project, commit=False, params={"fetch": {"endpoint_url": bucket.url}, "model": model, "train": train})
