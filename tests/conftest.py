@@ -1,11 +1,10 @@
 import os
-import shutil
 
 import pytest
 
 from binsight.testing.bucket import build_bucket
 from binsight.testing.dataset import SMALL_MODEL, SMALL_TRAIN
-from binsight.testing.project import dvc, git_commit, make_project
+from binsight.testing.project import clone, dvc, git_commit, make_project
 from binsight.testing.s3server import MotoS3
 from binsight.testing.shared import built_once
 from binsight.testing.tuning import FROZEN_MODEL, FROZEN_TRAIN
@@ -57,11 +56,8 @@ def frozen_project(tmp_path_factory, request):
 
 @pytest.fixture
 def clone_project(tmp_path):
-    def clone(src):
-        dst = tmp_path / "clone"
-        shutil.copytree(src, dst, symlinks=True)
-        return dst
-    return clone
+    """clone_project(src) -> a copy of the built project `src` in this test's temp folder."""
+    return lambda src: clone(src, tmp_path / "clone")
 
 
 # `make test` runs on several workers (pytest-xdist). The shared projects above are built once per

@@ -16,8 +16,8 @@ from binsight.embeddings import cached_features
 from binsight.model import model_from_params
 from binsight.params import check_model, load_params, train_section
 from binsight.testing.dataset import write_dataset
-from binsight.testing.project import dvc, git_commit, kill_when_written, make_project, run, set_params
-from binsight.testing.tuning import FROZEN_MODEL, FROZEN_TRAIN, clone
+from binsight.testing.project import clone, dvc, git_commit, kill_when_written, make_project, run, set_params
+from binsight.testing.tuning import FROZEN_MODEL, FROZEN_TRAIN
 
 
 @pytest.fixture

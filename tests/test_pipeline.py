@@ -1,12 +1,11 @@
 """The whole pipeline through the real `dvc repro` on generated bins served by a local S3 server."""
 import csv
-import io
 import json
 
 import pytest
 import yaml
 
-from binsight.testing.project import REPO, dvc, in_terminal, set_params
+from binsight.testing.project import REPO, dvc, experiments, in_terminal, set_params, stages_run
 
 
 def load_json(path):
@@ -80,13 +79,12 @@ def test_user_commands_set_the_notebooks_hyperparameters_as_written_and_rerun_on
     assert "Running stage" not in again, again
     out = dvc(project, "exp", "run", "-n", "as-written-lr-0.01", "-S", "lr=0.01", "-S", "batch_size=8",
               "-S", "epochs=1").stdout
-    ran = [line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")]
-    assert ran == ["train", "evaluate", "report"], out  # the report shows the new metrics
+    assert stages_run(out) == ["train", "evaluate", "report"], out  # the report shows the new metrics
     logged = yaml.safe_load((project / "dvclive/train/params.yaml").read_text())
     assert logged["train"]["lr"] == 0.01 and logged["train"]["batch_size"] == 8 and logged["train"]["epochs"] == 1
-    rows = list(csv.DictReader(io.StringIO(dvc(project, "exp", "show", "--csv", "--no-pager").stdout)))
-    mine = [r for r in rows if r["Experiment"] == "as-written-lr-0.01"]
-    assert mine and float(mine[0]["lr"]) == 0.01 and mine[0]["epochs"] == "1", rows
+    exps = experiments(project)
+    mine = exps.get("as-written-lr-0.01")
+    assert mine and float(mine["lr"]) == 0.01 and mine["epochs"] == "1", exps
 
     screen = in_terminal(["dvc", "exp", "show"], project, columns=120)
     header = next(line for line in screen if "Experiment" in line)

@@ -4,37 +4,31 @@ experiments, `dvc exp show --csv` lists them with their params, `dvc queue remov
 four would, at half the suite's time: each queued run is a whole `dvc exp run` in a temp workspace.)"""
 import time
 
-from binsight.testing.project import dvc, experiments, run
-from binsight.testing.tuning import stages_run
+from binsight.testing.project import dvc, experiment_refs, experiments, stages_run
 
 QUEUE_TIMEOUT = 300
 
 
-def experiment_refs(project):
-    """Names of the finished experiments: DVC keeps each as a git ref under refs/exps (a git call, milliseconds)."""
-    refs = run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], project).stdout.split()
-    return {ref.rsplit("/", 1)[1] for ref in refs}
+def idle(status):
+    return not any(word in status for word in ("Queued", "Running"))
 
 
 def wait_for_queue(project, names, timeout=QUEUE_TIMEOUT):
-    """Wait until the queue has run `names`; return the last `dvc queue status`. Each `dvc` call is a
-    whole process, seconds of the CPU that the queued runs need: so the wait watches git refs every
-    second and asks `dvc queue status` only every 20 s (a failed run makes no ref) and at the end."""
+    """Wait until the queue has run `names` and is idle; return the last `dvc queue status`. Each
+    `dvc` call is a whole process, seconds of the CPU that the queued runs need: so the wait watches
+    git refs every second, and asks `dvc queue status` every 20 s (a failed run makes no ref) or, once
+    every ref is there, every second until its task has ended."""
     deadline = time.monotonic() + timeout
     next_status = time.monotonic() + 20
-    while not set(names) <= experiment_refs(project):
-        if time.monotonic() > next_status:
+    while True:
+        made = set(names) <= experiment_refs(project)
+        if made or time.monotonic() > next_status:
             status = dvc(project, "queue", "status").stdout
-            if not any(word in status for word in ("Queued", "Running")):
+            if idle(status):
                 return status
             next_status = time.monotonic() + 20
         if time.monotonic() > deadline:
             raise AssertionError(f"queue not done after {timeout}s:\n{dvc(project, 'queue', 'status').stdout}")
-        time.sleep(1)
-    while True:  # the last run made its ref; its task ends a moment later
-        status = dvc(project, "queue", "status").stdout
-        if not any(word in status for word in ("Queued", "Running")) or time.monotonic() > deadline:
-            return status
         time.sleep(1)
 
 

@@ -4,7 +4,6 @@ a real headless Chromium."""
 import base64
 import io
 import json
-import shutil
 import sys
 from html.parser import HTMLParser
 
@@ -15,7 +14,7 @@ from binsight.errors import DataError
 from binsight.report import confusion_counts, table_rows
 from binsight.testing import browser
 from binsight.testing.bucket import REAL_SAMPLE
-from binsight.testing.project import make_project, repo_pythonpath, run, set_params
+from binsight.testing.project import clone, make_project, repo_pythonpath, run, set_params
 
 SECTION_IDS = ["summary", "exploration", "training", "confusion", "misclassified"]
 MISSING = "not available yet: run dvc repro"
@@ -116,7 +115,7 @@ def explored(tmp_path_factory, abid_bucket):
 def full(explored, tmp_path_factory):
     """The same project with train/evaluate outputs, and its report."""
     project = tmp_path_factory.mktemp("full") / "proj"
-    shutil.copytree(explored, project, symlinks=True)
+    clone(explored, project)
     fabricate_training(project)
     build(project)
     return project, (project / "reports/index.html").read_text()

@@ -14,7 +14,7 @@ from binsight.errors import ConfigError, DataError
 from binsight.model import RESNET_LAYOUTS, build_model, load_model, model_from_params, resolve_weights, save_model
 from binsight.params import SCALABLE_ARCHS, TOP_LEVEL_TRAIN, check_model, check_train
 from binsight.testing.dataset import SMALL_MODEL, SMALL_TRAIN, write_dataset
-from binsight.testing.project import REPO, git_commit, kill_when_written, make_project, run, set_params
+from binsight.testing.project import REPO, experiment_refs, git_commit, kill_when_written, make_project, run, set_params
 
 
 @pytest.fixture
@@ -206,7 +206,7 @@ def test_a_killed_and_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path)
     # a finished run is not resumed again: a forced rerun starts fresh
     assert "starting fresh (checkpoint is from a finished run)" in train(proj, check=True).stdout
     # run by hand, the stage records no experiment (`dvc exp run` does): no ref under refs/exps
-    assert run(["git", "for-each-ref", "refs/exps"], proj).stdout == ""
+    assert experiment_refs(proj) == set()
 
 
 def test_curves_cut_by_a_kill_mid_epoch_are_trimmed_to_the_last_whole_epoch(tmp_path):

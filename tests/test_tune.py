@@ -3,7 +3,6 @@ import csv
 import hashlib
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from binsight.errors import ConfigError
 from binsight.params import load_params
 from binsight.tune import check_tune, cli_value, lookup
 from binsight.testing.bucket import admin_client
-from binsight.testing.project import dvc, env, experiments, git_commit, run, set_params
+from binsight.testing.project import clone, dvc, env, experiments, git_commit, run, set_params
 
 CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
@@ -84,7 +83,7 @@ def small_space(project, epochs=3, **tune_section):
 
 def machine(frozen_project, path, origin, s3_url):
     """A clone of the frozen project with the small search space, the S3 DVC remote and the git remote."""
-    project = shutil.copytree(frozen_project, path, symlinks=True)
+    project = clone(frozen_project, path)
     small_space(project, pruner="none")  # every trial runs to the end (still reporting each epoch)
     dvc(project, "remote", "add", "-d", "store", "s3://binsight-exps/store")
     dvc(project, "remote", "modify", "store", "endpointurl", s3_url)
@@ -104,7 +103,7 @@ def test_two_workers_then_a_second_machine_share_one_study_and_the_best_is_appli
     admin_client(s3_server.url).create_bucket(Bucket="binsight-exps")
     a = machine(frozen_project, tmp_path / "a", origin, s3_server.url)
     run(["git", "push", "-q", "origin", "main"], a)
-    b = shutil.copytree(a, tmp_path / "b", symlinks=True)  # the same commit and data on machine B
+    b = clone(a, tmp_path / "b")  # the same commit and data on machine B
     db = f"sqlite:///{tmp_path / 'shared.db'}"
 
     before = workspace_state(a)

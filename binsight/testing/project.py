@@ -106,6 +106,24 @@ def experiments(project):
     return {r["Experiment"]: r for r in rows if r["Experiment"]}
 
 
+def experiment_refs(project):
+    """Names of the finished experiments: DVC keeps each as a git ref under refs/exps (a git call,
+    milliseconds, where `dvc exp show` takes seconds)."""
+    refs = run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], project).stdout.split()
+    return {ref.rsplit("/", 1)[1] for ref in refs}
+
+
+def stages_run(output):
+    """Names of the stages a `dvc repro` / `dvc exp run` log says it ran."""
+    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")]
+
+
+def clone(src, dst):
+    """A copy of a built project (links kept as links), to change it."""
+    shutil.copytree(src, dst, symlinks=True)
+    return dst
+
+
 def git_commit(project, message):
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-q", "-m", message, "--allow-empty"], project)
