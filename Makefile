@@ -36,8 +36,8 @@ browser:
 	      apt-get install -y -qq --no-install-recommends chromium >/dev/null; } \
 	  || echo "make: chromium could not be installed; the headless-browser test will skip" >&2; }
 
-# -n auto: one pytest worker per core (at most 8); tests that share a built project run on one worker
-# (tests/conftest.py; on 6 workers or more, one worker per module that uses it: binsight/testing/units.py).
+# -n auto: one pytest worker per core (at most 8). A project that many tests share is built once, by
+# the first worker that asks; the longest units start first (tests/conftest.py, binsight/testing/units.py).
 test: setup-dev browser
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n auto --maxprocesses 8 tests
 
