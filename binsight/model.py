@@ -105,7 +105,8 @@ def scaled_resnet(arch, width):
     For training from scratch: no pretrained weights fit it."""
     block, depths = RESNET_LAYOUTS[arch]
     base = max(8, round(64 * width))
-    net = torchvision.models.ResNet(block, list(depths))
+    with torch.device("meta"):  # every layer with weights is replaced below: never allocate the full width
+        net = torchvision.models.ResNet(block, list(depths))
     net.conv1, net.bn1 = nn.Conv2d(3, base, kernel_size=7, stride=2, padding=3, bias=False), nn.BatchNorm2d(base)
     inplanes = base
     for i, depth in enumerate(depths):

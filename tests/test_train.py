@@ -140,6 +140,9 @@ def test_a_narrower_resnet_keeps_its_width_through_the_model_file(tmp_path):
     assert set(SCALABLE_ARCHS) == set(RESNET_LAYOUTS)  # what params accepts is what model can build
     assert model.feature_dim == 256 and model.backbone.conv1.out_channels == 32
     assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in full.parameters()) / 3
+    assert {t.device.type for t in model.state_dict().values()} == {"cpu"}  # none left on the meta device
+    conv = model.backbone.layer4[1].conv2.weight  # torchvision's init: kaiming normal, fan_out
+    assert conv.std().item() == pytest.approx((2 / (conv.shape[0] * 9)) ** 0.5, rel=0.05)
     save_model(tmp_path / "model.pt", model, [1, 2, 3, 4, 5], params, 64)
     loaded, _ = load_model(tmp_path / "model.pt")
     x = torch.rand(2, 3, 64, 64)
