@@ -27,14 +27,14 @@ def require_model_file(path):
         raise DataError(f"{path} not found: train a model first (`dvc repro train`)")
 
 
-DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d+)?|mps(:0)?")
 
 
 def check_device_name(name):
-    """Stop on a --device that is none of auto, cpu, cuda, cuda:N, mps (torch-free, like the check above;
+    """Stop on a --device that is none of auto, cpu, cuda, cuda:N, mps, mps:0 (torch-free, like the check above;
     whether that device is present here is for binsight.inference.resolve_device)."""
     if name is not None and not DEVICE_NAME.fullmatch(name):
-        raise ConfigError(f"--device {name!r} is not a device: expected auto, cpu, cuda, cuda:N or mps")
+        raise ConfigError(f"--device {name!r} is not a device: expected auto, cpu, cuda, cuda:N, mps or mps:0")
 
 
 def one_line_errors(main):

@@ -107,11 +107,18 @@ def test_bad_model_files_and_devices_are_one_line_errors(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a model")
     with pytest.raises(DataError, match="not a binsight model file"):
         Predictor(tmp_path / "junk.pt")
-    with pytest.raises(ConfigError, match="expected auto, cpu"):
-        resolve_device("gpu")
+    for name in ("gpu", "mps:1"):  # torch has one MPS device
+        with pytest.raises(ConfigError, match="expected auto, cpu"):
+            resolve_device(name)
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA GPU"):
             resolve_device("cuda")
+    for name in ("mps", "mps:0"):  # torch's names for Apple's GPU: a device name, present or not
+        if torch.backends.mps.is_available():
+            assert resolve_device(name).type == "mps"
+        else:
+            with pytest.raises(ConfigError, match=f"--device {name}: MPS is not available"):
+                resolve_device(name)
 
 
 def test_queue_batches_concurrent_requests_and_keeps_answers_apart(predictor, bins):
