@@ -24,3 +24,20 @@ def test_every_benchmark_imports_and_explains_itself():
     assert proc.returncode == 0, proc.stderr[-3000:]
     for path in SCRIPTS:
         assert f"ok {path}" in proc.stdout
+
+
+def test_scratch_map_runs_each_row_with_its_seeds_and_averages_the_seeds():
+    from bench.scratch_map import BASE, GRIDS, grid_jobs, summarize
+    jobs = grid_jobs(["compute", "data"])
+    assert len(jobs) == sum(seeds for name in ("compute", "data") for _, _, seeds in GRIDS[name])
+    base = [j for j in jobs if j["row"] == GRIDS["compute"][0][0]]
+    assert jobs[:len(base)] == base and {**BASE, "seed": 0, "row": base[0]["row"]} == base[0]  # the baseline first
+    assert {j["seed"] for j in base} == set(range(GRIDS["compute"][0][2]))
+    for j in (j for j in jobs if "photos" in j["row"]):  # about the steps of 8 epochs on the 1,982 photos
+        assert abs(j["n_train"] // 32 * j["epochs"] / (1982 // 32 * 8) - 1) < 0.03
+    results = [{"row": "a", "val": 0.3, "test": 0.2, "train_s": 10}, {"row": "a", "val": 0.5, "test": 0.4, "train_s": 20},
+               {"row": "b", "val": 0.1, "test": 0.1, "train_s": 5}]
+    (a, n, val, test, both, se, train_s), b = summarize(results)
+    assert (a, n, train_s) == ("a", 2, 15) and abs(val - 0.4) < 1e-9 and abs(test - 0.3) < 1e-9
+    assert abs(both - 0.35) < 1e-9 and abs(se - 0.1) < 1e-9  # means 0.25 and 0.45: stdev 0.141, over sqrt(2)
+    assert b[:2] == ("b", 1)
