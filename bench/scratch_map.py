@@ -18,6 +18,7 @@ import argparse
 import collections
 import csv
 import json
+import multiprocessing
 import statistics
 import sys
 import time
@@ -197,8 +198,7 @@ def main():
     todo = [job for job in grid_jobs(names) if (job["row"], job["seed"]) not in finished]
     print(f"{len(todo)} runs to go ({len(done)} already in {out}) on {args.device}, {args.workers} side by side",
           flush=True)
-    import multiprocessing as mp
-    ctx = mp.get_context("spawn")
+    ctx = multiprocessing.get_context("spawn")  # CUDA in each worker needs spawned processes
     jobs, lock = ctx.Queue(), ctx.Lock()
     for job in todo + [None] * args.workers:
         jobs.put(job)
