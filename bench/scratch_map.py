@@ -16,7 +16,6 @@ up to 10 % of the side, edge pixels repeated.
 """
 import argparse
 import collections
-import csv
 import json
 import multiprocessing
 import statistics
@@ -29,6 +28,11 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from binsight.model import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from binsight.tables import read_split  # noqa: E402
 
 STRONG = {"aug": "strong", "scale": 0.75, "shift": 0.1}
 BASE = {"size": 96, "epochs": 8}
@@ -84,11 +88,11 @@ def summarize(results):
 def load_split(split_dir, images, size, device):
     out = {}
     for name in ("train", "val", "test"):
-        rows = list(csv.DictReader(open(Path(split_dir) / f"{name}.csv")))
-        pixels = np.stack([np.asarray(Image.open(Path(images) / f"{r['id']}.jpg").convert("RGB")
-                                      .resize((size, size), Image.BILINEAR)) for r in rows])
+        rows = read_split(split_dir, name, images)
+        pixels = np.stack([np.asarray(Image.open(Path(images) / f"{bin_id}.jpg").convert("RGB")
+                                      .resize((size, size), Image.BILINEAR)) for bin_id, _ in rows])
         out[name] = (torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous().to(device),
-                     torch.tensor([int(r["label"]) - 1 for r in rows], device=device))
+                     torch.tensor([label - 1 for _, label in rows], device=device))
     return out
 
 
@@ -122,8 +126,8 @@ def run(job, data):
     tx, ty = data["train"]
     if job.get("n_train"):
         tx, ty = tx[:job["n_train"]], ty[:job["n_train"]]
-    mean = torch.tensor([0.485, 0.456, 0.406], device=dev).view(1, 3, 1, 1) * 255
-    std = torch.tensor([0.229, 0.224, 0.225], device=dev).view(1, 3, 1, 1) * 255
+    mean = torch.tensor(IMAGENET_MEAN, device=dev).view(1, 3, 1, 1) * 255
+    std = torch.tensor(IMAGENET_STD, device=dev).view(1, 3, 1, 1) * 255
 
     def norm(x):
         return ((x.float() - mean) / std).contiguous(memory_format=torch.channels_last)
