@@ -104,7 +104,8 @@ class Downloader:
                     raise ConfigError(f"bucket {self.bucket!r}: {code}; check fetch.bucket and fetch.endpoint_url") from None
                 raise
             except EndpointConnectionError as exc:
-                raise BinsightError(f"cannot reach S3 ({exc}); offline? check fetch.endpoint_url") from None
+                raise BinsightError(f"cannot reach S3 ({exc}); offline? check fetch.endpoint_url, or fetch from a "
+                                    "local copy of the bucket: -S fetch.local_dir=/path/to/copy") from None
             except STREAM_ERRORS:
                 if attempt == self.attempts - 1:
                     raise

@@ -160,6 +160,20 @@ def test_offline_file_list_url_fails_with_one_line(tmp_path, abid_bucket):
     assert proc.stderr.strip().count("\n") == 0 and "set fetch.file_list to its path" in proc.stderr
 
 
+def test_unreachable_s3_fails_with_one_line_naming_both_fixes(tmp_path, abid_bucket):
+    """Offline (a closed port on loopback): one line that says where to look and that a local copy of
+    the bucket is the other way (README: A local copy of the bucket); no manifest is written."""
+    b = abid_bucket
+    # one attempt: botocore's backoff over fetch.retries' default 5 would only make the test wait
+    project = new_project(tmp_path, b, "http://127.0.0.1:9", [dict(sorted(b.clean.items())[:3])], retries=1)
+    proc = run([sys.executable, "-m", "stages.fetch", "--no-progress"], project, check=False)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot reach S3"), proc.stderr
+    assert "fetch.endpoint_url" in lines[0] and "-S fetch.local_dir=" in lines[0], proc.stderr
+    assert not (project / "data/raw/manifest.csv").exists()
+
+
 def test_too_many_bad_bins_fail_the_stage_but_keep_the_report(tmp_path, abid_bucket):
     b = abid_bucket
     project = new_project(tmp_path, b, b.url, [dict(sorted(b.clean.items())[:10]), b.faults], max_bad_fraction=0.01)
