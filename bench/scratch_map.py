@@ -31,6 +31,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from binsight.images import load_rgb  # noqa: E402
 from binsight.model import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from binsight.tables import read_split  # noqa: E402
 
@@ -89,8 +90,8 @@ def load_split(split_dir, images, size, device):
     out = {}
     for name in ("train", "val", "test"):
         rows = read_split(split_dir, name, images)
-        pixels = np.stack([np.asarray(Image.open(Path(images) / f"{bin_id}.jpg").convert("RGB")
-                                      .resize((size, size), Image.BILINEAR)) for bin_id, _ in rows])
+        pixels = np.stack([np.asarray(load_rgb(Path(images) / f"{bin_id}.jpg").resize((size, size), Image.BILINEAR))
+                           for bin_id, _ in rows])
         out[name] = (torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous().to(device),
                      torch.tensor([label - 1 for _, label in rows], device=device))
     return out
