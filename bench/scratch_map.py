@@ -9,6 +9,10 @@ the same grid with the most seeds: compare every row with it, not with figures f
 Each finished run is appended to --out as one JSON line (a rerun skips the runs already there), and
 the table printed at the end averages the seeds.
 
+The "ideas" grid tries what costs nothing at the CPU budget: extra training targets read from each bin's
+metadata (how many products it lists, log total volume, log total weight; never an input), SGD instead of
+AdamW, a centre crop, and averaging two models.
+
 Augmentations ("strong"): flips, transposes, zoom crops keeping 75-100 % of the side and shifts of
 up to 10 % of the side, edge pixels repeated.
 
@@ -31,6 +35,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from binsight.abid import parse_metadata  # noqa: E402
 from binsight.images import load_rgb  # noqa: E402
 from binsight.model import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from binsight.tables import read_split  # noqa: E402
@@ -62,12 +67,24 @@ GRIDS = {
         ("first 500 training photos, 32 epochs", {"n_train": 500, "epochs": 32}, 3),
         ("first 1,000 training photos, 16 epochs", {"n_train": 1000, "epochs": 16}, 3),
     ],
+    "ideas": [  # cheap at the CPU budget: extra targets from the metadata, another optimizer, a crop
+        ("base recipe (96 px, 8 epochs)", {}, 6),
+        ("aux targets x0.5", {"aux": 0.5}, 6),
+        ("aux targets x1", {"aux": 1.0}, 6),
+        ("aux: product count only, x1", {"aux": 1.0, "aux_only_sku": True}, 3),
+        ("aux targets x1, 16 epochs", {"aux": 1.0, "epochs": 16}, 3),
+        ("aux targets x1, strong aug, 32 epochs", {**STRONG, "aux": 1.0, "epochs": 32}, 2),
+        ("SGD nesterov 0.05, wd 5e-4", {"opt": "sgd"}, 3),
+        ("centre 80 % crop", {"crop": 0.8}, 3),
+        ("2 models x 4 epochs, averaged", {"models": 2, "epochs": 4}, 3),
+        ("2 models x 8 epochs, averaged", {"models": 2}, 3),
+    ],
 }
 
 
 def grid_jobs(names):
     """Every (row, seed) of the named grids as a job dict, the base recipe's seeds first."""
-    rows = [row for name in names for row in GRIDS[name]]
+    rows = list({row[0]: row for name in names for row in GRIDS[name]}.values())  # a row in two grids runs once
     return [{"row": row, **BASE, **change, "seed": seed} for row, change, seeds in rows for seed in range(seeds)]
 
 
@@ -86,14 +103,34 @@ def summarize(results):
     return table
 
 
-def load_split(split_dir, images, size, device):
+def aux_targets(meta):
+    """Training-only targets from a bin's metadata: (products listed, 1-5 -> 0-4; log total volume in in^3;
+    log total weight in lb), NaN where a measurement is missing. Never an input: the count is in there too."""
+    volumes = [i.quantity * i.length_in * i.width_in * i.height_in for i in meta.items
+               if None not in (i.length_in, i.width_in, i.height_in)]
+    weights = [i.quantity * i.weight_lb for i in meta.items if i.weight_lb is not None]
+    complete = len(volumes) == len(meta.items) and sum(volumes) > 0
+    return (min(max(len(meta.items), 1), 5) - 1,
+            float(np.log(sum(volumes))) if complete else float("nan"),
+            float(np.log(sum(weights))) if len(weights) == len(meta.items) and sum(weights) > 0 else float("nan"))
+
+
+def load_split(split_dir, images, metadata, size, crop, device):
     out = {}
     for name in ("train", "val", "test"):
         rows = read_split(split_dir, name, images)
-        pixels = np.stack([np.asarray(load_rgb(Path(images) / f"{bin_id}.jpg").resize((size, size), Image.BILINEAR))
-                           for bin_id, _ in rows])
-        out[name] = (torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous().to(device),
-                     torch.tensor([label - 1 for _, label in rows], device=device))
+        pixels = []
+        for bin_id, _ in rows:
+            image = load_rgb(Path(images) / f"{bin_id}.jpg")
+            if crop < 1:  # the centre of the photo, crop x crop of each side
+                w, h = image.size
+                image = image.crop((round(w * (1 - crop) / 2), round(h * (1 - crop) / 2),
+                                    round(w * (1 + crop) / 2), round(h * (1 + crop) / 2)))
+            pixels.append(np.asarray(image.resize((size, size), Image.BILINEAR)))
+        aux = [aux_targets(parse_metadata((Path(metadata) / f"{bin_id}.json").read_bytes())) for bin_id, _ in rows]
+        out[name] = (torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).contiguous().to(device),
+                     torch.tensor([label - 1 for _, label in rows], device=device),
+                     torch.tensor(aux, dtype=torch.float32, device=device))
     return out
 
 
@@ -120,24 +157,26 @@ def augment(x, job):
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def run(job, data):
+def train_one(job, data, seed):
+    """One model trained by the job's recipe; returns (model, the last batch's loss, train seconds)."""
     dev = data["train"][0].device
-    torch.manual_seed(job["seed"])
-    rng = np.random.default_rng(job["seed"])
-    tx, ty = data["train"]
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    tx, ty, taux = data["train"]
     if job.get("n_train"):
-        tx, ty = tx[:job["n_train"]], ty[:job["n_train"]]
-    mean = torch.tensor(IMAGENET_MEAN, device=dev).view(1, 3, 1, 1) * 255
-    std = torch.tensor(IMAGENET_STD, device=dev).view(1, 3, 1, 1) * 255
-
-    def norm(x):
-        return ((x.float() - mean) / std).contiguous(memory_format=torch.channels_last)
-    model = torchvision.models.get_model(job.get("arch", "resnet18"), num_classes=5)
+        tx, ty, taux = tx[:job["n_train"]], ty[:job["n_train"]], taux[:job["n_train"]]
+    known = taux[:, 1:][~taux[:, 1:].isnan().any(1)]  # bins with both measurements: standardize the regressions
+    aux_mean, aux_std = known.mean(0), known.std(0)
+    aux = job.get("aux", 0.0)
+    model = torchvision.models.get_model(job.get("arch", "resnet18"), num_classes=5 + (7 if aux else 0))
     model = model.to(dev, memory_format=torch.channels_last)
     bs, epochs = 32, job["epochs"]
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3, total_steps=epochs * (len(tx) // bs),
-                                                pct_start=1 / epochs)
+    if job.get("opt") == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    else:
+        opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, opt.param_groups[0]["lr"], total_steps=epochs * (len(tx) // bs),
+                                                pct_start=min(1 / epochs, 0.3))  # 1 epoch: no zero-length anneal
     autocast = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
     start = time.time()
     for _ in range(epochs):
@@ -152,23 +191,50 @@ def run(job, data):
                     logits = model(lam * x + (1 - lam) * x[other]).float()
                     loss = lam * F.cross_entropy(logits, y) + (1 - lam) * F.cross_entropy(logits, y[other])
                 else:
-                    loss = F.cross_entropy(model(x).float(), y)
+                    out = model(x).float()
+                    loss = F.cross_entropy(out[:, :5], y)
+                    if aux:
+                        a = taux[idx]
+                        extra = F.cross_entropy(out[:, 5:10], a[:, 0].long())
+                        if not job.get("aux_only_sku"):
+                            target = (a[:, 1:] - aux_mean) / aux_std
+                            known = ~target.isnan()
+                            extra = extra + 0.5 * F.mse_loss(out[:, 10:][known], target[known])
+                        loss = loss + aux * extra
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
-    train_s = time.time() - start
-    model.eval()
-    scores = {}
-    with torch.no_grad(), torch.autocast(**autocast):
-        for split in ("val", "test"):
-            x, y = data[split]
-            probs = []
-            for i in range(0, len(x), 256):
-                b = norm(x[i:i + 256])
-                probs.append(sum(model(v).float().softmax(1) for v in (b, b.flip(3), b.flip(2), b.flip(2).flip(3))))
-            scores[split] = (torch.cat(probs).argmax(1) == y).float().mean().item()
-    return {**job, **scores, "train_s": round(train_s, 1), "final_loss": round(loss.item(), 3)}
+    return model, loss.item(), time.time() - start
+
+
+def norm(x):
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1) * 255
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1) * 255
+    return ((x.float() - mean) / std).contiguous(memory_format=torch.channels_last)
+
+
+def run(job, data):
+    """Train job["models"] models (default 1) and score their averaged 4-flip TTA probabilities."""
+    dev = data["train"][0].device
+    autocast = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
+    probs = {"val": 0, "test": 0}
+    train_s = 0.0
+    for k in range(job.get("models", 1)):
+        model, last_loss, seconds = train_one(job, data, seed=job["seed"] + 1000 * k)
+        train_s += seconds
+        model.eval()
+        with torch.no_grad(), torch.autocast(**autocast):
+            for split in probs:
+                x = data[split][0]
+                views = []
+                for i in range(0, len(x), 256):
+                    b = norm(x[i:i + 256])
+                    views.append(sum(model(v)[:, :5].float().softmax(1)
+                                     for v in (b, b.flip(3), b.flip(2), b.flip(2).flip(3))))
+                probs[split] = probs[split] + torch.cat(views)
+    scores = {split: (p.argmax(1) == data[split][1]).float().mean().item() for split, p in probs.items()}
+    return {**job, **scores, "train_s": round(train_s, 1), "final_loss": round(last_loss, 3)}
 
 
 def worker(args, jobs, lock):
@@ -177,9 +243,10 @@ def worker(args, jobs, lock):
     device = torch.device(args.device)
     data = {}
     for job in iter(jobs.get, None):
-        if job["size"] not in data:
-            data[job["size"]] = load_split(args.split, args.images, job["size"], device)
-        result = run(job, data[job["size"]])
+        key = (job["size"], job.get("crop", 1.0))
+        if key not in data:
+            data[key] = load_split(args.split, args.images, args.metadata, *key, device)
+        result = run(job, data[key])
         with lock, open(args.out, "a") as f:
             f.write(json.dumps(result) + "\n")
         print(f"{result['row']} seed {result['seed']}: val {result['val']:.3f} test {result['test']:.3f} "
@@ -190,6 +257,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--split", default="data/split", help="folder with train.csv, val.csv, test.csv")
     ap.add_argument("--images", default="data/raw/images", help="folder with <id>.jpg")
+    ap.add_argument("--metadata", default="data/raw/metadata", help="folder with <id>.json (the aux targets)")
     ap.add_argument("--grid", nargs="+", default=["all"], choices=["all", *GRIDS], help="which rows to run")
     ap.add_argument("--workers", type=int, default=1, help="runs side by side (one process each)")
     ap.add_argument("--threads", type=int, default=2, help="CPU threads per worker")
