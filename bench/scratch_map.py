@@ -68,9 +68,9 @@ GRIDS = {
         ("first 1,000 training photos, 16 epochs", {"n_train": 1000, "epochs": 16}, 3),
     ],
     "ideas": [  # cheap at the CPU budget: extra targets from the metadata, another optimizer, a crop
-        ("base recipe (96 px, 8 epochs)", {}, 6),
-        ("aux targets x0.5", {"aux": 0.5}, 6),
-        ("aux targets x1", {"aux": 1.0}, 6),
+        ("base recipe (96 px, 8 epochs)", {}, 8),
+        ("aux targets x0.5", {"aux": 0.5}, 8),
+        ("aux targets x1", {"aux": 1.0}, 8),
         ("aux: product count only, x1", {"aux": 1.0, "aux_only_sku": True}, 3),
         ("aux targets x1, 16 epochs", {"aux": 1.0, "epochs": 16}, 3),
         ("aux targets x1, strong aug, 32 epochs", {**STRONG, "aux": 1.0, "epochs": 32}, 2),
