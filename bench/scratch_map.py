@@ -71,13 +71,22 @@ GRIDS = {
         ("base recipe (96 px, 8 epochs)", {}, 8),
         ("aux targets x0.5", {"aux": 0.5}, 8),
         ("aux targets x1", {"aux": 1.0}, 8),
-        ("aux: product count only, x1", {"aux": 1.0, "aux_only_sku": True}, 3),
+        ("aux: product count only, x1", {"aux": 1.0, "aux_parts": "sku"}, 3),
         ("aux targets x1, 16 epochs", {"aux": 1.0, "epochs": 16}, 3),
         ("aux targets x1, strong aug, 32 epochs", {**STRONG, "aux": 1.0, "epochs": 32}, 2),
         ("SGD nesterov 0.05, wd 5e-4", {"opt": "sgd"}, 3),
         ("centre 80 % crop", {"crop": 0.8}, 3),
         ("2 models x 4 epochs, averaged", {"models": 2, "epochs": 4}, 3),
         ("2 models x 8 epochs, averaged", {"models": 2}, 3),
+    ],
+    "aux": [  # how much weight on the metadata targets, and which of them
+        ("base recipe (96 px, 8 epochs)", {}, 8),
+        ("aux targets x1", {"aux": 1.0}, 8),
+        ("aux targets x2", {"aux": 2.0}, 6),
+        ("aux targets x4", {"aux": 4.0}, 4),
+        ("aux: volume and weight only, x1", {"aux": 1.0, "aux_parts": "measures"}, 4),
+        ("12 epochs", {"epochs": 12}, 4),
+        ("aux targets x1, 12 epochs", {"aux": 1.0, "epochs": 12}, 4),
     ],
 }
 
@@ -195,8 +204,9 @@ def train_one(job, data, seed):
                     loss = F.cross_entropy(out[:, :5], y)
                     if aux:
                         a = taux[idx]
-                        extra = F.cross_entropy(out[:, 5:10], a[:, 0].long())
-                        if not job.get("aux_only_sku"):
+                        parts = job.get("aux_parts", "all")  # all | sku (products listed) | measures
+                        extra = F.cross_entropy(out[:, 5:10], a[:, 0].long()) if parts != "measures" else 0.0
+                        if parts != "sku":
                             target = (a[:, 1:] - aux_mean) / aux_std
                             known = ~target.isnan()
                             extra = extra + 0.5 * F.mse_loss(out[:, 10:][known], target[known])
