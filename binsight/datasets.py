@@ -1,4 +1,4 @@
-"""Datasets and loaders: split CSV rows -> (image tensor, class index).
+"""Datasets and loaders: split CSV rows -> (image tensor, class index[, aux targets]).
 
 Every image goes through the same steps, in training, evaluate, predict and serve:
     decode (binsight.images.load_rgb, optionally JPEG draft) -> resize to a square (bilinear)
@@ -65,10 +65,11 @@ def train_transform(image_size, augment):
 
 
 class BinImages(Dataset):
-    """Images named by a split CSV, decoded on every access. `classes` maps counts to class indices."""
+    """Images named by a split CSV, decoded on every access. `classes` maps counts to class indices.
+    With `aux` (a tensor [n, 3], binsight.aux_targets) an item is (image, class index, its aux row)."""
 
-    def __init__(self, rows, images_dir, classes, transform, image_size, jpeg_draft=True):
-        self.rows, self.images_dir, self.transform = rows, Path(images_dir), transform
+    def __init__(self, rows, images_dir, classes, transform, image_size, jpeg_draft=True, aux=None):
+        self.rows, self.images_dir, self.transform, self.aux = rows, Path(images_dir), transform, aux
         self.draft_size = image_size if jpeg_draft else None
         self.index = {c: i for i, c in enumerate(classes)}
 
@@ -78,16 +79,19 @@ class BinImages(Dataset):
     def __getitem__(self, i):
         bin_id, label = self.rows[i]
         img = load_rgb(self.images_dir / f"{bin_id}.jpg", self.draft_size)
+        if self.aux is not None:
+            return self.transform(img), self.index[label], self.aux[i]
         return self.transform(img), self.index[label]
 
 
 class InMemoryImages(Dataset):
     """The same images decoded and resized once, held as one uint8 tensor [n, 3, s, s]
     (3 * s * s bytes an image: 38 KB at 112 px, 150 KB at 224 px). An item is normalised like
-    BinImages' with the eval transform; InMemoryBatches serves whole augmented batches."""
+    BinImages' with the eval transform; InMemoryBatches serves whole augmented batches (with the
+    rows of `aux`, when given, as a third element)."""
 
-    def __init__(self, rows, images_dir, classes, image_size, jpeg_draft=True, threads=None):
-        self.rows = rows
+    def __init__(self, rows, images_dir, classes, image_size, jpeg_draft=True, threads=None, aux=None):
+        self.rows, self.aux = rows, aux
         self.index = {c: i for i, c in enumerate(classes)}
         to_tensor = resize_to_tensor(image_size)
         draft = image_size if jpeg_draft else None
@@ -141,7 +145,9 @@ class InMemoryBatches:
     def __iter__(self):
         order = torch.tensor(list(self.sampler), dtype=torch.long)
         for idx in order.split(self.batch_size):
-            yield self.normalize(augment_batch(self.images.pixels[idx], self.augment)), self.images.targets[idx]
+            x = self.normalize(augment_batch(self.images.pixels[idx], self.augment))
+            yield (x, self.images.targets[idx]) if self.images.aux is None else \
+                (x, self.images.targets[idx], self.images.aux[idx])
 
     def __len__(self):
         return -(-len(self.sampler) // self.batch_size)

@@ -91,7 +91,8 @@ def train_one_epoch(model, loader, optimizer, criterion, device, dtype=None, sca
                     world=None, profiler=None, decode=softmax, hooks=None, progress=None):
     """One pass over `loader`. With a `world` of several processes, the returned loss, accuracy and
     image count are over all of them (`model` is then the DDP wrapper). `decode` turns the model's
-    outputs into class probabilities (binsight.losses.decode) for the train accuracy."""
+    outputs into class probabilities (binsight.losses.decode) for the train accuracy. A batch of
+    three (images, targets, aux targets) passes the third to `criterion` (binsight.aux_targets)."""
     model.train()
     hooks = hooks or StepHooks()
     sums = torch.zeros(3, device=device, dtype=torch.float64)  # loss * n, correct, n
@@ -99,12 +100,13 @@ def train_one_epoch(model, loader, optimizer, criterion, device, dtype=None, sca
     start = tick = time.perf_counter()
     join = world.join(model) if world is not None else contextlib.nullcontext()
     with join:
-        for x, y in loader:
+        for x, y, *aux in loader:
             data_wait += time.perf_counter() - tick
             x, y = _to_device(x, y, device, channels_last)
+            aux = [a.to(device, non_blocking=True) for a in aux]
             with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                 outputs = model(x)
-                loss = criterion(outputs, y)
+                loss = criterion(outputs, y, *aux)
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()

@@ -24,7 +24,8 @@ RESIZE = "bilinear, to a square (aspect ratio not kept: nothing is cropped away)
 
 
 class BinCounter(nn.Module):
-    def __init__(self, backbone, feature_dim, num_classes, hidden=(), dropout=0.0, freeze_backbone=False):
+    def __init__(self, backbone, feature_dim, num_classes, hidden=(), dropout=0.0, freeze_backbone=False,
+                 aux_outputs=0):
         super().__init__()
         self.backbone = backbone
         self.feature_dim = feature_dim
@@ -37,11 +38,16 @@ class BinCounter(nn.Module):
             layers.append(nn.Dropout(dropout))
         layers.append(nn.Linear(width, num_classes))
         self.head = nn.Sequential(*layers)
+        # Training only (train.aux_weight): a second head for the metadata targets (binsight.aux_targets),
+        # its outputs after the head's. save_model leaves it out.
+        self.aux = nn.Linear(feature_dim, aux_outputs) if aux_outputs else None
         if freeze_backbone:
             self.backbone.requires_grad_(False)
 
     def forward(self, x):
-        return self.head(self.backbone(x))
+        features = self.backbone(x)
+        out = self.head(features)
+        return out if self.aux is None else torch.cat([out, self.aux(features)], 1)
 
     def train(self, mode=True):
         super().train(mode)
@@ -128,7 +134,7 @@ def scaled_resnet(arch, width):
 
 
 def build_model(arch, weights, num_classes, hidden=(), dropout=0.0, freeze_backbone=False, pretrained=True,
-                width=1.0):
+                width=1.0, aux_outputs=0):
     """A BinCounter with `num_classes` outputs. `pretrained=False` skips loading weights (for
     rebuilding a saved model). `width` != 1: a narrower or wider ResNet (scaled_resnet), from scratch."""
     resolved = resolve_weights(arch, weights)
@@ -142,14 +148,14 @@ def build_model(arch, weights, num_classes, hidden=(), dropout=0.0, freeze_backb
     if resolved is not None and pretrained:
         net.load_state_dict(pretrained_state_dict(resolved))
     feature_dim = _strip_classifier(net)
-    return BinCounter(net, feature_dim, num_classes, hidden, dropout, freeze_backbone)
+    return BinCounter(net, feature_dim, num_classes, hidden, dropout, freeze_backbone, aux_outputs)
 
 
-def model_from_params(model_params, num_classes, pretrained=True, loss="ce"):
+def model_from_params(model_params, num_classes, pretrained=True, loss="ce", aux_outputs=0):
     """The model for `num_classes` counts, its head as wide as `loss` needs (binsight.losses)."""
     return build_model(model_params["arch"], model_params["weights"], output_size(loss, num_classes),
                        model_params["head"]["hidden"], model_params["head"]["dropout"],
-                       model_params["freeze_backbone"], pretrained, model_params.get("width", 1.0))
+                       model_params["freeze_backbone"], pretrained, model_params.get("width", 1.0), aux_outputs)
 
 
 def preprocessing(image_size, jpeg_draft=True, tta="none"):
@@ -159,7 +165,8 @@ def preprocessing(image_size, jpeg_draft=True, tta="none"):
 
 
 def save_model(path, model, classes, model_params, image_size, extra=None, loss="ce", preprocess=None):
-    payload = {"format": MODEL_FORMAT, "state_dict": model.state_dict(), "classes": list(classes),
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("aux.")}  # training-only head
+    payload = {"format": MODEL_FORMAT, "state_dict": state, "classes": list(classes),
                "model": model_params, "image_size": image_size, "mean": IMAGENET_MEAN, "std": IMAGENET_STD,
                "loss": loss, "preprocess": preprocess or preprocessing(image_size), **(extra or {})}
     with atomic_path(path) as tmp:

@@ -182,7 +182,7 @@ def check_train(p):
     require(is_int(p.get("patience")) and p["patience"] >= 1, "train.patience", p.get("patience"), "an integer >= 1")
     p = {"momentum": 0.9, "step_size": 5, "gamma": 0.1, "jpeg_draft": True, "profile": False,
          "use_features": "auto", "loss": "ce", "neighbour_weight": 0.2, "balance": "none", "warmup_epochs": 0,
-         "ema": 0.0, "cache_images": False, "checkpoint_every": 1, **p}
+         "ema": 0.0, "aux_weight": 0.0, "cache_images": False, "checkpoint_every": 1, **p}
     p["augment"] = augment_mode(p["augment"])
     require(p["loss"] in LOSSES, "train.loss", p["loss"], "one of " + ", ".join(LOSSES))
     require(is_number(p["neighbour_weight"]) and 0 <= p["neighbour_weight"] < 1, "train.neighbour_weight",
@@ -194,6 +194,8 @@ def check_train(p):
             p["checkpoint_every"], "an integer >= 1 (epochs between resumable checkpoints)")
     require(is_number(p["ema"]) and 0 <= p["ema"] < 1, "train.ema", p["ema"],
             "0 (off) or the EMA decay per step, e.g. 0.999")
+    require(is_number(p["aux_weight"]) and p["aux_weight"] >= 0, "train.aux_weight", p["aux_weight"],
+            "0 (off) or the weight of the metadata targets in the loss, e.g. 1")
     for key in ("pin_memory", "channels_last", "resume", "jpeg_draft", "profile", "cache_images"):
         require(isinstance(p.get(key), bool), f"train.{key}", p.get(key), "true or false")
     require(p["use_features"] in ("auto", "never"), "train.use_features", p["use_features"], "auto or never")

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 class Paths:
     split: str = "data/split"
     images: str = "data/raw/images"
+    metadata: str = "data/raw/metadata"  # read when train.aux_weight > 0
     model: str = "models/model.pt"
     checkpoint: str = "models/checkpoint.pt"
     live: str = "dvclive/train"

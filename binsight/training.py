@@ -18,13 +18,14 @@ from dvclive import Live
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from binsight.aux_targets import AUX_OUTPUTS, AuxTargetLoss, read_aux_targets, standardizer
 from binsight.checkpoint import fingerprint, load_resumable, restore_rng, rng_state, save_checkpoint
 from binsight.datasets import BinImages, InMemoryBatches, InMemoryImages, eval_transform, make_loader, train_transform
 from binsight.distributed import BalancedShardSampler, ShardSampler
 from binsight.embeddings import FeatureBatches, cached_features
 from binsight.errors import BinsightError, ConfigError
 from binsight.files import atomic_write_text
-from binsight.losses import CountingLoss, class_weights, decode
+from binsight.losses import CountingLoss, class_weights, decode, output_size
 from binsight.loops import StepHooks, amp_dtype, evaluate_split, pick_device, seed_everything, train_one_epoch
 from binsight.model import model_from_params, preprocessing, save_model
 from binsight.profiling import StepProfiler
@@ -80,11 +81,12 @@ class RunState:
 
 def make_optimizer(model, train_params):
     lr = train_params["lr"]
+    head = [*model.head.parameters(), *(model.aux.parameters() if model.aux is not None else ())]
     if model.freeze_backbone:
-        groups = [{"params": model.head.parameters(), "lr": lr}]
+        groups = [{"params": head, "lr": lr}]
     else:
         groups = [{"params": model.backbone.parameters(), "lr": train_params["backbone_lr"] or lr},
-                  {"params": model.head.parameters(), "lr": lr}]
+                  {"params": head, "lr": lr}]
     if train_params["optimizer"] == "sgd":
         return torch.optim.SGD(groups, momentum=train_params["momentum"], weight_decay=train_params["weight_decay"])
     cls = torch.optim.AdamW if train_params["optimizer"] == "adamw" else torch.optim.Adam
@@ -121,9 +123,10 @@ def fit(paths, model_params, train_params, world):
     say = print if world.is_main else (lambda *a, **k: None)
     started = time.perf_counter()
     train_rows, val_rows, classes = load_data(paths)
-    parts = build_parts(model_params, train_params, train_rows, classes, world)
+    aux = read_aux_targets(train_rows, paths.metadata) if train_params["aux_weight"] else None
+    parts = build_parts(model_params, train_params, train_rows, classes, world, aux)
     loaders, trained, cached = make_loaders(paths, model_params, train_params, parts, world, train_rows, val_rows,
-                                            classes, say)
+                                            classes, say, aux)
     add_schedule_and_ema(parts, trained, train_params, len(loaders["train"]))
     run_id = fingerprint(model_params, train_params, [Path(paths.split) / "train.csv", Path(paths.split) / "val.csv"])
     progress = resume_or_start(paths, model_params, train_params, parts, trained, run_id, classes, world, say,
@@ -176,12 +179,19 @@ def load_data(paths):
     return train_rows, val_rows, sorted({label for _, label in train_rows + val_rows})
 
 
-def build_parts(model_params, train_params, train_rows, classes, world):
+def build_parts(model_params, train_params, train_rows, classes, world, aux=None):
+    """The model, optimizer, loss and precision of a run. With `aux` (the training rows' metadata targets,
+    binsight.aux_targets) the model has a second head for them and the loss adds their term."""
+    if aux is not None and model_params["freeze_backbone"]:
+        raise ConfigError("train.aux_weight > 0 needs model.freeze_backbone: false: the metadata targets teach "
+                          "the backbone, which a frozen one cannot learn (set train.aux_weight: 0)")
     seed_everything(train_params["seed"])  # the same initial weights on every rank
     device = process_device(world)
     channels_last = train_params["channels_last"] and device.type == "cuda"
     loss = train_params["loss"]
-    model = model_from_params(model_params, len(classes), loss=loss).to(device)
+    count_outputs = output_size(loss, len(classes))
+    model = model_from_params(model_params, len(classes), loss=loss,
+                              aux_outputs=AUX_OUTPUTS if aux is not None else 0).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, train_params)
@@ -190,11 +200,13 @@ def build_parts(model_params, train_params, train_rows, classes, world):
     weights = class_weights([index[label] for _, label in train_rows], len(classes)) \
         if train_params["balance"] == "weighted_loss" else None
     criterion = CountingLoss(loss, len(classes), weights, train_params["label_smoothing"],
-                             train_params["neighbour_weight"]).to(device)
+                             train_params["neighbour_weight"])
+    if aux is not None:
+        criterion = AuxTargetLoss(criterion, count_outputs, train_params["aux_weight"], *standardizer(aux))
     return Parts(model=model, optimizer=optimizer, scheduler=None,
                  scaler=torch.amp.GradScaler("cuda") if dtype == torch.float16 else None,
-                 criterion=criterion, device=device, dtype=dtype, channels_last=channels_last,
-                 decode=lambda outputs: decode(loss, outputs, len(classes)))
+                 criterion=criterion.to(device), device=device, dtype=dtype, channels_last=channels_last,
+                 decode=lambda outputs: decode(loss, outputs[:, :count_outputs], len(classes)))
 
 
 def process_device(world):
@@ -216,8 +228,9 @@ def add_schedule_and_ema(parts, trained, train_params, steps_per_epoch):
             trained, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(train_params["ema"]), use_buffers=True)
 
 
-def make_loaders(paths, model_params, train_params, parts, world, train_rows, val_rows, classes, say):
-    """-> ({"train", "val", "sampler"}, the module that learns, the cached features or None)."""
+def make_loaders(paths, model_params, train_params, parts, world, train_rows, val_rows, classes, say, aux=None):
+    """-> ({"train", "val", "sampler"}, the module that learns, the cached features or None). `aux`:
+    the training rows' metadata targets, served with their images."""
     size, batch = train_params["image_size"], train_params["batch_size"]
     pin = train_params["pin_memory"] and parts.device.type == "cuda"
     if train_params["balance"] == "sampler":  # every count equally often, drawn with replacement
@@ -239,13 +252,13 @@ def make_loaders(paths, model_params, train_params, parts, world, train_rows, va
     draft, augment = train_params["jpeg_draft"], train_params["augment"]
     workers, seed = train_params["num_workers"], train_params["seed"]
     if train_params["cache_images"]:
-        train_ds = InMemoryImages(train_rows, paths.images, classes, size, draft)
+        train_ds = InMemoryImages(train_rows, paths.images, classes, size, draft, aux=aux)
         val_ds = InMemoryImages(val_rows, paths.images, classes, size, draft)
         say(f"train: {len(train_ds) + len(val_ds)} images decoded once and kept in memory "
             f"({(train_ds.pixels.numel() + val_ds.pixels.numel()) / 2**20:.0f} MiB)")
         return {"train": InMemoryBatches(train_ds, batch, train_sampler, augment),
                 "val": InMemoryBatches(val_ds, batch, val_sampler), "sampler": train_sampler}, parts.model, None
-    train_ds = BinImages(train_rows, paths.images, classes, train_transform(size, augment), size, draft)
+    train_ds = BinImages(train_rows, paths.images, classes, train_transform(size, augment), size, draft, aux)
     val_ds = BinImages(val_rows, paths.images, classes, eval_transform(size), size, draft)
     return {"train": make_loader(train_ds, batch, False, workers, pin, seed, train_sampler),
             "val": make_loader(val_ds, batch, False, workers, pin, sampler=val_sampler),

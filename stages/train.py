@@ -23,6 +23,8 @@ def parse_args(argv):
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--split", default=defaults.split, help="folder with train.csv and val.csv")
     parser.add_argument("--images", default=defaults.images)
+    parser.add_argument("--metadata", default=defaults.metadata, help="folder with <id>.json, read for the metadata "
+                        "targets when train.aux_weight > 0 (default: %(default)s)")
     parser.add_argument("--model", default=defaults.model, help="best model (default: %(default)s)")
     parser.add_argument("--checkpoint", default=defaults.checkpoint, help="resumable state (default: %(default)s)")
     parser.add_argument("--live", default=defaults.live, help="dvclive folder (default: %(default)s)")
@@ -58,7 +60,7 @@ def main(argv=None):
     if not under_torchrun():
         relaunch_distributed(train_params["distributed"], argv)
     world = init_world(train_params["distributed"]["backend"])
-    paths = Paths(split=args.split, images=args.images, model=args.model, checkpoint=args.checkpoint,
+    paths = Paths(split=args.split, images=args.images, metadata=args.metadata, model=args.model, checkpoint=args.checkpoint,
                   live=args.live, features=args.features)
     try:
         fit(paths, model_params, train_params, world)

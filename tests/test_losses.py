@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from binsight.losses import LOSSES, CountingLoss, class_weights, decode, neighbour_targets, ordinal_levels, output_size
-from binsight.model import load_model
+from binsight.loops import seed_everything
+from binsight.model import load_model, model_from_params
 from binsight.testing.dataset import SMALL_MODEL, write_dataset
 from binsight.testing.project import git_commit, make_project, run, set_params
 from binsight.evaluation import split_loader, timed_predictions
@@ -116,3 +117,28 @@ def test_each_loss_fits_generated_bins_better_than_chance(fit_project, loss):
     assert accuracy > 0.35, (loss, accuracy)  # chance is 0.2 on 5 balanced classes
     best = json.loads((proj / f"live_{loss}" / "metrics.json").read_text())
     assert best["best/val_acc"] > 0.35
+
+
+def test_metadata_targets_fit_generated_bins_better_than_chance(fit_project):
+    """train.aux_weight through the real train stage: the second head learns from data/raw/metadata
+    beside the count, the checkpoint keeps it, and the model file (without it) counts better than chance."""
+    proj = fit_project
+    params = {"model": {**SMALL_MODEL}, "train": {"epochs": 10, "batch_size": 8, "image_size": 48, "num_workers": 0,
+                                                    "lr": 0.002, "optimizer": "adamw", "loss": "ce", "aux_weight": 1.0,
+                                                    "cache_images": True, "augment": "flips", "resume": False}}
+    set_params(proj, params)
+    run([sys.executable, "-m", "stages.train", "--model", "models/aux.pt", "--live", "live_aux",
+         "--checkpoint", "ckpt_aux.pt"], proj)
+    head = torch.load(proj / "ckpt_aux.pt", weights_only=False)["model"]["aux.weight"]
+    seed_everything(42)  # the run's initial weights, built as the train stage builds them
+    init = model_from_params(SMALL_MODEL, 5, aux_outputs=7).aux.weight.detach()
+    assert head.shape == init.shape == (7, 256)
+    assert (head - init).abs().mean() > 0.1 * init.abs().mean()  # it got gradients: it learned
+    model, meta = load_model(proj / "models/aux.pt")
+    assert model.aux is None
+    rows = read_split(proj / "data/split", "test", proj / "data/raw/images")
+    loader = split_loader(rows, proj / "data/raw/images", meta, 64, 0, torch.device("cpu"))
+    probs, _ = timed_predictions(model, meta, loader, torch.device("cpu"), None, "none")
+    assert probs.shape == (len(rows), 5)
+    accuracy = sum(meta["classes"][p.argmax()] == label for p, (_, label) in zip(probs, rows)) / len(rows)
+    assert accuracy > 0.35, accuracy  # chance is 0.2 on 5 balanced classes

@@ -60,6 +60,7 @@ def test_bad_params_stop_the_stage_before_training(project, section, override, e
     (check_train, {"optimizer": "adagrad"}, "adam, adamw or sgd"),
     (check_train, {"scheduler": "onecycle"}, "cosine, step or none"),
     (check_train, {"amp": "fp8"}, "auto, bf16, fp16 or off"),
+    (check_train, {"aux_weight": -1}, "train.aux_weight=-1 is not allowed: expected 0 (off)"),
 ])
 def test_bad_values_are_named_with_what_is_allowed(check, override, expected):
     defaults = yaml.safe_load(open(REPO / "params.yaml"))
@@ -170,11 +171,12 @@ def test_a_change_of_epochs_is_not_resumable_but_patience_is(tmp_path):
 
 
 def test_a_killed_and_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path):
-    """CPU, deterministic: the checkpoint carries weights, optimizer, per-step schedule, EMA and the
-    random streams (augmentation), so kill -9 + resume goes on at the next epoch and gives the
-    uninterrupted run's exact weights, metrics and curves; a finished run is not resumed again."""
+    """CPU, deterministic: the checkpoint carries weights, optimizer, per-step schedule, EMA, the
+    training-only head of the metadata targets and the random streams (augmentation), so kill -9 +
+    resume goes on at the next epoch and gives the uninterrupted run's exact weights, metrics and
+    curves; a finished run is not resumed again."""
     train_params = {**SMALL_TRAIN, "epochs": 6, "image_size": 48, "cache_images": True, "augment": "flips",
-                    "ema": 0.9, "warmup_epochs": 1}
+                    "ema": 0.9, "warmup_epochs": 1, "aux_weight": 1.0}
     runs = {}
     for name in ("straight", "killed"):
         proj = make_project(tmp_path / name, params={"model": SMALL_MODEL, "train": train_params}, commit=False)
@@ -185,8 +187,10 @@ def test_a_killed_and_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path)
 
     proj, ckpt = runs["killed"], runs["killed"] / "models/checkpoint.pt"
     kill_when_written([sys.executable, "-m", "stages.train"], proj, ckpt)  # epoch 1's checkpoint just landed
-    saved_epoch = torch.load(ckpt, weights_only=False)["epoch"]
+    saved = torch.load(ckpt, weights_only=False)
+    saved_epoch = saved["epoch"]
     assert saved_epoch < 5, "training finished before the kill"
+    assert saved["model"]["aux.weight"].shape[0] == 7  # the second head resumes too
     # the kill can land while dvclive rewrites its summary in place (seen in CI): an empty file
     (proj / "dvclive/train/metrics.json").write_text("")
     out = train(proj, check=True).stdout

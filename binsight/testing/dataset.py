@@ -14,13 +14,16 @@ SMALL_TRAIN = {"epochs": 8, "batch_size": 16, "image_size": 64, "num_workers": 0
 
 
 def write_dataset(project, n_per_class=8, seed=0):
-    """Images in data/raw/images and split CSVs in data/split, as fetch + split would leave them."""
+    """Images in data/raw/images, metadata in data/raw/metadata and split CSVs in data/split, as fetch +
+    split would leave them."""
     project = Path(project)
-    images = project / "data/raw/images"
+    images, metadata = project / "data/raw/images", project / "data/raw/metadata"
     images.mkdir(parents=True, exist_ok=True)
+    metadata.mkdir(parents=True, exist_ok=True)
     labels = {}
-    for bin_id, (label, jpeg, _) in make_bins(n_per_class, seed=seed).items():
+    for bin_id, (label, jpeg, meta) in make_bins(n_per_class, seed=seed).items():
         (images / f"{bin_id}.jpg").write_bytes(jpeg)
+        (metadata / f"{bin_id}.json").write_bytes(meta)
         labels[bin_id] = label
     splits = stratified_split(labels.items(), {"train": 0.6, "val": 0.2, "test": 0.2}, seed=1)
     (project / "data/split").mkdir(parents=True, exist_ok=True)
