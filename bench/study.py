@@ -26,7 +26,8 @@ from dvc.exceptions import PathMissingError
 from binsight.recipes import CPU_SCRATCH, set_flags
 
 # The recipe the study started from: full-width ResNet18, 112 px, 6 epochs (the bare loop's setting).
-STUDY_BASE = {**CPU_SCRATCH, "model.width": 1.0, "train.image_size": 112, "epochs": 6, "train.amp": "auto"}
+STUDY_BASE = {**CPU_SCRATCH, "model.width": 1.0, "train.image_size": 112, "epochs": 6, "train.amp": "auto",
+              "train.aux_weight": 0.0}
 VARIANTS = {
     "cpu-scratch (ce)": {},
     "neighbour": {"train.loss": "neighbour"},
@@ -41,6 +42,9 @@ VARIANTS = {
     "96 px, bf16, 12 epochs": {"train.image_size": 96, "train.amp": "bf16", "epochs": 12},
     "96 px, bf16, 10 epochs": {"train.image_size": 96, "train.amp": "bf16", "epochs": 10},
     "80 px, bf16, 16 epochs": {"train.image_size": 80, "train.amp": "bf16", "epochs": 16},
+    # a second head on the metadata's products listed, total volume and weight (bench/scratch_map.py --grid aux)
+    "96 px, bf16, 12 epochs, aux targets x1": {"train.image_size": 96, "train.amp": "bf16", "epochs": 12,
+                                               "train.aux_weight": 1.0},
     "96 px, bf16, 12 epochs, label smoothing 0.1": {"train.image_size": 96, "train.amp": "bf16", "epochs": 12,
                                                     "train.label_smoothing": 0.1},
     # regularised rather than longer: CE with label smoothing, bf16 to afford 9 epochs

@@ -206,6 +206,14 @@ def check_train(p):
     return {**p, "distributed": d}
 
 
+def check_train_with_model(model_params, train_params):
+    """What the train section can only ask of some models."""
+    if train_params["aux_weight"] and model_params["freeze_backbone"]:
+        raise ConfigError("train.aux_weight > 0 needs model.freeze_backbone: false: the metadata targets teach the "
+                          "backbone, which a frozen one cannot learn (set train.aux_weight: 0)")
+    return train_params
+
+
 def check_evaluate(p):
     require(is_int(p.get("batch_size")) and p["batch_size"] >= 1, "evaluate.batch_size", p.get("batch_size"),
             "an integer >= 1")

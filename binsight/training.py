@@ -182,9 +182,6 @@ def load_data(paths):
 def build_parts(model_params, train_params, train_rows, classes, world, aux=None):
     """The model, optimizer, loss and precision of a run. With `aux` (the training rows' metadata targets,
     binsight.aux_targets) the model has a second head for them and the loss adds their term."""
-    if aux is not None and model_params["freeze_backbone"]:
-        raise ConfigError("train.aux_weight > 0 needs model.freeze_backbone: false: the metadata targets teach "
-                          "the backbone, which a frozen one cannot learn (set train.aux_weight: 0)")
     seed_everything(train_params["seed"])  # the same initial weights on every rank
     device = process_device(world)
     channels_last = train_params["channels_last"] and device.type == "cuda"

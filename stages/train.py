@@ -12,7 +12,7 @@ import os
 import sys
 
 from binsight.errors import ConfigError, one_line_errors
-from binsight.params import check_model, load_params, section, train_section
+from binsight.params import check_model, check_train_with_model, load_params, section, train_section
 from binsight.paths import Paths
 from binsight.tables import read_split
 
@@ -51,7 +51,8 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     params = load_params(args.params)
-    model_params, train_params = section(params, "model", check_model), train_section(params)
+    model_params = section(params, "model", check_model)
+    train_params = check_train_with_model(model_params, train_section(params))
     for split in ("train", "val"):  # an empty split or a missing image too (training reads them again)
         read_split(args.split, split, args.images)
     # torch takes seconds to import: only now, so a bad param or path is reported at once

@@ -8,9 +8,10 @@ import torch
 
 from binsight.abid import parse_metadata
 from binsight.aux_targets import AUX_OUTPUTS, AuxTargetLoss, aux_targets, read_aux_targets, standardizer
-from binsight.errors import DataError
+from binsight.errors import ConfigError, DataError
 from binsight.losses import CountingLoss
 from binsight.model import build_model, load_model, save_model
+from binsight.params import check_train_with_model
 
 
 def sku(qty, length=2.0, width=3.0, height=4.0, weight=0.5):
@@ -110,3 +111,10 @@ def test_both_loaders_serve_each_image_with_its_own_metadata_targets(tmp_path):
         counts = torch.cat([b[1] for b in batches]).tolist()
         assert products == [expected[i] for i in order]
         assert counts == [rows[i][1] - 1 for i in order]
+
+
+def test_a_frozen_backbone_with_metadata_targets_is_refused_with_the_fix():
+    check_train_with_model({"freeze_backbone": False}, {"aux_weight": 1.0})
+    check_train_with_model({"freeze_backbone": True}, {"aux_weight": 0.0})
+    with pytest.raises(ConfigError, match=r"needs model\.freeze_backbone: false.*set train\.aux_weight: 0"):
+        check_train_with_model({"freeze_backbone": True}, {"aux_weight": 1.0})
