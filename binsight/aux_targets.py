@@ -3,7 +3,8 @@
 Beside the count, a second head on the backbone's features learns three things the metadata says
 about the bin: how many products it lists (1-5, more counted as 5), the log of their total volume
 and the log of their total weight. They give a model trained from scratch more to learn from the
-same photos (README, "Results on real bins": +0.7 points on the dev bins). They are training
+same photos (README, "Results on real bins": +0.7 points in a GPU map of the dev bins, not seen
+in two seeds of the CPU recipe, so it is off by default). They are training
 targets only, never an input: the metadata holds the count too. The second head is not saved in
 the model file, so evaluate, predict and serve never see it.
 """

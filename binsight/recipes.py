@@ -15,7 +15,7 @@ NOTEBOOK = {
     "model.head.hidden": [512], "model.head.dropout": 0.2, "model.tta": "none",
     "lr": 0.001, "batch_size": 64, "epochs": 10,
     "train.optimizer": "adam", "train.weight_decay": 0.0, "train.scheduler": "none", "train.warmup_epochs": 0,
-    "train.loss": "ce", "train.balance": "none", "train.ema": 0.0, "train.augment": "none",
+    "train.loss": "ce", "train.balance": "none", "train.ema": 0.0, "train.aux_weight": 0.0, "train.augment": "none",
     "train.image_size": 224, "train.label_smoothing": 0.0,
 }
 
@@ -27,7 +27,8 @@ CPU_SCRATCH = {
     "model.head.hidden": [], "model.head.dropout": 0.0, "model.tta": "flips",
     "lr": 0.002, "batch_size": 32, "epochs": 12, "train.backbone_lr": None,
     "train.optimizer": "adamw", "train.weight_decay": 0.05, "train.scheduler": "cosine", "train.warmup_epochs": 1,
-    "train.loss": "ce", "train.balance": "none", "train.ema": 0.0, "train.augment": "flips",
+    "train.loss": "ce", "train.balance": "none", "train.ema": 0.0, "train.aux_weight": 0.0, "train.augment": "flips",
+    "train.label_smoothing": 0.0, "train.jpeg_draft": True,
     "train.image_size": 96, "train.amp": "bf16", "train.cache_images": True, "train.patience": 100,
 }
 FP32_EPOCHS = 8

@@ -34,6 +34,20 @@ def test_every_recipe_sets_valid_params(name):
     assert model["width"] == 1.0  # explicit: a half-width experiment applied to the workspace must not leak in
 
 
+# Keys that change what a run learns whatever else is set. `dvc exp run` applies an experiment's params to
+# the workspace, so a recipe that left one out would inherit the last experiment's value (seen: a cpu-scratch
+# run after an aux_weight=1 one trained with the metadata targets).
+PINNED = {"model.arch", "model.weights", "model.freeze_backbone", "model.width", "model.head.hidden",
+          "model.head.dropout", "model.tta", "lr", "batch_size", "epochs", "train.optimizer", "train.weight_decay",
+          "train.scheduler", "train.warmup_epochs", "train.loss", "train.balance", "train.ema", "train.aux_weight",
+          "train.augment", "train.image_size", "train.label_smoothing"}
+
+
+@pytest.mark.parametrize("name", ["notebook", "cpu-scratch"])
+def test_a_recipe_pins_every_key_that_changes_what_a_run_learns(name):
+    assert PINNED <= set(RECIPES[name]), sorted(PINNED - set(RECIPES[name]))
+
+
 def dry_run(*args):
     return subprocess.run([sys.executable, "-m", "binsight.cli", "recipe", *args, "--dry-run"],
                           capture_output=True, text=True, check=True, cwd=REPO).stdout
