@@ -30,7 +30,7 @@ def gpu_project(tmp_path, **train):
 def test_train_and_evaluate_on_the_gpu_with_reduced_precision(tmp_path, amp):
     if amp == "bf16" and not torch.cuda.is_bf16_supported():
         pytest.skip("this GPU has no bf16")
-    project = gpu_project(tmp_path, amp=amp, channels_last=True)
+    project = gpu_project(tmp_path, amp=amp, channels_last=True, aux_weight=1.0)  # the metadata targets' head too
     out = run([sys.executable, "-m", "stages.train"], project, gpu=True).stdout
     assert "on cuda" in out and f"with {'bfloat16' if amp == 'bf16' else 'float16'}" in out, out
     run([sys.executable, "-m", "stages.evaluate"], project, gpu=True)
