@@ -36,6 +36,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from binsight.abid import parse_metadata  # noqa: E402
+from binsight.aux_targets import aux_targets  # noqa: E402
 from binsight.images import load_rgb  # noqa: E402
 from binsight.model import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from binsight.tables import read_split  # noqa: E402
@@ -110,18 +111,6 @@ def summarize(results):
                       statistics.mean(r["test"] for r in runs), statistics.mean(both), se,
                       statistics.mean(r["train_s"] for r in runs)))
     return table
-
-
-def aux_targets(meta):
-    """Training-only targets from a bin's metadata: (products listed, 1-5 -> 0-4; log total volume in in^3;
-    log total weight in lb), NaN where a measurement is missing. Never an input: the count is in there too."""
-    volumes = [i.quantity * i.length_in * i.width_in * i.height_in for i in meta.items
-               if None not in (i.length_in, i.width_in, i.height_in)]
-    weights = [i.quantity * i.weight_lb for i in meta.items if i.weight_lb is not None]
-    complete = len(volumes) == len(meta.items) and sum(volumes) > 0
-    return (min(max(len(meta.items), 1), 5) - 1,
-            float(np.log(sum(volumes))) if complete else float("nan"),
-            float(np.log(sum(weights))) if len(weights) == len(meta.items) and sum(weights) > 0 else float("nan"))
 
 
 def load_split(split_dir, images, metadata, size, crop, device):
