@@ -33,7 +33,19 @@ CPU_SCRATCH = {
 }
 FP32_EPOCHS = 8
 
-RECIPES = {"notebook": NOTEBOOK, "gpu": {}, "cpu-scratch": CPU_SCRATCH}
+# params.yaml's defaults (tests/test_recipes.py keeps the two equal), written out so that `binsight recipe gpu`
+# gives them even after `dvc exp run` has applied another experiment's params to the workspace.
+GPU = {
+    "model.arch": "resnet50", "model.weights": "imagenet", "model.freeze_backbone": False, "model.width": 1.0,
+    "model.head.hidden": [], "model.head.dropout": 0.2, "model.tta": "flips",
+    "lr": 0.001, "batch_size": 64, "epochs": 15, "train.backbone_lr": 0.0001,
+    "train.optimizer": "adamw", "train.weight_decay": 0.05, "train.scheduler": "cosine", "train.warmup_epochs": 1,
+    "train.loss": "neighbour", "train.neighbour_weight": 0.2, "train.balance": "none", "train.ema": 0.0,
+    "train.aux_weight": 0.0, "train.augment": "flips", "train.label_smoothing": 0.0, "train.jpeg_draft": True,
+    "train.image_size": 224, "train.amp": "auto",
+}
+
+RECIPES = {"notebook": NOTEBOOK, "gpu": GPU, "cpu-scratch": CPU_SCRATCH}
 
 
 def set_flags(overrides):

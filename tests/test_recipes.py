@@ -43,9 +43,14 @@ PINNED = {"model.arch", "model.weights", "model.freeze_backbone", "model.width",
           "train.augment", "train.image_size", "train.label_smoothing"}
 
 
-@pytest.mark.parametrize("name", ["notebook", "cpu-scratch"])
+@pytest.mark.parametrize("name", sorted(RECIPES))
 def test_a_recipe_pins_every_key_that_changes_what_a_run_learns(name):
     assert PINNED <= set(RECIPES[name]), sorted(PINNED - set(RECIPES[name]))
+
+
+def test_the_gpu_recipe_is_the_params_yaml_defaults():
+    defaults = load_params(REPO / "params.yaml")
+    assert apply(defaults, set_flags(RECIPES["gpu"])) == defaults
 
 
 def dry_run(*args):
