@@ -61,8 +61,8 @@ def main(argv=None):
     if not under_torchrun():
         relaunch_distributed(train_params["distributed"], argv)
     world = init_world(train_params["distributed"]["backend"])
-    paths = Paths(split=args.split, images=args.images, metadata=args.metadata, model=args.model, checkpoint=args.checkpoint,
-                  live=args.live, features=args.features)
+    paths = Paths(split=args.split, images=args.images, metadata=args.metadata, model=args.model,
+                  checkpoint=args.checkpoint, live=args.live, features=args.features)
     try:
         fit(paths, model_params, train_params, world)
     finally:
