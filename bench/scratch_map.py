@@ -36,7 +36,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from binsight.abid import parse_metadata  # noqa: E402
-from binsight.aux_targets import aux_targets  # noqa: E402
+from binsight.aux_targets import aux_targets, standardizer  # noqa: E402
 from binsight.images import load_rgb  # noqa: E402
 from binsight.model import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from binsight.tables import read_split  # noqa: E402
@@ -163,8 +163,7 @@ def train_one(job, data, seed):
     tx, ty, taux = data["train"]
     if job.get("n_train"):
         tx, ty, taux = tx[:job["n_train"]], ty[:job["n_train"]], taux[:job["n_train"]]
-    known = taux[:, 1:][~taux[:, 1:].isnan().any(1)]  # bins with both measurements: standardize the regressions
-    aux_mean, aux_std = known.mean(0), known.std(0)
+    aux_mean, aux_std = (t.to(dev) for t in standardizer(taux))  # the regressions see z-scores
     aux = job.get("aux", 0.0)
     model = torchvision.models.get_model(job.get("arch", "resnet18"), num_classes=5 + (7 if aux else 0))
     model = model.to(dev, memory_format=torch.channels_last)
