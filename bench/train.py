@@ -1,5 +1,6 @@
-"""Benchmark: training throughput of the frozen-backbone and full fine-tune modes, and the data
-loader with and without reduced-scale JPEG decoding (train.jpeg_draft), side by side in one run.
+"""Benchmark: training throughput of the frozen-backbone and full fine-tune modes, the data
+loader with and without reduced-scale JPEG decoding (train.jpeg_draft), and a training step with
+torch's default Adam against the fused kernel the train stage uses, side by side in one run.
 
 Uses the real code paths (binsight.model, binsight.datasets, binsight.loops.train_one_epoch) on generated
 bin photos the size of real ABID ones (about 500x400 px). On a GPU box:
@@ -56,7 +57,7 @@ def time_training(rows, folder, args, device, freeze):
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, TRAIN)
-    dtype = amp_dtype("auto", device)
+    dtype = amp_dtype(args.amp, device, training=True)
     loader = loader_for(rows, folder, args, True, device.type == "cuda")
     criterion = nn.CrossEntropyLoss()
     train_one_epoch(model, loader, optimizer, criterion, device, dtype, None, channels_last)  # warm-up epoch
@@ -67,6 +68,40 @@ def time_training(rows, folder, args, device, freeze):
     return stats, peak
 
 
+def time_steps(args, device, rounds=3, steps=4):
+    """ms per full fine-tune step (forward, backward, update) on one in-memory batch, with torch's default
+    Adam (a Python loop over the tensors on the CPU, foreach kernels on a GPU) and with the fused kernel
+    that binsight.training.make_optimizer picks; the two alternate, so both see the same machine."""
+    model = build_model(args.arch, "none", 5, hidden=[512], dropout=0.2, freeze_backbone=False).to(device)
+    fused = make_optimizer(model, TRAIN)
+    default = torch.optim.Adam([{"params": g["params"], "lr": g["lr"]} for g in fused.param_groups])
+    x = torch.randn(args.batch_size, 3, args.size, args.size, device=device)
+    y = torch.randint(0, 5, (args.batch_size,), device=device)
+    dtype, criterion = amp_dtype(args.amp, device, training=True), nn.CrossEntropyLoss()
+    times = {"default": [], "fused": []}
+
+    def step(optimizer):
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = criterion(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    for name, optimizer in (("default", default), ("fused", fused)):
+        step(optimizer)  # warm-up
+    for _ in range(rounds):
+        for name, optimizer in (("default", default), ("fused", fused)):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            for _ in range(steps):
+                step(optimizer)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times[name].append((time.perf_counter() - start) / steps * 1000)
+    return {name: min(t) for name, t in times.items()}, fused.param_groups[0]["fused"]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", default="resnet50")
@@ -74,6 +109,8 @@ def main():
     parser.add_argument("--images", type=int, default=64, help="generated photos per epoch (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--amp", default="auto", choices=["auto", "off", "bf16"],
+                        help="autocast as train.amp (default: %(default)s; cpu-scratch trains in bf16)")
     args = parser.parse_args()
 
     device = pick_device()
@@ -94,6 +131,10 @@ def main():
         print(f"  train, {mode:<22} : {stats.images_per_s:8.1f} img/s   (data wait {stats.data_wait_fraction:.0%}{mem})")
     frozen, full_ft = (results[m][0].images_per_s for m in results)
     print(f"  frozen / full fine-tune       : {frozen / full_ft:8.1f}x")
+    step_ms, fused = time_steps(args, device)
+    print(f"  full fine-tune step, torch's default Adam : {step_ms['default']:8.1f} ms")
+    print(f"  full fine-tune step, fused Adam{' ' if fused else ' (unsupported here, so default)'}: "
+          f"{step_ms['fused']:8.1f} ms   ({step_ms['default'] / step_ms['fused']:.2f}x)")
 
 
 if __name__ == "__main__":

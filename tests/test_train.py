@@ -1,4 +1,5 @@
 """The train stage on a small dataset written to disk: bad input, divergence, resume, pretrained weights."""
+import copy
 import csv
 import json
 import re
@@ -12,7 +13,8 @@ import torchvision
 
 from binsight.errors import ConfigError, DataError
 from binsight.model import RESNET_LAYOUTS, build_model, load_model, model_from_params, resolve_weights, save_model
-from binsight.params import SCALABLE_ARCHS, TOP_LEVEL_TRAIN, check_model, check_train
+from binsight.params import SCALABLE_ARCHS, TOP_LEVEL_TRAIN, check_model, check_train, load_params
+from binsight.training import make_optimizer
 from binsight.testing.dataset import SMALL_MODEL, SMALL_TRAIN, write_dataset
 from binsight.testing.project import REPO, experiment_refs, git_commit, kill_when_written, make_project, run, set_params
 
@@ -156,6 +158,33 @@ def test_unknown_weights_name_lists_the_choices():
         resolve_weights("resnet50", "IMAGENET_BEST")
     with pytest.raises(DataError, match="not found"):
         load_model("nowhere/model.pt")
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw"])
+def test_adam_steps_run_fused_and_update_as_torchs_default_does(name):
+    """make_optimizer picks torch's fused Adam/AdamW kernel for a model on the CPU (or a GPU); three steps
+    of it move every weight as the default implementation does, to float rounding. Pinned to the CPU."""
+    train_params = {**load_params()["train"], "optimizer": name, "lr": 0.01, "backbone_lr": 0.001,
+                    "weight_decay": 0.05}
+    torch.manual_seed(0)
+    model = model_from_params(SMALL_MODEL, 5)
+    twin, initial = copy.deepcopy(model), copy.deepcopy(model)
+    fused = make_optimizer(model, train_params)
+    assert all(g["fused"] for g in fused.param_groups) and [g["lr"] for g in fused.param_groups] == [0.001, 0.01]
+    cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
+    default = cls([{"params": list(twin.backbone.parameters()), "lr": 0.001},
+                   {"params": list(twin.head.parameters()), "lr": 0.01}], weight_decay=0.05)
+    assert not any(g["fused"] for g in default.param_groups)
+    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    for _ in range(3):
+        for net, optimizer in ((model, fused), (twin, default)):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(net(x), y).backward()
+            optimizer.step()
+    assert all(not torch.equal(a, b) for a, b in zip(model.parameters(), initial.parameters()))  # every weight moved
+    for a, b in zip(model.state_dict().values(), twin.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)  # a step moves a weight by ~1e-3 or more
+    assert not make_optimizer(model, {**train_params, "optimizer": "sgd"}).param_groups[0].get("fused")
 
 
 def test_a_change_of_epochs_is_not_resumable_but_patience_is(tmp_path):
