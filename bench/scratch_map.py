@@ -36,7 +36,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from binsight.abid import parse_metadata  # noqa: E402
-from binsight.aux_targets import aux_targets, standardizer  # noqa: E402
+from binsight.aux_targets import aux_targets  # noqa: E402
+from binsight.losses import standardizer  # noqa: E402
 from binsight.images import load_rgb  # noqa: E402
 from binsight.model import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from binsight.tables import read_split  # noqa: E402

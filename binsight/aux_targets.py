@@ -6,14 +6,12 @@ and the log of their total weight. They give a model trained from scratch more t
 same photos (README, "Results on real bins": +0.7 points in a GPU map of the dev bins, not seen
 in two seeds of the CPU recipe, so it is off by default). They are training
 targets only, never an input: the metadata holds the count too. The second head is not saved in
-the model file, so evaluate, predict and serve never see it.
+the model file, so evaluate, predict and serve never see it. Reading them needs no torch, so the
+train stage checks every training bin's metadata before it imports torch; the loss term is
+binsight.losses.AuxTargetLoss.
 """
 import math
 from pathlib import Path
-
-import torch
-import torch.nn.functional as F
-from torch import nn
 
 from binsight.abid import parse_metadata
 from binsight.errors import DataError
@@ -35,7 +33,7 @@ def aux_targets(meta):
 
 
 def read_aux_targets(rows, metadata_dir):
-    """Split rows [(bin_id, label)] -> float tensor [n, 3] of aux_targets, from metadata_dir/<id>.json."""
+    """Split rows [(bin_id, label)] -> [aux_targets of each row], read from metadata_dir/<id>.json."""
     out = []
     for bin_id, _ in rows:
         path = Path(metadata_dir) / f"{bin_id}.json"
@@ -47,35 +45,4 @@ def read_aux_targets(rows, metadata_dir):
         except DataError as exc:
             raise DataError(f"{path}: {exc}") from None
         out.append(aux_targets(meta))
-    return torch.tensor(out, dtype=torch.float32).reshape(len(out), 3)
-
-
-def standardizer(targets):
-    """(mean, std) of the two log totals over the rows that have both: the regressions see z-scores."""
-    known = targets[:, 1:][~targets[:, 1:].isnan().any(1)]
-    if len(known) < 2:
-        return torch.zeros(2), torch.ones(2)
-    return known.mean(0), known.std(0).clamp(min=1e-6)
-
-
-class AuxTargetLoss(nn.Module):
-    """The counting loss on the first `count_outputs` outputs, plus `weight` x (cross-entropy on the
-    number of products + half the squared error of the standardized log totals that are known).
-    Called without aux targets (val), it is the counting loss alone."""
-
-    def __init__(self, counting, count_outputs, weight, mean, std):
-        super().__init__()
-        self.counting, self.count_outputs, self.weight = counting, count_outputs, weight
-        self.register_buffer("mean", mean.float())
-        self.register_buffer("std", std.float())
-
-    def forward(self, outputs, targets, aux=None):
-        loss = self.counting(outputs[:, :self.count_outputs], targets)
-        if aux is None:
-            return loss
-        extra = outputs[:, self.count_outputs:].float()
-        products = F.cross_entropy(extra[:, :PRODUCT_CLASSES], aux[:, 0].long())
-        z = (aux[:, 1:] - self.mean) / self.std
-        known = ~z.isnan()
-        totals = F.mse_loss(extra[:, PRODUCT_CLASSES:][known], z[known]) if known.any() else extra.sum() * 0
-        return loss + self.weight * (products + 0.5 * totals)
+    return out

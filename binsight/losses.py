@@ -18,6 +18,7 @@ evaluate, predict and serve treat all of them alike (the predicted count is the 
 import torch
 import torch.nn.functional as F
 
+from binsight.aux_targets import PRODUCT_CLASSES
 from binsight.choices import LOSSES
 
 
@@ -94,3 +95,34 @@ def decode(loss, outputs, num_classes):
         grid = torch.arange(num_classes, device=outputs.device, dtype=value.dtype)
         return (1 - (value[:, None] - grid[None]).abs()).clamp(min=0)
     raise ValueError(f"unknown loss {loss!r}: expected one of {', '.join(LOSSES)}")
+
+
+def standardizer(targets):
+    """(mean, std) of the two log totals over the rows that have both: the regressions see z-scores."""
+    known = targets[:, 1:][~targets[:, 1:].isnan().any(1)]
+    if len(known) < 2:
+        return torch.zeros(2), torch.ones(2)
+    return known.mean(0), known.std(0).clamp(min=1e-6)
+
+
+class AuxTargetLoss(torch.nn.Module):
+    """The counting loss on the first `count_outputs` outputs, plus `weight` x (cross-entropy on the
+    number of products + half the squared error of the standardized log totals that are known).
+    Called without aux targets (val), it is the counting loss alone."""
+
+    def __init__(self, counting, count_outputs, weight, mean, std):
+        super().__init__()
+        self.counting, self.count_outputs, self.weight = counting, count_outputs, weight
+        self.register_buffer("mean", mean.float())
+        self.register_buffer("std", std.float())
+
+    def forward(self, outputs, targets, aux=None):
+        loss = self.counting(outputs[:, :self.count_outputs], targets)
+        if aux is None:
+            return loss
+        extra = outputs[:, self.count_outputs:].float()
+        products = F.cross_entropy(extra[:, :PRODUCT_CLASSES], aux[:, 0].long())
+        z = (aux[:, 1:] - self.mean) / self.std
+        known = ~z.isnan()
+        totals = F.mse_loss(extra[:, PRODUCT_CLASSES:][known], z[known]) if known.any() else extra.sum() * 0
+        return loss + self.weight * (products + 0.5 * totals)

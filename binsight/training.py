@@ -18,14 +18,14 @@ from dvclive import Live
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from binsight.aux_targets import AUX_OUTPUTS, AuxTargetLoss, read_aux_targets, standardizer
+from binsight.aux_targets import AUX_OUTPUTS, read_aux_targets
 from binsight.checkpoint import fingerprint, load_resumable, restore_rng, rng_state, save_checkpoint
 from binsight.datasets import BinImages, InMemoryBatches, InMemoryImages, eval_transform, make_loader, train_transform
 from binsight.distributed import BalancedShardSampler, ShardSampler
 from binsight.embeddings import FeatureBatches, cached_features
 from binsight.errors import BinsightError, ConfigError
 from binsight.files import atomic_write_text
-from binsight.losses import CountingLoss, class_weights, decode, output_size
+from binsight.losses import AuxTargetLoss, CountingLoss, class_weights, decode, output_size, standardizer
 from binsight.loops import StepHooks, amp_dtype, evaluate_split, pick_device, seed_everything, train_one_epoch
 from binsight.model import model_from_params, preprocessing, save_model
 from binsight.profiling import StepProfiler
@@ -131,7 +131,8 @@ def fit(paths, model_params, train_params, world):
     say = print if world.is_main else (lambda *a, **k: None)
     started = time.perf_counter()
     train_rows, val_rows, classes = load_data(paths)
-    aux = read_aux_targets(train_rows, paths.metadata) if train_params["aux_weight"] else None
+    aux = torch.tensor(read_aux_targets(train_rows, paths.metadata), dtype=torch.float32).reshape(-1, 3) \
+        if train_params["aux_weight"] else None
     parts = build_parts(model_params, train_params, train_rows, classes, world, aux)
     loaders, trained, cached = make_loaders(paths, model_params, train_params, parts, world, train_rows, val_rows,
                                             classes, say, aux)

@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 
+from binsight.aux_targets import read_aux_targets
 from binsight.errors import ConfigError, one_line_errors
 from binsight.params import check_model, check_train_with_model, load_params, section, train_section
 from binsight.paths import Paths
@@ -53,8 +54,10 @@ def main(argv=None):
     params = load_params(args.params)
     model_params = section(params, "model", check_model)
     train_params = check_train_with_model(model_params, train_section(params))
-    for split in ("train", "val"):  # an empty split or a missing image too (training reads them again)
-        read_split(args.split, split, args.images)
+    # an empty split, a missing image or (with train.aux_weight) missing metadata too; training reads them again
+    train_rows = [read_split(args.split, split, args.images) for split in ("train", "val")][0]
+    if train_params["aux_weight"]:
+        read_aux_targets(train_rows, args.metadata)
     # torch takes seconds to import: only now, so a bad param or path is reported at once
     from binsight.distributed import init_world, under_torchrun
     from binsight.training import fit

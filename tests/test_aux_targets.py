@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from binsight.abid import parse_metadata
-from binsight.aux_targets import AUX_OUTPUTS, AuxTargetLoss, aux_targets, read_aux_targets, standardizer
+from binsight.aux_targets import AUX_OUTPUTS, aux_targets, read_aux_targets
 from binsight.errors import ConfigError, DataError
-from binsight.losses import CountingLoss
+from binsight.losses import AuxTargetLoss, CountingLoss, standardizer
 from binsight.model import build_model, load_model, save_model
 from binsight.params import check_train_with_model
 
@@ -44,7 +44,7 @@ def test_a_missing_measurement_leaves_that_total_unknown_and_many_products_count
 
 def test_reading_names_a_missing_or_unreadable_metadata_file(tmp_path):
     (tmp_path / "1.json").write_text(json.dumps({"BIN_FCSKU_DATA": {"B1": sku(3)}, "EXPECTED_QUANTITY": 3}))
-    assert read_aux_targets([("1", 3)], tmp_path).shape == (1, 3)
+    assert read_aux_targets([("1", 3)], tmp_path) == [aux_targets(meta(sku(3)))]
     with pytest.raises(DataError, match=r"2\.json is missing: .*set train\.aux_weight: 0"):
         read_aux_targets([("1", 3), ("2", 1)], tmp_path)
     (tmp_path / "3.json").write_text("{not json")
@@ -96,7 +96,7 @@ def test_both_loaders_serve_each_image_with_its_own_metadata_targets(tmp_path):
     from binsight.testing.dataset import write_dataset
     write_dataset(tmp_path, n_per_class=3)
     rows = read_split(tmp_path / "data/split", "train", tmp_path / "data/raw/images")
-    aux = read_aux_targets(rows, tmp_path / "data/raw/metadata")
+    aux = torch.tensor(read_aux_targets(rows, tmp_path / "data/raw/metadata"))
     expected = [aux_targets(parse_metadata((tmp_path / f"data/raw/metadata/{i}.json").read_bytes()))[0]
                 for i, _ in rows]
     classes = [1, 2, 3, 4, 5]

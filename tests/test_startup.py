@@ -37,6 +37,8 @@ def params_file(path, overrides):
     ("stages.train", ["--help"], 0, "--checkpoint"),
     ("stages.train", ["--params", "{bad_lr}"], 2, "lr=-0.1 is not allowed"),
     ("stages.train", ["--split", "{empty_split}"], 2, "train.csv is empty: no bins to train on"),
+    ("stages.train", ["--params", "{aux}", "--split", "{one_bin}", "--images", "{one_bin}", "--metadata", "{tmp}"], 2,
+     "7.json is missing: train.aux_weight reads each training bin's metadata"),
     # a fine-tuned backbone: featurize has nothing to compute, and says so at once
     ("stages.featurize", ["--params", "{fine_tune}", "--out", "{tmp}/features"], 0,
      "featurize: nothing to cache (model.freeze_backbone is false"),
@@ -47,8 +49,14 @@ def test_help_and_mistakes_answer_without_importing_torch(tmp_path, module, args
     empty_split = tmp_path / "split"
     empty_split.mkdir()
     (empty_split / "train.csv").write_text("id,label\n")
-    proc = probe(module, *[a.format(tmp=tmp_path, bad_lr=bad_lr, fine_tune=fine_tune, empty_split=empty_split)
-                           for a in args])
+    aux = params_file(tmp_path / "aux.yaml", {"train": {"aux_weight": 1.0}})
+    one_bin = tmp_path / "one_bin"  # a split of one bin whose photo is there and whose metadata is not
+    one_bin.mkdir()
+    for split in ("train", "val"):
+        (one_bin / f"{split}.csv").write_text("id,label\n7,3\n")
+    (one_bin / "7.jpg").write_bytes(b"")
+    proc = probe(module, *[a.format(tmp=tmp_path, bad_lr=bad_lr, fine_tune=fine_tune, empty_split=empty_split,
+                                    aux=aux, one_bin=one_bin) for a in args])
     assert proc.returncode == status, proc.stderr
     assert expected in proc.stdout + proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == "torch imported: False", proc.stderr
