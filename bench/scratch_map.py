@@ -35,8 +35,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from binsight.abid import parse_metadata  # noqa: E402
-from binsight.aux_targets import aux_targets  # noqa: E402
+from binsight.aux_targets import read_aux_targets  # noqa: E402
 from binsight.losses import standardizer  # noqa: E402
 from binsight.images import load_rgb  # noqa: E402
 from binsight.model import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
@@ -126,7 +125,7 @@ def load_split(split_dir, images, metadata, size, crop, device):
                 image = image.crop((round(w * (1 - crop) / 2), round(h * (1 - crop) / 2),
                                     round(w * (1 + crop) / 2), round(h * (1 + crop) / 2)))
             pixels.append(np.asarray(image.resize((size, size), Image.BILINEAR)))
-        aux = [aux_targets(parse_metadata((Path(metadata) / f"{bin_id}.json").read_bytes())) for bin_id, _ in rows]
+        aux = read_aux_targets(rows, metadata)
         out[name] = (torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).contiguous().to(device),
                      torch.tensor([label - 1 for _, label in rows], device=device),
                      torch.tensor(aux, dtype=torch.float32, device=device))
