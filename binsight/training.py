@@ -96,8 +96,8 @@ def make_optimizer(model, train_params):
 def fused_supported(groups):
     """Whether torch's fused Adam/AdamW kernel can update these parameters (float tensors on the CPU or
     a CUDA GPU): one kernel per step instead of a Python loop over the tensors (torch's CPU default) or
-    its foreach kernels (its GPU default). The same update; on 2 CPU cores a ResNet18 step at 96 px is
-    about 1.1x faster with it (bench/train.py prints the ratio)."""
+    its foreach kernels (its GPU default). The same update rule, rounded differently; on 2 CPU cores a
+    ResNet18 step at 96 px is 1.02-1.08x faster with it, a whole cpu-scratch run 1.07x (README, Benchmarks)."""
     return all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
 
 
