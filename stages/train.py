@@ -55,7 +55,8 @@ def main(argv=None):
     model_params = section(params, "model", check_model)
     train_params = check_train_with_model(model_params, train_section(params))
     # an empty split, a missing image or (with train.aux_weight) missing metadata too; training reads them again
-    train_rows = [read_split(args.split, split, args.images) for split in ("train", "val")][0]
+    train_rows = read_split(args.split, "train", args.images)
+    read_split(args.split, "val", args.images)
     if train_params["aux_weight"]:
         read_aux_targets(train_rows, args.metadata)
     # torch takes seconds to import: only now, so a bad param or path is reported at once
