@@ -1,6 +1,7 @@
 """Benchmark: training throughput of the frozen-backbone and full fine-tune modes, the data
 loader with and without reduced-scale JPEG decoding (train.jpeg_draft), and a training step with
-torch's default Adam against the fused kernel the train stage uses, side by side in one run.
+torch's default Adam against the fused kernel the train stage uses, in the default layout and
+channels-last, side by side in one run.
 
 Uses the real code paths (binsight.model, binsight.datasets, binsight.loops.train_one_epoch) on generated
 bin photos the size of real ABID ones (about 500x400 px). On a GPU box:
@@ -19,7 +20,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from binsight.datasets import BinImages, make_loader, train_transform  # noqa: E402
-from binsight.loops import amp_dtype, pick_device, train_one_epoch  # noqa: E402
+from binsight.loops import amp_dtype, pick_device, train_one_epoch, use_channels_last  # noqa: E402
 from binsight.model import build_model  # noqa: E402
 from binsight.training import make_optimizer  # noqa: E402
 from binsight.testing.synthetic import draw_bin, jpeg_bytes  # noqa: E402
@@ -53,11 +54,11 @@ def time_loader(loader):
 
 def time_training(rows, folder, args, device, freeze):
     model = build_model(args.arch, "none", 5, hidden=[512], dropout=0.2, freeze_backbone=freeze).to(device)
-    channels_last = device.type == "cuda"
+    dtype = amp_dtype(args.amp, device, training=True)
+    channels_last = use_channels_last(True, device, dtype)  # as the train stage decides
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, TRAIN)
-    dtype = amp_dtype(args.amp, device, training=True)
     loader = loader_for(rows, folder, args, True, device.type == "cuda")
     criterion = nn.CrossEntropyLoss()
     train_one_epoch(model, loader, optimizer, criterion, device, dtype, None, channels_last)  # warm-up epoch
@@ -69,37 +70,47 @@ def time_training(rows, folder, args, device, freeze):
 
 
 def time_steps(args, device, rounds=3, steps=4):
-    """ms per full fine-tune step (forward, backward, update) on one in-memory batch, with torch's default
-    Adam (a Python loop over the tensors on the CPU, foreach kernels on a GPU) and with the fused kernel
-    that binsight.training.make_optimizer picks; the two alternate, so both see the same machine."""
-    model = build_model(args.arch, "none", 5, hidden=[512], dropout=0.2, freeze_backbone=False).to(device)
-    fused = make_optimizer(model, TRAIN)
-    default = torch.optim.Adam([{"params": g["params"], "lr": g["lr"]} for g in fused.param_groups])
+    """ms per full fine-tune step (forward, backward, update) on one in-memory batch: torch's default Adam (a
+    Python loop over the tensors on the CPU, foreach kernels on a GPU), the fused kernel that
+    binsight.training.make_optimizer picks, and the same with the model and batch channels-last. The
+    variants take turns, so all of them see the same machine."""
+    dtype, criterion = amp_dtype(args.amp, device, training=True), nn.CrossEntropyLoss()
     x = torch.randn(args.batch_size, 3, args.size, args.size, device=device)
     y = torch.randint(0, 5, (args.batch_size,), device=device)
-    dtype, criterion = amp_dtype(args.amp, device, training=True), nn.CrossEntropyLoss()
-    times = {"default": [], "fused": []}
+    variants = {}
+    for name, fused, channels_last in (("default", False, False), ("fused", True, False),
+                                       ("fused, channels-last", True, True)):
+        torch.manual_seed(0)
+        model = build_model(args.arch, "none", 5, hidden=[512], dropout=0.2, freeze_backbone=False).to(device)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        optimizer = make_optimizer(model, TRAIN)
+        if not fused:
+            optimizer = torch.optim.Adam([{"params": g["params"], "lr": g["lr"]} for g in optimizer.param_groups])
+        variants[name] = (model, optimizer, x.contiguous(memory_format=torch.channels_last) if channels_last else x)
 
-    def step(optimizer):
+    def step(model, optimizer, batch):
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            loss = criterion(model(x), y)
+            loss = criterion(model(batch), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
-    for name, optimizer in (("default", default), ("fused", fused)):
-        step(optimizer)  # warm-up
+    for variant in variants.values():
+        step(*variant)  # warm-up
+    times = {name: [] for name in variants}
     for _ in range(rounds):
-        for name, optimizer in (("default", default), ("fused", fused)):
+        for name, variant in variants.items():
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             start = time.perf_counter()
             for _ in range(steps):
-                step(optimizer)
+                step(*variant)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             times[name].append((time.perf_counter() - start) / steps * 1000)
-    return {name: min(t) for name, t in times.items()}, fused.param_groups[0]["fused"]
+    fused_here = variants["fused"][1].param_groups[0]["fused"]
+    return {name: min(t) for name, t in times.items()}, fused_here, use_channels_last(True, device, dtype)
 
 
 def main():
@@ -131,11 +142,13 @@ def main():
         print(f"  train, {mode:<22} : {stats.images_per_s:8.1f} img/s   (data wait {stats.data_wait_fraction:.0%}{mem})")
     frozen, full_ft = (results[m][0].images_per_s for m in results)
     print(f"  frozen / full fine-tune       : {frozen / full_ft:8.1f}x")
-    step_ms, fused = time_steps(args, device)
-    print(f"  full fine-tune step, torch's default Adam : {step_ms['default']:8.1f} ms")
-    print(f"  full fine-tune step, fused Adam{' ' if fused else ' (unsupported here, so default)'}: "
-          f"{step_ms['fused']:8.1f} ms   ({step_ms['default'] / step_ms['fused']:.2f}x)")
-
+    ms, fused, channels_last = time_steps(args, device)
+    print(f"  {'full fine-tune step, torch default Adam':<40}: {ms['default']:8.1f} ms")
+    print(f"  {'... the fused Adam kernel' + ('' if fused else ' (unsupported here)'):<40}: {ms['fused']:8.1f} ms   "
+          f"({ms['default'] / ms['fused']:.2f}x)")
+    print(f"  {'... fused, and channels-last':<40}: {ms['fused, channels-last']:8.1f} ms   "
+          f"({ms['fused'] / ms['fused, channels-last']:.2f}x; the train stage uses channels-last here: "
+          f"{'yes' if channels_last else 'no'})")
 
 if __name__ == "__main__":
     main()

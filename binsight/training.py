@@ -26,7 +26,8 @@ from binsight.embeddings import FeatureBatches, cached_features
 from binsight.errors import BinsightError, ConfigError
 from binsight.files import atomic_write_text
 from binsight.losses import AuxTargetLoss, CountingLoss, class_weights, decode, output_size, standardizer
-from binsight.loops import StepHooks, amp_dtype, evaluate_split, pick_device, seed_everything, train_one_epoch
+from binsight.loops import (StepHooks, amp_dtype, evaluate_split, pick_device, seed_everything, train_one_epoch,
+                            use_channels_last)
 from binsight.model import model_from_params, preprocessing, save_model
 from binsight.profiling import StepProfiler
 from binsight.pruning import TrialLink, TrialPruned
@@ -193,7 +194,8 @@ def build_parts(model_params, train_params, train_rows, classes, world, aux=None
     binsight.aux_targets) the model has a second head for them and the loss adds their term."""
     seed_everything(train_params["seed"])  # the same initial weights on every rank
     device = process_device(world)
-    channels_last = train_params["channels_last"] and device.type == "cuda"
+    dtype = amp_dtype(train_params["amp"], device, training=True)
+    channels_last = use_channels_last(train_params["channels_last"], device, dtype)
     loss = train_params["loss"]
     count_outputs = output_size(loss, len(classes))
     model = model_from_params(model_params, len(classes), loss=loss,
@@ -201,7 +203,6 @@ def build_parts(model_params, train_params, train_rows, classes, world, aux=None
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, train_params)
-    dtype = amp_dtype(train_params["amp"], device, training=True)
     index = {c: i for i, c in enumerate(classes)}
     weights = class_weights([index[label] for _, label in train_rows], len(classes)) \
         if train_params["balance"] == "weighted_loss" else None
@@ -279,7 +280,8 @@ def resume_or_start(paths, model_params, train_params, parts, trained, run_id, c
         state, why = None, f"checkpoint holds the {state.get('trained', 'model')}'s weights, this run trains the " \
                            f"{trained_name(parts, trained)}"
     if state is None:
-        dtype = f" with {str(parts.dtype).split('.')[-1]}" if parts.dtype else ""
+        dtype = (f" with {str(parts.dtype).split('.')[-1]}" if parts.dtype else "") + \
+            (", channels-last" if parts.channels_last else "")
         procs = f" x{world.world_size} processes" if world.enabled else ""
         say(f"train: starting fresh ({why}); {model_params['arch']} on {parts.device}{dtype}{procs}, "
             f"{sizes[0]} train / {sizes[1]} val")

@@ -14,6 +14,7 @@ import torchvision
 from binsight.errors import ConfigError, DataError
 from binsight.model import RESNET_LAYOUTS, build_model, load_model, model_from_params, resolve_weights, save_model
 from binsight.params import SCALABLE_ARCHS, TOP_LEVEL_TRAIN, check_model, check_train, load_params
+from binsight.loops import cpu_has_bf16, use_channels_last
 from binsight.training import make_optimizer
 from binsight.testing.dataset import SMALL_MODEL, SMALL_TRAIN, write_dataset
 from binsight.testing.project import REPO, experiment_refs, git_commit, kill_when_written, make_project, run, set_params
@@ -187,6 +188,31 @@ def test_adam_steps_run_fused_and_update_as_torchs_default_does(name):
     for a, b in zip(model.parameters(), twin.parameters()):  # (the twin's BatchNorm statistics never ran)
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)  # a step moves a weight by ~1e-3
     assert not make_optimizer(model, {**train_params, "optimizer": "sgd"}).param_groups[0].get("fused")
+
+
+@pytest.mark.parametrize("device,dtype,expected", [
+    ("cuda", None, True), ("cuda", torch.float16, True), ("cpu", torch.bfloat16, True), ("cpu", None, False),
+    ("mps", None, False)])
+def test_channels_last_on_a_gpu_and_under_bf16_on_the_cpu(device, dtype, expected):
+    assert use_channels_last(True, torch.device(device), dtype) is expected
+    assert use_channels_last(False, torch.device(device), dtype) is False  # train.channels_last: false
+
+
+@pytest.mark.parametrize("amp", ["bf16", "off"])
+def test_bf16_training_on_the_cpu_is_channels_last_where_the_cpu_computes_bf16(project, amp):
+    """Pinned to the CPU (the stage runs with CUDA_VISIBLE_DEVICES empty). train.amp: bf16 on a CPU with
+    native bf16 trains under autocast with the model channels-last (its checkpoint holds the weights so);
+    anywhere else, and with amp off, in fp32 and the default layout. The model file loads either way."""
+    set_params(project, {"train": {"amp": amp}})
+    proc = train(project)
+    assert proc.returncode == 0, proc.stderr
+    bf16 = amp == "bf16" and cpu_has_bf16()
+    assert ("on cpu with bfloat16, channels-last," in proc.stdout) is bf16, proc.stdout
+    assert ("channels-last" in proc.stdout) is bf16, proc.stdout
+    conv = torch.load(project / "models/checkpoint.pt", weights_only=False)["model"]["backbone.conv1.weight"]
+    assert conv.is_contiguous(memory_format=torch.channels_last) is bf16 and conv.is_contiguous() is not bf16
+    model, meta = load_model(project / "models/model.pt")
+    assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 5)
 
 
 def test_a_change_of_epochs_is_not_resumable_but_patience_is(tmp_path):
