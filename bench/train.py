@@ -150,5 +150,6 @@ def main():
           f"({ms['fused'] / ms['fused, channels-last']:.2f}x; the train stage uses channels-last here: "
           f"{'yes' if channels_last else 'no'})")
 
+
 if __name__ == "__main__":
     main()

@@ -43,7 +43,7 @@ def amp_dtype(setting, device, training=False):
 def use_channels_last(setting, device, dtype):
     """Whether training keeps the model and its batches channels-last (`train.channels_last`): on a GPU,
     and on the CPU under bf16 autocast, where oneDNN's bf16 convolutions run faster in it (a ResNet18
-    step at 96 px 1.16x, its val pass 1.7x, on 2 cores: bench/train.py). Not in fp32 on the CPU, where
+    step at 96 px 1.12x, its val pass 1.7x, on 2 cores: bench/train.py, README). Not in fp32 on the CPU, where
     it gains nothing for training; evaluate, predict and serve keep the default layout."""
     return bool(setting) and (device.type == "cuda" or (device.type == "cpu" and dtype == torch.bfloat16))
 
