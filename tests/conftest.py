@@ -4,11 +4,27 @@ import pytest
 
 from binsight.testing.bucket import build_bucket
 from binsight.testing.dataset import SMALL_MODEL, SMALL_TRAIN
-from binsight.testing.project import clone, dvc, git_commit, make_project
+from binsight.testing.project import clone, dvc, env, git_commit, make_project
 from binsight.testing.s3server import MotoS3
 from binsight.testing.shared import built_once
 from binsight.testing.tuning import FROZEN_MODEL, FROZEN_TRAIN
 from binsight.testing.units import unit_of, unit_rank
+from binsight.testing.warm_python import started as warm_python_started
+
+
+@pytest.fixture(scope="session", autouse=True)
+def warm_python(tmp_path_factory):
+    """This worker's warm interpreter for the stages its tests' dvc commands start (2.5-3.5 CPU-seconds
+    of imports and teardown each, 0.1 s warm): binsight/testing/warm_python.py says how and what stays cold.
+    BINSIGHT_WARM=0 runs every stage cold."""
+    if os.environ.get("BINSIGHT_WARM") == "0":
+        yield {}
+        return
+    with warm_python_started(tmp_path_factory.mktemp("warm"), env()) as variables:
+        os.environ.update(variables)
+        yield variables
+        for name in variables:
+            os.environ.pop(name, None)
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +49,7 @@ def reproduced(request, model, train):
         make_project(project, commit=False, params={"fetch": {"endpoint_url": bucket.url}, "model": model, "train": train})
         bucket.write_file_list(project / "file_list.json", bucket.clean)
         git_commit(project, "pipeline")
-        dvc(project, "repro")
+        dvc(project, "repro", BINSIGHT_WARM_PYTHON="")  # cold: every stage starts as a user's would
         git_commit(project, "repro")
     return build
 

@@ -1,7 +1,6 @@
 """torchrun (DDP, gloo, 2 CPU processes), the shard sampler, profiling and the collapse warning."""
 import csv
 import json
-import sys
 
 import pytest
 
@@ -9,7 +8,7 @@ from binsight.distributed import ShardSampler
 from binsight.model import load_model
 from binsight.training import collapse_streak
 from binsight.testing.dataset import SMALL_MODEL, SMALL_TRAIN, write_dataset
-from binsight.testing.project import git_commit, make_project, run
+from binsight.testing.project import git_commit, make_project, python_m, run
 
 
 @pytest.mark.parametrize("n,world", [(20, 2), (21, 2), (7, 3), (1, 2)])
@@ -41,7 +40,7 @@ def ddp_run(tmp_path_factory):
         "train": {**SMALL_TRAIN, "epochs": 2, "profile": True, "distributed": {"nproc_per_node": 2, "backend": "gloo"}}})
     splits = write_dataset(project, n_per_class=9)
     git_commit(project, "ddp project")
-    proc = run([sys.executable, "-m", "stages.train"], project, timeout=600)
+    proc = run(python_m("stages.train"), project, timeout=600)
     return project, splits, proc
 
 

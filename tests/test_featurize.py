@@ -16,7 +16,7 @@ from binsight.embeddings import cached_features
 from binsight.model import model_from_params
 from binsight.params import check_model, load_params, train_section
 from binsight.testing.dataset import write_dataset
-from binsight.testing.project import clone, dvc, git_commit, kill_when_written, make_project, run, set_params
+from binsight.testing.project import clone, dvc, git_commit, kill_when_written, make_project, python_m, run, set_params
 from binsight.testing.tuning import FROZEN_MODEL, FROZEN_TRAIN
 
 
@@ -40,7 +40,7 @@ def curve(live, name):
 
 
 def test_head_on_cached_embeddings_matches_the_image_path(project):
-    out = run([sys.executable, "-m", "stages.featurize"], project).stdout
+    out = run(python_m("stages.featurize"), project).stdout
     assert "512-d resnet18 features at 64 px" in out, out
     meta = json.loads((project / "data/features/meta.json").read_text())
     n_train = len(read_split(project / "data/split", "train", project / "data/raw/images"))
@@ -50,8 +50,8 @@ def test_head_on_cached_embeddings_matches_the_image_path(project):
     logs, models = {}, {}
     for mode in ("auto", "never"):  # same seed, same head init, same batches; only the input differs
         set_params(project, {"train": {"use_features": mode}})
-        logs[mode] = run([sys.executable, "-m", "stages.train", "--live", f"live_{mode}", "--model", f"{mode}.pt",
-                          "--checkpoint", f"ckpt_{mode}.pt"], project).stdout
+        logs[mode] = run(python_m("stages.train", "--live", f"live_{mode}", "--model", f"{mode}.pt",
+                               "--checkpoint", f"ckpt_{mode}.pt"), project).stdout
         models[mode] = torch.load(project / f"{mode}.pt", weights_only=False)["state_dict"]
     assert "train: head only on cached 512-d features" in logs["auto"], logs["auto"]
     assert "train: images; no cached features: train.use_features is never" in logs["never"], logs["never"]
@@ -75,7 +75,7 @@ def test_not_cacheable_writes_only_a_meta_saying_why(project, capsys):
 
 
 def test_stale_or_mismatched_features_are_never_used(project):
-    run([sys.executable, "-m", "stages.featurize"], project)
+    run(python_m("stages.featurize"), project)
     model_params, train_params = params_of(project)
     folder = project / "data/features"
     rows = {s: read_split(project / "data/split", s, project / "data/raw/images") for s in ("train", "val")}
@@ -130,9 +130,9 @@ def test_head_only_checkpoint_every_n_epochs_resumes_to_the_uninterrupted_result
     proj = make_project(tmp_path / "straight", commit=False, params={"model": FROZEN_MODEL, "train": train_params})
     write_dataset(proj, n_per_class=8)
     git_commit(proj, "small frozen project")
-    run([sys.executable, "-m", "stages.featurize"], proj)
+    run(python_m("stages.featurize"), proj)
     runs = {"straight": proj, "killed": clone(proj, tmp_path / "killed")}  # the same features, computed once
-    run([sys.executable, "-m", "stages.train"], runs["straight"])
+    run(python_m("stages.train"), runs["straight"])
     whole = torch.load(runs["straight"] / "models/model.pt", weights_only=False)["state_dict"]
     ckpt = torch.load(runs["straight"] / "models/checkpoint.pt", weights_only=False)
     assert ckpt["trained"] == "head" and ckpt["epoch"] == 40
@@ -145,7 +145,7 @@ def test_head_only_checkpoint_every_n_epochs_resumes_to_the_uninterrupted_result
     saved = torch.load(path, weights_only=False)
     assert not saved["completed"], "training finished before the kill"
     assert (saved["epoch"] + 1) % 2 == 0, saved["epoch"]  # only every second epoch is written
-    out = run([sys.executable, "-m", "stages.train"], proj).stdout
+    out = run(python_m("stages.train"), proj).stdout
     assert f"resuming at epoch {saved['epoch'] + 2}/41" in out, out
     resumed = torch.load(proj / "models/model.pt", weights_only=False)["state_dict"]
     assert resumed.keys() == whole.keys()

@@ -1,7 +1,6 @@
 """The counting losses: head widths, label <-> class mapping, decoding to a count as documented in
 binsight/losses.py, and a small fit through the real training code on generated bins."""
 import json
-import sys
 
 import pytest
 import torch
@@ -10,7 +9,7 @@ from binsight.losses import LOSSES, CountingLoss, class_weights, decode, neighbo
 from binsight.loops import seed_everything
 from binsight.model import load_model, model_from_params
 from binsight.testing.dataset import SMALL_MODEL, write_dataset
-from binsight.testing.project import git_commit, make_project, run, set_params
+from binsight.testing.project import git_commit, make_project, python_m, run, set_params
 from binsight.evaluation import split_loader, timed_predictions
 from binsight.tables import read_split
 
@@ -106,7 +105,7 @@ def test_each_loss_fits_generated_bins_better_than_chance(fit_project, loss):
                                                     "cache_images": True, "augment": "flips", "resume": False}}
     set_params(proj, params)
     out = f"models/{loss}.pt"
-    run([sys.executable, "-m", "stages.train", "--model", out, "--live", f"live_{loss}", "--checkpoint", f"ckpt_{loss}.pt"],
+    run(python_m("stages.train", "--model", out, "--live", f"live_{loss}", "--checkpoint", f"ckpt_{loss}.pt"),
         proj)
     model, meta = load_model(proj / out)
     assert meta["loss"] == loss and meta["classes"] == [1, 2, 3, 4, 5]
@@ -127,8 +126,7 @@ def test_metadata_targets_fit_generated_bins_better_than_chance(fit_project):
                                                     "lr": 0.002, "optimizer": "adamw", "loss": "ce", "aux_weight": 1.0,
                                                     "cache_images": True, "augment": "flips", "resume": False}}
     set_params(proj, params)
-    run([sys.executable, "-m", "stages.train", "--model", "models/aux.pt", "--live", "live_aux",
-         "--checkpoint", "ckpt_aux.pt"], proj)
+    run(python_m("stages.train", "--model", "models/aux.pt", "--live", "live_aux", "--checkpoint", "ckpt_aux.pt"), proj)
     head = torch.load(proj / "ckpt_aux.pt", weights_only=False)["model"]["aux.weight"]
     seed_everything(42)  # the run's initial weights, built as the train stage builds them
     init = model_from_params(SMALL_MODEL, 5, aux_outputs=7).aux.weight.detach()

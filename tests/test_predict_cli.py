@@ -7,13 +7,13 @@ import sys
 
 import pytest
 
-from binsight.testing.project import REPO, env, run
+from binsight.testing.project import REPO, env, python_m, run
 from binsight.testing.serving import png_bytes, untrained_model
 from binsight.testing.synthetic import make_bins
 
 
 def predict(*args, stdin=None):
-    return subprocess.run([sys.executable, "-m", "binsight.predict", *map(str, args)], cwd=REPO, env=env(),
+    return subprocess.run(python_m("binsight.predict", *args), cwd=REPO, env=env(),
                           input=stdin, capture_output=True, timeout=300)
 
 

@@ -17,7 +17,8 @@ from binsight.params import SCALABLE_ARCHS, TOP_LEVEL_TRAIN, check_model, check_
 from binsight.loops import cpu_has_bf16, use_channels_last
 from binsight.training import make_optimizer
 from binsight.testing.dataset import SMALL_MODEL, SMALL_TRAIN, write_dataset
-from binsight.testing.project import REPO, experiment_refs, git_commit, kill_when_written, make_project, run, set_params
+from binsight.testing.project import (REPO, experiment_refs, git_commit, kill_when_written, make_project, python_m, run,
+                                      set_params)
 
 
 @pytest.fixture
@@ -30,7 +31,7 @@ def project(tmp_path):
 
 
 def train(project, check=False, **env_extra):
-    return run([sys.executable, "-m", "stages.train"], project, check=check, **env_extra)
+    return run(python_m("stages.train"), project, check=check, **env_extra)
 
 
 def one_line_error(proc):

@@ -5,7 +5,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from binsight.errors import ConfigError
 from binsight.params import load_params
 from binsight.tune import check_tune, cli_value, lookup
 from binsight.testing.bucket import admin_client
-from binsight.testing.project import clone, dvc, env, experiments, git_commit, run, set_params
+from binsight.testing.project import clone, dvc, env, experiments, git_commit, python_m, run, set_params
 
 CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
@@ -58,7 +57,7 @@ def test_values_reach_params_yaml_as_plain_numbers():
 
 
 def tune(project, *args, **kwargs):
-    return run([sys.executable, "-m", "binsight.tune", *args], project, **kwargs)
+    return run(python_m("binsight.tune", *args), project, **kwargs)
 
 
 def study_of(project, name):
@@ -169,7 +168,7 @@ def train_processes(storage_path):
 def test_a_worker_killed_mid_trial_leaves_a_failed_trial_and_the_rest_complete(frozen_project, clone_project):
     project = clone_project(frozen_project)
     small_space(project, epochs=12, pruner="none")  # long enough to be killed mid-way
-    proc = subprocess.Popen([sys.executable, "-m", "binsight.tune", "--trials", "2", "--workers", "2", "--study", "k"],
+    proc = subprocess.Popen(python_m("binsight.tune", "--trials", "2", "--workers", "2", "--study", "k"),
                             cwd=project, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline, killed = time.time() + 300, None
     while killed is None and time.time() < deadline and proc.poll() is None:

@@ -28,7 +28,8 @@ def env(gpu=False, **extra):
     """The environment of a test subprocess. Pinned to the CPU unless `gpu`: the suite compares
     numbers across stages exactly (fp32 on the CPU); tests/test_gpu.py runs the GPU paths."""
     e = dict(os.environ)
-    e["PATH"] = VENV_BIN + os.pathsep + e.get("PATH", "")
+    # The warm interpreter's `python` first, where this worker runs one (binsight/testing/warm_python.py).
+    e["PATH"] = os.pathsep.join(filter(None, [e.get("BINSIGHT_WARM_BIN"), VENV_BIN, e.get("PATH")]))
     e.update(DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
              GIT_COMMITTER_EMAIL="t@t", PYTHONUNBUFFERED="1")
     for k in ("DVC_ROOT", "DVC_EXP_BASELINE_REV", "DVC_EXP_NAME", "AWS_ENDPOINT_URL", "BINSIGHT_S3_BUCKET",
@@ -51,6 +52,13 @@ def run(args, cwd, check=True, timeout=600, gpu=False, **env_extra):
 
 def dvc(project, *args, check=True, **env_extra):
     return run(["dvc", *args], project, check=check, **env_extra)
+
+
+def python_m(module, *args):
+    """`python -m MODULE ARGS` as dvc.yaml runs a stage and a user runs `binsight.predict` or `binsight.tune`:
+    the `python` first on the tests' PATH, the warm interpreter's where this worker runs one
+    (binsight/testing/warm_python.py), else the venv's."""
+    return ["python", "-m", module, *map(str, args)]
 
 
 def deep_update(base, overrides):
