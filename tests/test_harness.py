@@ -65,6 +65,8 @@ sys.exit(int(sys.argv[1]) if sys.argv[1].isdigit() else sys.argv[1])
 @pytest.fixture
 def probe_project(tmp_path):
     """A folder with a `stages/probe.py` and its own `binsight` package, as a test project has."""
+    if not os.environ.get(SOCKET_ENV):
+        pytest.skip("no warm interpreter in this run: BINSIGHT_WARM=0, or not Linux")
     (tmp_path / "stages").mkdir()
     (tmp_path / "stages/__init__.py").write_text("")
     (tmp_path / "stages/probe.py").write_text(PROBE)

@@ -1,4 +1,4 @@
-"""The `python` that test projects find first on PATH when a warm interpreter runs
+"""What the `python` that test projects find first on PATH runs when a warm interpreter runs
 (binsight/testing/warm_python.py). Standard library only: it runs as `python -S`, in milliseconds.
 
 `python -m stages.NAME ARGS` (the commands in dvc.yaml), `binsight.predict` or `binsight.tune` is handed to the warm
@@ -24,7 +24,7 @@ def exec_real(args):
 
 
 def std_fds():
-    """The standard streams this process has open (0, 1, 2), as (numbers, fds)."""
+    """Which of the standard streams (0, 1, 2) this process has open."""
     numbers = []
     for fd in (0, 1, 2):
         try:
