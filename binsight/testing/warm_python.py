@@ -219,10 +219,9 @@ def serve(path):
                     for fd in fds.values():
                         os.close(fd)
                     send_status(conn, b"N", 0)
-                    print(f"declined python -m {request['module']} in {request['cwd']}: "
-                          f"{ {k: request['env'].get(k) for k in IMPORT_TIME_ENV if request['env'].get(k) != own_env.get(k)} } "
-                          f"threads {torch_threads(request['env'])}",
-                          flush=True)
+                    changed = {k: v for k in IMPORT_TIME_ENV if (v := request["env"].get(k)) != own_env.get(k)}
+                    print(f"declined python -m {request['module']} in {request['cwd']}: {changed}, "
+                          f"threads {torch_threads(request['env'])}", flush=True)
                     continue
                 pid = os.fork()
                 if pid == 0:
@@ -234,7 +233,8 @@ def serve(path):
                 for fd in fds.values():
                     os.close(fd)
                 children[pid] = conn
-                print(f"{pid} python -m {request['module']} {' '.join(request['argv'])} in {request['cwd']}", flush=True)
+                print(f"{pid} python -m {request['module']} {' '.join(request['argv'])} in {request['cwd']}",
+                      flush=True)
                 try:
                     conn.sendall(b"P" + struct.pack("!q", pid))
                 except OSError:
