@@ -100,7 +100,7 @@ def test_each_loss_fits_generated_bins_better_than_chance(fit_project, loss):
     """The real train stage with each loss, 48 px, cached images; val accuracy is what it picks the
     best epoch by, and the saved model decodes on the held-out split to counts better than chance."""
     proj = fit_project
-    params = {"model": {**SMALL_MODEL}, "train": {"epochs": 10, "batch_size": 8, "image_size": 48, "num_workers": 0,
+    params = {"model": {**SMALL_MODEL}, "train": {"epochs": 6, "batch_size": 8, "image_size": 48, "num_workers": 0,
                                                     "lr": 0.002, "optimizer": "adamw", "loss": loss,
                                                     "cache_images": True, "augment": "flips", "resume": False}}
     set_params(proj, params)
@@ -122,7 +122,7 @@ def test_metadata_targets_fit_generated_bins_better_than_chance(fit_project):
     """train.aux_weight through the real train stage: the second head learns from data/raw/metadata
     beside the count, the checkpoint keeps it, and the model file (without it) counts better than chance."""
     proj = fit_project
-    params = {"model": {**SMALL_MODEL}, "train": {"epochs": 10, "batch_size": 8, "image_size": 48, "num_workers": 0,
+    params = {"model": {**SMALL_MODEL}, "train": {"epochs": 6, "batch_size": 8, "image_size": 48, "num_workers": 0,
                                                     "lr": 0.002, "optimizer": "adamw", "loss": "ce", "aux_weight": 1.0,
                                                     "cache_images": True, "augment": "flips", "resume": False}}
     set_params(proj, params)
