@@ -36,6 +36,7 @@ def std_fds():
 
 
 def read_exactly(sock, n):
+    """`n` bytes from `sock`, or None if it closes first."""
     data = b""
     while len(data) < n:
         chunk = sock.recv(n - len(data))

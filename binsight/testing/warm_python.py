@@ -34,7 +34,7 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
-from binsight.testing.warm_client import SOCKET_ENV
+from binsight.testing.warm_client import SOCKET_ENV, read_exactly
 
 PRELOADED = ("numpy", "PIL.Image", "yaml", "boto3", "matplotlib.pyplot", "optuna", "torch", "torchvision", "dvclive")
 # What the interpreter or those libraries read when they start or are imported.
@@ -66,13 +66,10 @@ def read_request(conn):
     if len(data) < 8:
         return None
     size = struct.unpack("!Q", data[:8])[0]
-    data = data[8:]
-    while len(data) < size:
-        chunk = conn.recv(size - len(data))
-        if not chunk:
-            return None
-        data += chunk
-    request = json.loads(data)
+    rest = read_exactly(conn, size - len(data[8:]))
+    if rest is None:
+        return None
+    request = json.loads(data[8:] + rest)
     return request, dict(zip(request["fds"], fds))
 
 
