@@ -53,11 +53,16 @@ def torch_threads(env):
     return int(omp) if omp and omp.isdigit() and int(omp) > 0 and mkl in (None, omp) else "?"
 
 
+def changed_at_import(request_env, own_env):
+    """{variable: requested value} of the `IMPORT_TIME_ENV` that differ from the server's."""
+    return {k: v for k in IMPORT_TIME_ENV if (v := request_env.get(k)) != own_env.get(k)}
+
+
 def forkable(request_env, own_env):
     """Whether a child forked here starts as a cold interpreter would under `request_env`."""
     threads = torch_threads(request_env)
-    return ({k: request_env.get(k) for k in IMPORT_TIME_ENV} == {k: own_env.get(k) for k in IMPORT_TIME_ENV}
-            and threads != "?" and (threads is not None or torch_threads(own_env) is None))
+    return (not changed_at_import(request_env, own_env) and threads != "?"
+            and (threads is not None or torch_threads(own_env) is None))
 
 
 def read_request(conn):
@@ -100,8 +105,9 @@ def run_child(conn, request, fds):
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
-    if torch_threads(os.environ) is not None:
-        importlib.import_module("torch").set_num_threads(torch_threads(os.environ))
+    threads = torch_threads(os.environ)
+    if threads is not None:  # forkable() let only a number or None through
+        importlib.import_module("torch").set_num_threads(threads)
     unbuffered = bool(os.environ.get("PYTHONUNBUFFERED"))
     sys.stdin, sys.stdout, sys.stderr = (stream(fd, unbuffered) for fd in (0, 1, 2))
     sys.__stdin__, sys.__stdout__, sys.__stderr__ = sys.stdin, sys.stdout, sys.stderr
@@ -216,8 +222,8 @@ def serve(path):
                     for fd in fds.values():
                         os.close(fd)
                     send_status(conn, b"N", 0)
-                    changed = {k: v for k in IMPORT_TIME_ENV if (v := request["env"].get(k)) != own_env.get(k)}
-                    print(f"declined python -m {request['module']} in {request['cwd']}: {changed}, "
+                    print(f"declined python -m {request['module']} in {request['cwd']}: "
+                          f"{changed_at_import(request['env'], own_env)}, "
                           f"threads {torch_threads(request['env'])}", flush=True)
                     continue
                 pid = os.fork()
