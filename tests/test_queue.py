@@ -2,9 +2,10 @@
 experiments, `dvc exp show --csv` lists them with their params, `dvc queue remove` drops two,
 `dvc queue start` runs the other two, and `dvc exp show --csv` compares them. (Two runs show what
 four would, at half the suite's time: each queued run is a whole `dvc exp run` in a temp workspace.)"""
+import subprocess
 import time
 
-from binsight.testing.project import dvc, experiment_refs, experiments, stages_run
+from binsight.testing.project import dvc, env, experiment_refs, experiments, stages_run
 
 QUEUE_TIMEOUT = 300
 
@@ -32,7 +33,17 @@ def wait_for_queue(project, names, timeout=QUEUE_TIMEOUT):
         time.sleep(1)
 
 
-def test_queued_grid_expands_to_four_and_runs_what_is_left_with_metrics(frozen_project, clone_project):
+def start_queue(project, log):
+    """`dvc queue start -j 1`, its output in the file `log`. The queue's worker keeps the caller's
+    stdout and stderr until it exits, 10 s after the queue is empty (DVC's idle timeout): read
+    through pipes, the call would not return before then."""
+    with open(log, "w") as out:
+        proc = subprocess.run(["dvc", "queue", "start", "-j", "1"], cwd=project, env=env(), stdout=out,
+                              stderr=subprocess.STDOUT, timeout=120)
+    assert proc.returncode == 0, log.read_text()
+
+
+def test_queued_grid_expands_to_four_and_runs_what_is_left_with_metrics(frozen_project, clone_project, tmp_path):
     project = clone_project(frozen_project)
     queued = dvc(project, "exp", "run", "--queue", "-S", "lr=0.001,0.01", "-S", "batch_size=16,32")
     assert queued.stdout.count("Queued experiment") == 4, queued.stdout
@@ -42,7 +53,7 @@ def test_queued_grid_expands_to_four_and_runs_what_is_left_with_metrics(frozen_p
     dropped = [grid[(0.001, 32)], grid[(0.01, 16)]]
     dvc(project, "queue", "remove", *dropped)
     try:
-        dvc(project, "queue", "start", "-j", "1")
+        start_queue(project, tmp_path / "queue-start.log")
         status = wait_for_queue(project, [grid[(0.001, 16)], grid[(0.01, 32)]])
     finally:
         dvc(project, "queue", "stop", check=False)
