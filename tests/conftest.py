@@ -39,17 +39,18 @@ def abid_bucket(s3_server):
     return build_bucket(s3_server.url, n_per_class=80)
 
 
-def reproduced(request, model, train):
+def reproduced(request, model, train, cold):
     """-> build(path): a project with these model and train params, its file list the bucket's clean
-    bins, committed after `dvc repro`. The bucket is built only on the worker that builds this, and
-    `fetch.endpoint_url` names that worker's S3 server: a test that changes what fetch depends on in
-    a copy must point it at its own (`abid_bucket.url`)."""
+    bins, committed after `dvc repro`. `cold`: every stage starts in a new interpreter, as a user's
+    would, not forked from this worker's warm one. The bucket is built only on the worker that builds
+    this, and `fetch.endpoint_url` names that worker's S3 server: a test that changes what fetch
+    depends on in a copy must point it at its own (`abid_bucket.url`)."""
     def build(project):
         bucket = request.getfixturevalue("abid_bucket")
         make_project(project, commit=False, params={"fetch": {"endpoint_url": bucket.url}, "model": model, "train": train})
         bucket.write_file_list(project / "file_list.json", bucket.clean)
         git_commit(project, "pipeline")
-        dvc(project, "repro", BINSIGHT_WARM_PYTHON="")  # cold: every stage starts as a user's would
+        dvc(project, "repro", **({"BINSIGHT_WARM_PYTHON": ""} if cold else {}))
         git_commit(project, "repro")
     return build
 
@@ -57,9 +58,10 @@ def reproduced(request, model, train):
 @pytest.fixture(scope="session")
 def trained_project(tmp_path_factory, request):
     """A project that ran the whole pipeline (`dvc repro`) on the generated bins with a small
-    resnet18 (64 px, no pretrained weights), built once per run. Read-only: copy it with
-    `clone_project` to change it."""
-    return built_once(tmp_path_factory, "trained", reproduced(request, SMALL_MODEL, SMALL_TRAIN))
+    resnet18 (64 px, no pretrained weights), built once per run, every stage cold (the featurize
+    tests start the frozen backbone's featurize cold). Read-only: copy it with `clone_project` to
+    change it."""
+    return built_once(tmp_path_factory, "trained", reproduced(request, SMALL_MODEL, SMALL_TRAIN, cold=True))
 
 
 @pytest.fixture(scope="session")
@@ -67,7 +69,7 @@ def frozen_project(tmp_path_factory, request):
     """A project with a frozen backbone: fetch (80 generated bins per class) -> split -> featurize ->
     train -> evaluate, committed, built once per run, for the featurize, queue and tune tests (on
     cached embeddings each experiment takes seconds). Read-only: copy it with `clone_project`."""
-    return built_once(tmp_path_factory, "frozen", reproduced(request, FROZEN_MODEL, FROZEN_TRAIN))
+    return built_once(tmp_path_factory, "frozen", reproduced(request, FROZEN_MODEL, FROZEN_TRAIN, cold=False))
 
 
 @pytest.fixture

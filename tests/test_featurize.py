@@ -40,7 +40,9 @@ def curve(live, name):
 
 
 def test_head_on_cached_embeddings_matches_the_image_path(project):
-    out = run(python_m("stages.featurize"), project).stdout
+    # cold (sys.executable), as a user's featurize starts: the frozen project of tests/conftest.py
+    # runs it forked from the warm interpreter
+    out = run([sys.executable, "-m", "stages.featurize"], project).stdout
     assert "512-d resnet18 features at 64 px" in out, out
     meta = json.loads((project / "data/features/meta.json").read_text())
     n_train = len(read_split(project / "data/split", "train", project / "data/raw/images"))
