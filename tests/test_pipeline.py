@@ -5,6 +5,7 @@ import json
 import pytest
 import yaml
 
+from binsight.testing.dataset import SMALL_TRAIN
 from binsight.testing.project import REPO, dvc, experiments, in_terminal, set_params, stages_run
 
 
@@ -43,7 +44,7 @@ def test_training_curves_and_params_are_logged(trained_project):
     live = trained_project / "dvclive/train"
     for name in ("train/loss", "train/acc", "val/loss", "val/acc", "train/lr", "train/images_per_s"):
         rows = list(csv.DictReader(open(live / f"plots/metrics/{name}.tsv"), delimiter="\t"))
-        assert [int(r["step"]) for r in rows] == list(range(8)), name
+        assert [int(r["step"]) for r in rows] == list(range(SMALL_TRAIN["epochs"])), name
     logged = (live / "params.yaml").read_text()
     assert "resnet18" in logged and "lr: 0.001" in logged
 
