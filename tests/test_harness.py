@@ -54,10 +54,14 @@ if sys.argv[1] == "threads":
     import torch
     print("threads", torch.get_num_threads())
 if sys.argv[1] == "sleep":
-    open("pid", "w").write(str(os.getpid()))
+    open("pid.tmp", "w").write(str(os.getpid()))
+    os.replace("pid.tmp", "pid")  # whole when the test sees it
     time.sleep(60)
 if sys.argv[1] == "raise":
     raise ValueError("boom")
+if sys.argv[1] == "path":
+    import probe_helper, yaml
+    print("path", sys.path[1], probe_helper.WHERE, yaml.__file__)
 sys.exit(int(sys.argv[1]) if sys.argv[1].isdigit() else sys.argv[1])
 '''
 
@@ -100,6 +104,23 @@ def test_other_torch_threads_are_set_and_another_device_setting_runs_cold(probe_
     assert warm.stdout.startswith("warm ") and f"threads {threads}\n" in warm.stdout, warm.stdout
     other_gpus = probe(probe_project, "0", CUDA_VISIBLE_DEVICES="0")  # read when torch loads: never forked
     assert other_gpus.stdout.startswith("cold "), other_gpus.stdout
+
+
+def test_pythonpath_may_put_folders_in_front_that_hold_none_of_the_warm_modules(probe_project):
+    """The tests' servers run with this checkout in front of PYTHONPATH (repo_pythonpath): forked, such
+    a folder comes right after the working directory on sys.path, as in a cold start. One that holds
+    a module the warm interpreter has loaded (yaml here) runs cold, where that folder's copy wins."""
+    extra = probe_project / "extra"
+    extra.mkdir()
+    (extra / "probe_helper.py").write_text("WHERE = 'extra'\n")
+    pythonpath = os.pathsep.join(filter(None, [str(extra), os.environ.get("PYTHONPATH")]))
+    warm = probe(probe_project, "path", PYTHONPATH=pythonpath)
+    cold = probe(probe_project, "path", PYTHONPATH=pythonpath, **{SOCKET_ENV: ""})
+    assert warm.stdout.startswith("warm ") and f"path {extra} extra " in warm.stdout, warm.stdout + warm.stderr
+    assert warm.stdout[len("warm "):] == cold.stdout[len("cold "):]
+    (extra / "yaml.py").write_text("")
+    shadowed = probe(probe_project, "path", PYTHONPATH=pythonpath)
+    assert shadowed.stdout.startswith("cold ") and f"extra {extra / 'yaml.py'}" in shadowed.stdout, shadowed.stdout
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])

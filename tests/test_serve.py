@@ -12,7 +12,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from binsight.testing.project import REPO
+from binsight.testing.project import REPO, python_m, run
 from binsight.testing.serving import Server, png_bytes
 
 MAX_BODY_MB = 1
@@ -23,7 +23,8 @@ def server(trained_project, abid_bucket, tmp_path_factory):
     work = tmp_path_factory.mktemp("serve")
     # --device cpu: the answers are compared with evaluate's, which ran on the CPU (binsight.testing.project.env)
     with Server(trained_project / "models/model.pt", work / "server.log", "--device", "cpu", "--max-body-mb", MAX_BODY_MB,
-                "--s3-endpoint", abid_bucket.url, "--dvc-lock", trained_project / "dvc.lock", cwd=work) as srv:
+                "--s3-endpoint", abid_bucket.url, "--dvc-lock", trained_project / "dvc.lock", cwd=work,
+                as_tests_run=True) as srv:
         yield srv
 
 
@@ -206,10 +207,8 @@ def test_cli_prints_what_the_server_answers(server, client, trained_project, tes
     ids = [r["id"] for r in test_rows[:5]]
     paths = [str(trained_project / f"data/raw/images/{i}.jpg") for i in ids]
     # --device cpu, like the server: on a GPU box predict would pick CUDA and its reduced precision
-    proc = subprocess.run([sys.executable, "-m", "binsight.predict", "--json", "--device", "cpu", "--model",
-                           str(trained_project / "models/model.pt"), *paths],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    proc = run(python_m("binsight.predict", "--json", "--device", "cpu", "--model", trained_project / "models/model.pt",
+                        *paths), REPO)
     cli = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [c["path"] for c in cli] == paths
     for path, c in zip(paths, cli):

@@ -33,7 +33,7 @@ def other_bucket(abid_bucket):
 @pytest.fixture(scope="module")
 def locked(model, abid_bucket, tmp_path_factory):
     with Server(model, tmp_path_factory.mktemp("locked") / "server.log", "--token", TOKEN,
-                "--s3-endpoint", abid_bucket.url) as srv:
+                "--s3-endpoint", abid_bucket.url, as_tests_run=True) as srv:
         yield srv
 
 
@@ -53,7 +53,7 @@ def test_requests_without_the_token_get_401_and_health_stays_open(locked, abid_b
 
 
 def test_token_from_the_environment(model, tmp_path):
-    with Server(model, tmp_path / "server.log", env={"BINSIGHT_SERVE_TOKEN": "from-env"}) as srv:
+    with Server(model, tmp_path / "server.log", env={"BINSIGHT_SERVE_TOKEN": "from-env"}, as_tests_run=True) as srv:
         assert httpx.get(f"{srv.url}/metadata", timeout=60).status_code == 401
         ok = httpx.get(f"{srv.url}/metadata", headers={"Authorization": "Bearer from-env"}, timeout=60)
         assert ok.status_code == 200 and ok.json()["classes"] == [1, 2, 3, 4, 5]
@@ -69,7 +69,8 @@ def test_urls_outside_the_allowed_buckets_get_403(locked, other_bucket):
 
 def test_allow_bucket_opens_another_bucket(model, abid_bucket, other_bucket, tmp_path):
     bucket, allowed_url = other_bucket
-    with Server(model, tmp_path / "server.log", "--s3-endpoint", abid_bucket.url, "--allow-bucket", bucket) as srv:
+    with Server(model, tmp_path / "server.log", "--s3-endpoint", abid_bucket.url, "--allow-bucket", bucket,
+                as_tests_run=True) as srv:
         mine = httpx.post(f"{srv.url}/predict", json={"url": f"s3://{bucket}/photo.jpg"}, timeout=60)
         assert mine.status_code == 200 and 1 <= mine.json()["count"] <= 5
         # naming a bucket replaces the default: the ABID bucket is now refused

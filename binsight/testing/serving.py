@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
-from binsight.testing.project import repo_pythonpath
+from binsight.testing import project
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -42,15 +42,20 @@ def png_bytes(jpeg):
 
 
 class Server:
-    """`python -m binsight.serve` in a subprocess, its output in `log`; `url` once /health answers."""
+    """`python -m binsight.serve` in a subprocess, its output in `log`; `url` once /health answers.
+    `as_tests_run`: with the tests' environment (`binsight.testing.project.env`: on the CPU, forked
+    from the worker's warm interpreter where it runs one); otherwise the real interpreter with this
+    process's environment (bench/serve.py)."""
 
-    def __init__(self, model, log, *args, cwd=REPO, env=None, timeout=120):
+    def __init__(self, model, log, *args, cwd=REPO, env=None, timeout=120, as_tests_run=False):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = Path(log)
-        cmd = [sys.executable, "-m", "binsight.serve", "--model", str(model), "--port", str(self.port), *map(str, args)]
+        python = "python" if as_tests_run else sys.executable  # "python": the first on the tests' PATH
+        cmd = [python, "-m", "binsight.serve", "--model", str(model), "--port", str(self.port), *map(str, args)]
         self._log_file = open(self.log, "wb")
-        full_env = {**os.environ, "PYTHONPATH": repo_pythonpath(), "PYTHONUNBUFFERED": "1", **(env or {})}
+        full_env = {**(project.env() if as_tests_run else os.environ), "PYTHONPATH": project.repo_pythonpath(),
+                    "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc = subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=self._log_file, stderr=subprocess.STDOUT)
         self._wait(timeout)
 

@@ -1,9 +1,9 @@
 """What the `python` that test projects find first on PATH runs when a warm interpreter runs
 (binsight/testing/warm_python.py). Standard library only: it runs as `python -S`, in milliseconds.
 
-`python -m stages.NAME ARGS` (the commands in dvc.yaml), `binsight.predict` or `binsight.tune` is handed to the warm
-server with this process's working directory, environment and stdin/stdout/stderr; the server forks a
-child that runs the stage. This process stays the stage's process for whoever started it: it passes
+`python -m stages.NAME ARGS` (the commands in dvc.yaml), `binsight.predict`, `binsight.tune` or
+`binsight.serve` is handed to the warm server with this process's working directory, environment and
+stdin/stdout/stderr; the server forks a child that runs the stage. This process stays the stage's process for whoever started it: it passes
 on SIGINT/SIGTERM/SIGHUP to the child, exits with the child's exit status (or dies of its signal),
 and when it is killed (-9 included) the child notices and dies too. Any other command, or no
 server, or a server that declines, runs the real interpreter in this process (exec).
@@ -15,7 +15,7 @@ import socket
 import struct
 import sys
 
-WARM_MODULES = ("stages.", "binsight.predict", "binsight.tune")  # a package (ends with a dot) or a module
+WARM_MODULES = ("stages.", "binsight.predict", "binsight.tune", "binsight.serve")  # a package (ends with a dot) or a module
 SOCKET_ENV = "BINSIGHT_WARM_PYTHON"
 
 

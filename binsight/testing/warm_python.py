@@ -1,7 +1,7 @@
-"""A warm interpreter for the stage, predict and tune processes that the tests start.
+"""A warm interpreter for the stage, predict, tune and serve processes that the tests start.
 
 Every `dvc repro` or `dvc exp run` in the suite starts `python -m stages.NAME` as a new process, and the
-tests start `python -m binsight.predict` and `binsight.tune` the same way. One that imports torch spent
+tests start `python -m binsight.predict`, `binsight.tune` and `binsight.serve` the same way. One that imports torch spent
 2.5-3 CPU-seconds importing torch, torchvision, numpy and dvclive before its first line of work, and
 0.9 s tearing them down at exit: about a third of the suite's CPU time. Here one server per pytest
 worker imports them once; a test project's `python` (a shim that runs binsight/testing/warm_client.py,
@@ -13,8 +13,9 @@ kill -9). Linux only (elsewhere every stage starts cold).
 
 A fork shares what the server imported, so anything these libraries read from the environment at import
 time is the server's. The server therefore declines (and the client runs the real interpreter) unless
-`IMPORT_TIME_ENV` is the same for the request as for the server, and the suite keeps cold starts
-covered: the shared projects are built with the plain interpreter (tests/conftest.py), and so is every
+`IMPORT_TIME_ENV` is the same for the request as for the server (`changed_at_import`: PYTHONPATH may put
+folders in front that hold none of the server's modules), and the suite keeps cold starts
+covered: the shared trained project is built with the plain interpreter (tests/conftest.py), and so is every
 command a test runs with `sys.executable` (the kill -9 tests, the answers before torch is imported).
 
     python -m binsight.testing.warm_python SOCKET
@@ -36,7 +37,8 @@ from pathlib import Path
 
 from binsight.testing.warm_client import SOCKET_ENV, read_exactly
 
-PRELOADED = ("numpy", "PIL.Image", "yaml", "boto3", "matplotlib.pyplot", "optuna", "torch", "torchvision", "dvclive")
+PRELOADED = ("numpy", "PIL.Image", "yaml", "boto3", "matplotlib.pyplot", "optuna", "torch", "torchvision", "dvclive",
+             "fastapi", "uvicorn")
 # What the interpreter or those libraries read when they start or are imported.
 IMPORT_TIME_ENV = ("CUDA_VISIBLE_DEVICES", "PYTORCH_CUDA_ALLOC_CONF", "PYTHONPATH", "PYTHONHASHSEED", "PYTHONWARNINGS",
                    "PYTHONIOENCODING", "PYTHONUTF8", "LANG", "LC_ALL", "LC_CTYPE", "HOME", "MPLBACKEND", "MPLCONFIGDIR",
@@ -53,9 +55,44 @@ def torch_threads(env):
     return int(omp) if omp and omp.isdigit() and int(omp) > 0 and mkl in (None, omp) else "?"
 
 
+def added_to_path(request_env, own_env):
+    """The folders that the request's PYTHONPATH puts in front of the server's ([] where the two are
+    the same), or None where it is not the server's with folders in front."""
+    mine, theirs = ([p for p in e.get("PYTHONPATH", "").split(os.pathsep) if p] for e in (own_env, request_env))
+    extra = len(theirs) - len(mine)
+    return theirs[:extra] if extra >= 0 and theirs[extra:] == mine else None
+
+
+def holds_a_loaded_module(folders):
+    """Whether one of `folders` holds a top-level module or package that this process has imported
+    (binsight aside: a child imports it again). A cold start would import that folder's copy. (A
+    folder without __init__.py, such as a dvclive/ of metrics, would not: a namespace package
+    loses to a regular one found later on the path.)"""
+    loaded = {name.partition(".")[0] for name in sys.modules} - {"binsight", "__main__"}
+    for folder in folders:
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.is_dir():
+                name = entry.name if os.path.exists(os.path.join(entry.path, "__init__.py")) else ""
+            else:
+                name = entry.name.split(".")[0] if entry.name.endswith((".py", ".so")) else ""
+            if name in loaded:
+                return True
+    return False
+
+
 def changed_at_import(request_env, own_env):
-    """{variable: requested value} of the `IMPORT_TIME_ENV` that differ from the server's."""
-    return {k: v for k in IMPORT_TIME_ENV if (v := request_env.get(k)) != own_env.get(k)}
+    """{variable: requested value} of the `IMPORT_TIME_ENV` that differ from the server's. A PYTHONPATH
+    that puts folders in front of the server's passes where they hold none of its modules (this
+    checkout, say): the child puts them on sys.path as the interpreter would."""
+    changed = {k: v for k in IMPORT_TIME_ENV if (v := request_env.get(k)) != own_env.get(k)}
+    added = added_to_path(request_env, own_env)
+    if "PYTHONPATH" in changed and added is not None and not holds_a_loaded_module(added):
+        del changed["PYTHONPATH"]
+    return changed
 
 
 def forkable(request_env, own_env):
@@ -89,7 +126,7 @@ def stream(fd, unbuffered):
                             line_buffering=not unbuffered and (fd == 2 or raw.isatty()), write_through=unbuffered)
 
 
-def run_child(conn, request, fds):
+def run_child(conn, request, fds, own_env):
     """In the forked child: become the requested `python -m MODULE ARGV`, and exit as it does."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD):
@@ -122,7 +159,8 @@ def run_child(conn, request, fds):
     for name in [m for m in sys.modules if m == "binsight" or m.startswith("binsight.")]:
         del sys.modules[name]  # the stage imports the project's own copy, as a cold `python -m` would
     sys.argv = [request["module"], *request["argv"]]
-    sys.path[0] = request["cwd"]  # what `python -m` puts first
+    sys.path[0] = request["cwd"]  # what `python -m` puts first, then PYTHONPATH's folders
+    sys.path[1:1] = added_to_path(request["env"], own_env)
     try:
         runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
         code = 0
@@ -232,7 +270,7 @@ def serve(path):
                     selector.close()
                     for other in (server, wake_r, wake_w, *children.values()):
                         other.close()
-                    run_child(conn, request, fds)  # never returns
+                    run_child(conn, request, fds, own_env)  # never returns
                 for fd in fds.values():
                     os.close(fd)
                 children[pid] = conn
