@@ -17,27 +17,29 @@ SPLIT_BY_TEST = ("tests/test_tune.py", "tests/test_featurize.py", "tests/test_tr
 LONGEST_FIRST = (
     "tests/test_tune.py::test_two_workers_then_a_second_machine_share_one_study_and_the_best_is_applied",  # frozen
     "tests/test_predict_cli.py",  # trained
-    "tests/test_tune.py::test_the_pruner_stops_a_trial_whose_lr_makes_it_diverge",
     "tests/test_queue.py",
-    "tests/test_serve.py",
-    "tests/test_tune.py::test_a_worker_killed_mid_trial_leaves_a_failed_trial_and_the_rest_complete",
-    "tests/test_train.py::test_a_killed_and_resumed_run_ends_where_an_uninterrupted_one_does",
     "tests/test_fetch_pipeline.py",
+    "tests/test_tune.py::test_the_pruner_stops_a_trial_whose_lr_makes_it_diverge",
     "tests/test_pipeline.py",
-    "tests/test_featurize.py::test_head_only_checkpoint_every_n_epochs_resumes_to_the_uninterrupted_result",
-    "tests/test_report.py",
-    "tests/test_featurize.py::test_head_on_cached_embeddings_matches_the_image_path",
-    "tests/test_losses.py::test_each_loss_fits_generated_bins_better_than_chance",  # each of its four losses
+    "tests/test_tune.py::test_a_worker_killed_mid_trial_leaves_a_failed_trial_and_the_rest_complete",
     "tests/test_remote.py",
+    "tests/test_report.py",
+    "tests/test_train.py::test_a_killed_and_resumed_run_ends_where_an_uninterrupted_one_does",
     "tests/test_explore.py",
-    "tests/test_inference.py",
-    "tests/test_serve_security.py",
     "tests/test_distributed.py",
+    "tests/test_featurize.py::test_head_only_checkpoint_every_n_epochs_resumes_to_the_uninterrupted_result",
+    "tests/test_serve.py",
     "tests/test_local_fetch.py",
+    "tests/test_featurize.py::test_head_on_cached_embeddings_matches_the_image_path",
     "tests/test_startup.py",
-    "tests/test_train.py::test_diverging_loss_stops_with_epoch_and_lr",
+    "tests/test_tune.py::test_a_storage_that_cannot_be_opened_is_a_one_line_error",
+    "tests/test_losses.py::test_each_loss_fits_generated_bins_better_than_chance",  # each of its four losses
+    "tests/test_losses.py::test_metadata_targets_fit_generated_bins_better_than_chance",
+    "tests/test_serve_security.py",
+    "tests/test_inference.py",
     "tests/test_bench.py",
     "tests/test_progress.py",
+    "tests/test_train.py::test_diverging_loss_stops_with_epoch_and_lr",
 )
 
 
