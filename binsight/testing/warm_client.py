@@ -3,9 +3,10 @@
 
 `python -m stages.NAME ARGS` (the commands in dvc.yaml), `binsight.predict`, `binsight.tune` or
 `binsight.serve` is handed to the warm server with this process's working directory, environment and
-stdin/stdout/stderr; the server forks a child that runs the stage. This process stays the stage's process for whoever started it: it passes
-on SIGINT/SIGTERM/SIGHUP to the child, exits with the child's exit status (or dies of its signal),
-and when it is killed (-9 included) the child notices and dies too. Any other command, or no
+stdin/stdout/stderr; the server forks a child that runs the stage. This process stays the stage's
+process for whoever started it: it passes on SIGINT/SIGTERM/SIGHUP to the child, exits with the
+child's exit status (or dies of its signal), and when it is killed (-9 included) the child notices
+and dies too. Any other command, or no
 server, or a server that declines, runs the real interpreter in this process (exec).
 """
 import json
@@ -15,7 +16,8 @@ import socket
 import struct
 import sys
 
-WARM_MODULES = ("stages.", "binsight.predict", "binsight.tune", "binsight.serve")  # a package (ends with a dot) or a module
+# each a package (ending with a dot) or a module
+WARM_MODULES = ("stages.", "binsight.predict", "binsight.tune", "binsight.serve")
 SOCKET_ENV = "BINSIGHT_WARM_PYTHON"
 
 

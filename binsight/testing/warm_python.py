@@ -1,9 +1,9 @@
 """A warm interpreter for the stage, predict, tune and serve processes that the tests start.
 
 Every `dvc repro` or `dvc exp run` in the suite starts `python -m stages.NAME` as a new process, and the
-tests start `python -m binsight.predict`, `binsight.tune` and `binsight.serve` the same way. One that imports torch spent
-2.5-3 CPU-seconds importing torch, torchvision, numpy and dvclive before its first line of work, and
-0.9 s tearing them down at exit: about a third of the suite's CPU time. Here one server per pytest
+tests start `python -m binsight.predict`, `binsight.tune` and `binsight.serve` the same way. One that
+imports torch spent 2.5-3 CPU-seconds importing torch, torchvision, numpy and dvclive before its first
+line of work, and 0.9 s tearing them down at exit: about a third of the suite's CPU time. Here one server per pytest
 worker imports them once; a test project's `python` (a shim that runs binsight/testing/warm_client.py,
 first on PATH through `binsight.testing.project.env`) asks it to fork a child that runs the module, with
 the caller's working directory, environment, arguments and standard streams. The child is a real process
@@ -14,9 +14,10 @@ kill -9). Linux only (elsewhere every stage starts cold).
 A fork shares what the server imported, so anything these libraries read from the environment at import
 time is the server's. The server therefore declines (and the client runs the real interpreter) unless
 `IMPORT_TIME_ENV` is the same for the request as for the server (`changed_at_import`: PYTHONPATH may put
-folders in front that hold none of the server's modules), and the suite keeps cold starts
-covered: the shared trained project is built with the plain interpreter (tests/conftest.py), and so is every
-command a test runs with `sys.executable` (the kill -9 tests, the answers before torch is imported).
+folders in front that hold none of the server's modules), and the suite keeps cold starts covered: the
+shared trained project is built with the plain interpreter (tests/conftest.py), featurize's frozen
+path starts cold in tests/test_featurize.py, and so does every command a test runs with
+`sys.executable` (the kill -9 tests, the answers before torch is imported).
 
     python -m binsight.testing.warm_python SOCKET
 """
