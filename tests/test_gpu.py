@@ -1,9 +1,11 @@
-"""The GPU paths (CUDA, autocast bf16/fp16 with GradScaler, channels-last, NCCL): they run where a
-GPU is visible and are skipped elsewhere, saying so. The rest of the suite pins the CPU
-(binsight.testing.project.env) because it compares numbers across stages exactly."""
+"""The GPU paths (CUDA, autocast bf16/fp16 with GradScaler, channels-last, NCCL, the server on CUDA):
+they run where a GPU is visible and are skipped elsewhere, saying so. The rest of the suite pins the
+CPU (binsight.testing.project.env) because it compares numbers across stages exactly."""
 import json
+import random
 import sys
 
+import httpx
 import pytest
 import torch
 
@@ -12,6 +14,8 @@ from binsight.tables import read_split
 from binsight.model import load_model
 from binsight.testing.dataset import SMALL_MODEL, SMALL_TRAIN, write_dataset
 from binsight.testing.project import git_commit, make_project, run
+from binsight.testing.serving import Server, untrained_model
+from binsight.testing.synthetic import draw_bin, jpeg_bytes
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible: the GPU paths need one")
 needs_two = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="NCCL DDP needs 2 GPUs")
@@ -49,3 +53,21 @@ def test_two_gpu_ddp_with_nccl(tmp_path):
     project = gpu_project(tmp_path, distributed={"nproc_per_node": 2, "backend": "nccl"})
     out = run([sys.executable, "-m", "stages.train"], project, gpu=True).stdout
     assert "x2 processes" in out and sum(line.startswith("epoch 3/3") for line in out.splitlines()) == 1
+
+
+@needs_cuda
+def test_the_server_picks_the_gpu_and_answers_as_on_the_cpu(tmp_path):
+    """`python -m binsight.serve` without --device takes CUDA where it is visible (and its reduced
+    precision, amp: auto): a bin photo gets about the probabilities of a server pinned to the CPU."""
+    model = untrained_model(tmp_path / "model.pt")
+    jpeg = jpeg_bytes(draw_bin(3, (520, 400), random.Random(0)))
+    answers = {}
+    for device, args in (("cuda", []), ("cpu", ["--device", "cpu"])):
+        # the real interpreter with this process's environment, the GPU visible (not binsight.testing.project.env)
+        with Server(model, tmp_path / f"{device}.log", *args) as server:
+            assert httpx.get(f"{server.url}/health", timeout=60).json()["device"].startswith(device)
+            answer = httpx.post(f"{server.url}/predict", content=jpeg, headers={"Content-Type": "image/jpeg"},
+                                timeout=120)
+            assert answer.status_code == 200, answer.text
+            answers[device] = answer.json()["probabilities"]
+    assert answers["cuda"] == pytest.approx(answers["cpu"], abs=0.02)
