@@ -55,7 +55,7 @@ def dvc(project, *args, check=True, **env_extra):
 
 
 def python_m(module, *args):
-    """`python -m MODULE ARGS` as dvc.yaml runs a stage and a user runs `binsight.predict` or `binsight.tune`:
+    """`python -m MODULE ARGS` as dvc.yaml runs a stage and a user runs `binsight.predict`, `tune` or `serve`:
     the `python` first on the tests' PATH, the warm interpreter's where this worker runs one
     (binsight/testing/warm_python.py), else the venv's."""
     return ["python", "-m", module, *map(str, args)]

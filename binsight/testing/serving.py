@@ -51,8 +51,9 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = Path(log)
-        python = "python" if as_tests_run else sys.executable  # "python": the first on the tests' PATH
-        cmd = [python, "-m", "binsight.serve", "--model", str(model), "--port", str(self.port), *map(str, args)]
+        serve_args = ["--model", model, "--port", self.port, *args]
+        cmd = (project.python_m("binsight.serve", *serve_args) if as_tests_run
+               else [sys.executable, "-m", "binsight.serve", *map(str, serve_args)])
         self._log_file = open(self.log, "wb")
         full_env = {**(project.env() if as_tests_run else os.environ), "PYTHONPATH": project.repo_pythonpath(),
                     "PYTHONUNBUFFERED": "1", **(env or {})}

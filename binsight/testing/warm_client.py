@@ -6,8 +6,8 @@
 stdin/stdout/stderr; the server forks a child that runs the stage. This process stays the stage's
 process for whoever started it: it passes on SIGINT/SIGTERM/SIGHUP to the child, exits with the
 child's exit status (or dies of its signal), and when it is killed (-9 included) the child notices
-and dies too. Any other command, or no
-server, or a server that declines, runs the real interpreter in this process (exec).
+and dies too. Any other command, or no server, or a server that declines, runs the real interpreter
+in this process (exec).
 """
 import json
 import os

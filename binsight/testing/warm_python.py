@@ -339,5 +339,6 @@ def started(folder, env):
         server.kill()
         server.wait()
 
+
 if __name__ == "__main__":
     serve(sys.argv[1])
