@@ -4,8 +4,10 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# columns `make exps` hides: the creation time and every dependency (paths), so the table fits 120 columns
+EXP_HIDDEN := Created|.*/|.*[.]json$$
 
-.PHONY: repro test setup setup-dev browser bench clean-venv
+.PHONY: repro test test-fast lint format exps setup setup-dev browser bench clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,10 +38,29 @@ browser:
 	      apt-get install -y -qq --no-install-recommends chromium >/dev/null; } \
 	  || echo "make: chromium could not be installed; the headless-browser test will skip" >&2; }
 
-# -n auto: one pytest worker per core (at most 8). A project that many tests share is built once, by
-# the first worker that asks; the longest units start first (tests/conftest.py, binsight/testing/units.py).
-test: setup-dev browser
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n auto --maxprocesses 8 tests
+# The whole suite, as CI runs it: lint and format check, then every test (-m "" lifts the fast-tier filter
+# of pyproject.toml) on one pytest worker per core, at most 8. --dist loadgroup keeps the tests that share
+# an expensive module fixture (a started server, a fetched project) on one worker.
+test: setup-dev browser lint
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m "" -n auto --maxprocesses 8 --dist loadgroup \
+	  --no-loadscope-reorder
+
+# The fast tier while you work: pure logic and stages called in-process, under a minute.
+test-fast: setup-dev
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
+
+lint: setup-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup-dev
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+# `dvc exp show` cut to what a 120-column terminal can show: the headline metrics, then the params that
+# differ between the experiments (no dependency hashes).
+exps: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" dvc exp show --no-pager --only-changed --drop '$(EXP_HIDDEN)' $(EXPS_ARGS)
 
 bench: setup-dev
 	$(BIN)/python bench/fetch.py

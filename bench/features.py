@@ -29,7 +29,7 @@ import binsight.training as training  # noqa: E402
 import stages.train as train_stage  # noqa: E402
 from stages import featurize  # noqa: E402
 from binsight.loops import evaluate_split, train_one_epoch  # noqa: E402
-from binsight.testing.dataset import write_dataset  # noqa: E402
+from tests.support.dataset import write_dataset  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -21,9 +21,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from binsight.testing.http_load import run_load  # noqa: E402
-from binsight.testing.serving import Server, untrained_model  # noqa: E402
-from binsight.testing.synthetic import draw_bin, jpeg_bytes  # noqa: E402
+from tests.support.http_load import run_load  # noqa: E402
+from tests.support.serving import Server, untrained_model  # noqa: E402
+from tests.support.synthetic import draw_bin, jpeg_bytes  # noqa: E402
 
 
 def photos(n, seed=0):

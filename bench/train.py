@@ -20,10 +20,10 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from binsight.datasets import BinImages, make_loader, train_transform  # noqa: E402
-from binsight.loops import amp_dtype, pick_device, train_one_epoch, use_channels_last  # noqa: E402
+from binsight.loops import Parts, amp_dtype, pick_device, train_one_epoch, use_channels_last  # noqa: E402
 from binsight.model import build_model  # noqa: E402
 from binsight.training import make_optimizer  # noqa: E402
-from binsight.testing.synthetic import draw_bin, jpeg_bytes  # noqa: E402
+from tests.support.synthetic import draw_bin, jpeg_bytes  # noqa: E402
 
 TRAIN = {"lr": 1e-3, "backbone_lr": None, "optimizer": "adam", "weight_decay": 0.0, "momentum": 0.9}
 
@@ -60,11 +60,12 @@ def time_training(rows, folder, args, device, freeze):
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, TRAIN)
     loader = loader_for(rows, folder, args, True, device.type == "cuda")
-    criterion = nn.CrossEntropyLoss()
-    train_one_epoch(model, loader, optimizer, criterion, device, dtype, None, channels_last)  # warm-up epoch
+    parts = Parts(model=model, optimizer=optimizer, criterion=nn.CrossEntropyLoss(), device=device, dtype=dtype,
+                  channels_last=channels_last)
+    train_one_epoch(model, loader, parts)  # warm-up epoch
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    stats = train_one_epoch(model, loader, optimizer, criterion, device, dtype, None, channels_last)
+    stats = train_one_epoch(model, loader, parts)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     return stats, peak
 

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import yaml
 
-from binsight.testing.bucket import build_bucket
-from binsight.testing.project import dvc, git_commit, make_project, run
-from binsight.testing.s3server import MotoS3
-from binsight.testing.tuning import FROZEN_MODEL, FROZEN_TRAIN
+from tests.support.bucket import build_bucket
+from tests.support.project import dvc, git_commit, make_project, run
+from tests.support.s3server import MotoS3
+from tests.support.tuning import FROZEN_MODEL, FROZEN_TRAIN
 
 
 def build(root, s3_url, bins_per_class, epochs, size):

@@ -22,8 +22,11 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         usage = "\n".join(f"  {name:<8} {what}" for name, what in COMMANDS.items())
-        print(f"{__doc__}\ncommands:\n{usage}")
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
+        asked_for_help = bool(argv) and argv[0] in ("-h", "--help")
+        print(f"{__doc__}\ncommands:\n{usage}", file=sys.stdout if asked_for_help else sys.stderr)
+        if argv and not asked_for_help:
+            print(f"binsight: unknown command {argv[0]!r}: expected one of {', '.join(COMMANDS)}", file=sys.stderr)
+        return 0 if asked_for_help else 2
     module = importlib.import_module(f"binsight.{MODULES.get(argv[0], argv[0])}")
     return module.main(argv[1:])
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
 from binsight.views import average_over_views
 
@@ -83,10 +84,22 @@ def softmax(outputs):
 
 
 @dataclass
-class StepHooks:
-    """What runs after every optimizer step: a per-step lr schedule and an EMA of the weights."""
-    scheduler: object = None
-    ema: object = None
+class Parts:
+    """What one training run is made of, on its device: all that a training step and a val pass use."""
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    criterion: nn.Module
+    device: torch.device
+    dtype: object = None        # autocast precision, or None for fp32
+    channels_last: bool = False
+    decode: object = softmax    # head outputs -> class probabilities (binsight.losses.decode)
+    scheduler: object = None    # stepped after every optimizer step
+    scaler: object = None       # GradScaler, for fp16
+    ema: object = None          # AveragedModel of the module that learns, when train.ema > 0
+    trained: nn.Module = None   # the module that learns: the model, or its head alone on cached features
+
+    def __post_init__(self):
+        self.trained = self.trained or self.model
 
     def after_step(self, model):
         if self.scheduler is not None:
@@ -94,15 +107,24 @@ class StepHooks:
         if self.ema is not None:
             self.ema.update_parameters(getattr(model, "module", model))
 
+    def eval_module(self):
+        """What val sees: the EMA of the weights when kept, else the weights themselves."""
+        return self.ema.module if self.ema is not None else self.trained
 
-def train_one_epoch(model, loader, optimizer, criterion, device, dtype=None, scaler=None, channels_last=False,
-                    world=None, profiler=None, decode=softmax, hooks=None, progress=None):
-    """One pass over `loader`. With a `world` of several processes, the returned loss, accuracy and
-    image count are over all of them (`model` is then the DDP wrapper). `decode` turns the model's
-    outputs into class probabilities (binsight.losses.decode) for the train accuracy. A batch of
-    three (images, targets, aux targets) passes the third to `criterion` (binsight.aux_targets)."""
+    def model_state(self):
+        """The weights of the module that learns (the whole model, or the head alone on cached
+        features: the frozen backbone is rebuilt from params): with EMA, the averaged ones."""
+        state = self.eval_module().state_dict()
+        return {k: v.detach().cpu().clone() for k, v in state.items()}
+
+
+def train_one_epoch(model, loader, parts, world=None, profiler=None, progress=None):
+    """One pass over `loader`, stepping `parts.optimizer` on `model` (the DDP wrapper of `parts.trained`
+    under several processes, else `parts.trained`). With a `world` of several processes, the returned
+    loss, accuracy and image count are over all of them. A batch of three (images, targets, aux
+    targets) passes the third to the criterion (binsight.aux_targets)."""
     model.train()
-    hooks = hooks or StepHooks()
+    device, dtype = parts.device, parts.dtype
     sums = torch.zeros(3, device=device, dtype=torch.float64)  # loss * n, correct, n
     data_wait = 0.0
     start = tick = time.perf_counter()
@@ -110,23 +132,23 @@ def train_one_epoch(model, loader, optimizer, criterion, device, dtype=None, sca
     with join:
         for x, y, *aux in loader:
             data_wait += time.perf_counter() - tick
-            x, y = _to_device(x, y, device, channels_last)
+            x, y = _to_device(x, y, device, parts.channels_last)
             aux = [a.to(device, non_blocking=True) for a in aux]
             with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                 outputs = model(x)
-                loss = criterion(outputs, y, *aux)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
+                loss = parts.criterion(outputs, y, *aux)
+            parts.optimizer.zero_grad(set_to_none=True)
+            if parts.scaler is not None:
+                parts.scaler.scale(loss).backward()
+                parts.scaler.step(parts.optimizer)
+                parts.scaler.update()
             else:
                 loss.backward()
-                optimizer.step()
-            hooks.after_step(model)
+                parts.optimizer.step()
+            parts.after_step(model)
             # Accumulate on the device: one sync per epoch instead of one per step.
             sums[0] += loss.detach().double() * len(y)
-            sums[1] += (decode(outputs.detach()).argmax(1) == y).sum()
+            sums[1] += (parts.decode(outputs.detach()).argmax(1) == y).sum()
             sums[2] += len(y)
             if profiler is not None:
                 profiler.step()
@@ -177,10 +199,11 @@ def mean_loss(probs, targets):
     return float(-np.log(np.clip(picked, 1e-12, None)).mean()) if len(targets) else float("nan")
 
 
-def evaluate_split(model, loader, device, num_classes, dtype=None, channels_last=False, world=None, decode=softmax):
-    """Loss, accuracy and a histogram of predicted classes over a (possibly sharded) split. The loss
-    is the cross-entropy of the decoded probabilities, whatever the training loss."""
-    probs, targets = predict(model, loader, device, dtype, channels_last, decode)
+def evaluate_split(model, loader, parts, num_classes, world=None):
+    """Loss, accuracy and a histogram of predicted classes of `model` over a (possibly sharded) split,
+    on `parts`' device and precision. The loss is the cross-entropy of the decoded probabilities,
+    whatever the training loss."""
+    probs, targets = predict(model, loader, parts.device, parts.dtype, parts.channels_last, parts.decode)
     sums = torch.zeros(3 + num_classes, dtype=torch.float64)
     if len(targets):
         preds = probs.argmax(1)
@@ -189,6 +212,6 @@ def evaluate_split(model, loader, device, num_classes, dtype=None, channels_last
         sums[2] = len(targets)
         sums[3:] = torch.from_numpy(np.bincount(preds, minlength=num_classes)).double()
     if world is not None and world.enabled:
-        sums = world.sum(sums.to(device)).cpu()
+        sums = world.sum(sums.to(parts.device)).cpu()
     n = max(sums[2].item(), 1)
     return sums[0].item() / n, sums[1].item() / n, sums[3:].long().tolist()

@@ -3,7 +3,7 @@
 
     notebook      the SageMaker notebook's recipe: frozen ImageNet ResNet50 + a new head, CE, Adam
     gpu           the params.yaml defaults (full fine-tuning of an ImageNet ResNet50, lower backbone lr)
-    cpu-scratch   the best from-scratch recipe of the study on real bins (README "Results on real bins"),
+    cpu-scratch   the best from-scratch recipe of the study on real bins (docs/results.md),
                   sized for 2 CPU cores and no downloadable weights (12 bf16 epochs at 96 px; 8 fp32
                   epochs on a CPU without native bf16, which fit the bare loop's time there too)
 """
@@ -16,10 +16,10 @@ NOTEBOOK = {
     "lr": 0.001, "batch_size": 64, "epochs": 10,
     "train.optimizer": "adam", "train.weight_decay": 0.0, "train.scheduler": "none", "train.warmup_epochs": 0,
     "train.loss": "ce", "train.balance": "none", "train.ema": 0.0, "train.aux_weight": 0.0, "train.augment": "none",
-    "train.image_size": 224, "train.label_smoothing": 0.0,
+    "train.image_size": 224, "train.label_smoothing": 0.0, "train.patience": 5,
 }
 
-# The study's winner (README "Results on real bins"): at the bare loop's wall time, 12 epochs at
+# The study's winner (docs/results.md): at the bare loop's wall time, 12 epochs at
 # 96 px in bf16 beat 6 epochs at 112 px in fp32. bf16 pays only on a CPU with native bf16; on
 # another, `binsight recipe cpu-scratch` runs FP32_EPOCHS instead, which take the same time.
 CPU_SCRATCH = {
@@ -42,7 +42,7 @@ GPU = {
     "train.optimizer": "adamw", "train.weight_decay": 0.05, "train.scheduler": "cosine", "train.warmup_epochs": 1,
     "train.loss": "neighbour", "train.neighbour_weight": 0.2, "train.balance": "none", "train.ema": 0.0,
     "train.aux_weight": 0.0, "train.augment": "flips", "train.label_smoothing": 0.0, "train.jpeg_draft": True,
-    "train.image_size": 224, "train.amp": "auto",
+    "train.image_size": 224, "train.amp": "auto", "train.patience": 5,
 }
 
 RECIPES = {"notebook": NOTEBOOK, "gpu": GPU, "cpu-scratch": CPU_SCRATCH}

@@ -283,7 +283,7 @@ def training_section(train):
         fig, ax = plt.subplots(figsize=FIGSIZE)
         for series, (steps, values) in sorted(curves[metric].items()):
             ax.plot(steps, values, marker="o" if len(steps) <= 30 else None, markersize=3, label=series)
-        ax.set(title=metric, xlabel="epoch (step)", ylabel=metric)
+        ax.set(title=metric, xlabel="epoch", ylabel=metric)
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.legend(fontsize=7)
         caption = ", ".join(f"{s}: {len(v[1])} steps, last {v[1][-1]:.4g}" for s, v in sorted(curves[metric].items()))

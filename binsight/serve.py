@@ -298,12 +298,8 @@ def parse_args(argv=None):
     return args
 
 
-@one_line_errors
-def main(argv=None):
-    args = parse_args(argv)
-    check_device_name(args.device)
-    require_model_file(args.model)
-    # torch takes seconds to import: only now, so --help and a wrong path answer at once
+def build(args):
+    """-> (app, its forward-pass worker, the predictor) for parsed `args`: what `main` serves."""
     from binsight.inference import BatchQueue, Predictor, lock_metrics
     predictor = Predictor(args.model, args.device, tta=args.tta)
     batcher = BatchQueue(predictor.predict_tensors, args.max_batch, args.max_wait_ms / 1000)
@@ -311,10 +307,19 @@ def main(argv=None):
                         s3_client=make_client(args.s3_region, args.s3_endpoint, anonymous=not args.s3_signed, retries=3),
                         allowed_buckets=frozenset(args.allow_bucket or [ABID_BUCKET]), token=args.token,
                         metrics=lock_metrics(args.model, args.dvc_lock))
+    return create_app(predictor, batcher, settings), batcher, predictor
+
+
+@one_line_errors
+def main(argv=None):
+    args = parse_args(argv)
+    check_device_name(args.device)
+    require_model_file(args.model)
+    # torch takes seconds to import: only now (in build), so --help and a wrong path answer at once
+    app, batcher, predictor = build(args)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.token:
         print(f"serve: warning: listening on {args.host} without --token: anyone who reaches it can use it",
               file=sys.stderr, flush=True)
-    app = create_app(predictor, batcher, settings)
     meta = predictor.metadata()
     print(f"serve: model {predictor.version} ({meta['arch']}, {meta['image_size']} px, counts {meta['classes']}) "
           f"on {predictor.device}", file=sys.stderr, flush=True)

@@ -3,7 +3,8 @@
     fit()  ->  load_data  ->  build_parts  ->  make_loaders  ->  resume_or_start
            ->  for each epoch: train_one_epoch, evaluate_split, record_epoch  ->  finish
 
-`stages/train.py` reads params and calls `fit`; everything here takes explicit arguments.
+`stages/train.py` reads params and calls `fit`. Each step takes the run's context (`Run`: paths,
+params, classes, process group) and what it works on (`Parts`: model, optimizer, loss, device).
 """
 import contextlib
 import copy
@@ -15,7 +16,6 @@ from pathlib import Path
 
 import torch
 from dvclive import Live
-from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from binsight.aux_targets import AUX_OUTPUTS, read_aux_targets
@@ -26,9 +26,10 @@ from binsight.embeddings import FeatureBatches, cached_features
 from binsight.errors import BinsightError, ConfigError
 from binsight.files import atomic_write_text
 from binsight.losses import AuxTargetLoss, CountingLoss, class_weights, decode, output_size, standardizer
-from binsight.loops import (StepHooks, amp_dtype, evaluate_split, pick_device, seed_everything, train_one_epoch,
+from binsight.loops import (Parts, amp_dtype, evaluate_split, pick_device, seed_everything, train_one_epoch,
                             use_channels_last)
 from binsight.model import model_from_params, preprocessing, save_model
+from binsight.paths import Paths
 from binsight.profiling import StepProfiler
 from binsight.pruning import TrialLink, TrialPruned
 from binsight.progress import Progress as ProgressBar
@@ -43,28 +44,30 @@ class TrainingDiverged(BinsightError):
 
 
 @dataclass
-class Parts:
-    """What one training run is made of, on its device."""
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: object
-    scaler: object
-    criterion: nn.Module
-    device: torch.device
-    dtype: object
-    channels_last: bool
-    decode: object          # head outputs -> class probabilities (binsight.losses.decode)
-    ema: object = None      # AveragedModel of the module that learns, when train.ema > 0
+class Run:
+    """What every step of one training run reads: where it reads and writes, its params, its classes
+    (the counts the model tells apart), its process group and its fingerprint (binsight.checkpoint)."""
+    paths: Paths
+    model_params: dict
+    train_params: dict
+    world: object
+    classes: list = None
+    run_id: str = None
 
-    def eval_module(self, trained):
-        """What val sees: the EMA of the weights when kept, else the weights themselves."""
-        return self.ema.module if self.ema is not None else trained
+    def say(self, *args, **kwargs):
+        """print, on the main process only."""
+        if self.world.is_main:
+            print(*args, **kwargs)
 
-    def model_state(self, trained):
-        """The weights of the module that learns (the whole model, or the head alone on cached
-        features: the frozen backbone is rebuilt from params): with EMA, the averaged ones."""
-        state = (self.ema.module if self.ema is not None else trained).state_dict()
-        return {k: v.detach().cpu().clone() for k, v in state.items()}
+
+@dataclass
+class EpochResult:
+    epoch: int              # from 0; the log, the curves and the model file count from 1
+    stats: object           # binsight.loops.EpochStats of the training pass
+    lr: float
+    val_loss: float
+    val_acc: float
+    pred_hist: list         # val predictions per class
 
 
 @dataclass
@@ -97,8 +100,8 @@ def make_optimizer(model, train_params):
 def fused_supported(groups):
     """Whether torch's fused Adam/AdamW kernel can update these parameters (float tensors on the CPU or
     a CUDA GPU): one kernel per step instead of a Python loop over the tensors (torch's CPU default) or
-    its foreach kernels (its GPU default). The same update rule, rounded differently; on 2 CPU cores a
-    ResNet18 step at 96 px is 1.02-1.08x faster with it, a whole cpu-scratch run 1.07x (README, Benchmarks)."""
+    its foreach kernels (its GPU default). The same update rule, rounded differently; bench/train.py
+    times both."""
     return all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
 
 
@@ -129,25 +132,23 @@ def collapse_streak(streak, pred_hist):
 
 def fit(paths, model_params, train_params, world):
     """Train, keep the best epoch by val accuracy in `paths.model`, checkpoint every epoch."""
-    say = print if world.is_main else (lambda *a, **k: None)
+    run = Run(paths, model_params, train_params, world)
     started = time.perf_counter()
-    train_rows, val_rows, classes = load_data(paths)
+    train_rows, val_rows, run.classes = load_data(paths)
     aux = torch.tensor(read_aux_targets(train_rows, paths.metadata), dtype=torch.float32).reshape(-1, 3) \
         if train_params["aux_weight"] else None
-    parts = build_parts(model_params, train_params, train_rows, classes, world, aux)
-    loaders, trained, cached = make_loaders(paths, model_params, train_params, parts, world, train_rows, val_rows,
-                                            classes, say, aux)
-    add_schedule_and_ema(parts, trained, train_params, len(loaders["train"]))
-    run_id = fingerprint(model_params, train_params, [Path(paths.split) / "train.csv", Path(paths.split) / "val.csv"])
-    progress = resume_or_start(paths, model_params, train_params, parts, trained, run_id, classes, world, say,
-                               (len(train_rows), len(val_rows)))
-    net = DistributedDataParallel(trained, device_ids=[parts.device.index] if parts.device.type == "cuda" else None) \
-        if world.enabled else trained
+    parts = build_parts(run, train_rows, aux)
+    loaders, cached = make_loaders(run, parts, train_rows, val_rows, aux)
+    add_schedule_and_ema(parts, train_params, len(loaders["train"]))
+    run.run_id = fingerprint(model_params, train_params, [Path(paths.split) / "train.csv", Path(paths.split) / "val.csv"])
+    progress = resume_or_start(run, parts, (len(train_rows), len(val_rows)))
+    net = DistributedDataParallel(parts.trained, device_ids=[parts.device.index] if parts.device.type == "cuda"
+                                  else None) if world.enabled else parts.trained
     if progress.rng is not None and world.rank == 0:
         restore_rng(progress.rng)  # continue the random streams: the same batches as an uninterrupted run
     else:
         seed_everything(train_params["seed"] + 1000 * world.rank + progress.start)  # other augmentation per rank
-    live = open_live(paths.live, model_params, train_params, classes, progress, world)
+    live = open_live(run, progress)
     tuner = TrialLink.from_env() if world.is_main and not world.enabled else None  # set by `binsight tune`
     profiler = StepProfiler(Path(paths.live) / "profile", parts.device) \
         if train_params["profile"] and world.is_main else None
@@ -156,31 +157,28 @@ def fit(paths, model_params, train_params, world):
         lr = parts.optimizer.param_groups[-1]["lr"]
         with (profiler or contextlib.nullcontext()):
             bar = ProgressBar(f"train epoch {epoch + 1}/{train_params['epochs']}", len(loaders["sampler"]),
-                           enabled=world.is_main)
-            stats = train_one_epoch(net, loaders["train"], parts.optimizer, parts.criterion, parts.device,
-                                    parts.dtype, parts.scaler, parts.channels_last, world, profiler,
-                                    parts.decode, StepHooks(parts.scheduler, parts.ema), bar)
-        profiler = close_profiler(profiler, say)
+                              enabled=world.is_main)
+            stats = train_one_epoch(net, loaders["train"], parts, world, profiler, bar)
+        profiler = close_profiler(profiler, run.say)
         if not math.isfinite(stats.loss):
             if tuner is not None and tuner.report(float("nan"), epoch):
                 raise TrialPruned(f"pruned by binsight tune at epoch {epoch + 1}: the training loss is {stats.loss}")
             raise TrainingDiverged(f"training loss is {stats.loss} at epoch {epoch + 1} with lr {lr:g}: "
                                    "lower lr (or set train.amp: off) and run again")
-        val_loss, val_acc, pred_hist = evaluate_split(parts.eval_module(trained), loaders["val"], parts.device,
-                                                      len(classes), parts.dtype, parts.channels_last, world,
-                                                      parts.decode)
-        stop = record_epoch(paths, model_params, train_params, parts, trained, progress, epoch, stats, lr,
-                            (val_loss, val_acc, pred_hist), classes, run_id, world, live, say)
+        val_loss, val_acc, pred_hist = evaluate_split(parts.eval_module(), loaders["val"], parts, len(run.classes),
+                                                      world)
+        stop = record_epoch(run, parts, progress, EpochResult(epoch, stats, lr, val_loss, val_acc, pred_hist), live)
         if stats.data_wait_fraction > LOADER_BOUND and cached is None:
-            say(f"train: warning: the data loader is the bottleneck ({stats.data_wait_fraction:.0%} of the epoch "
-                f"waited for batches); raise train.num_workers (now {train_params['num_workers']})", flush=True)
+            run.say(f"train: warning: the data loader is the bottleneck ({stats.data_wait_fraction:.0%} of the "
+                    f"epoch waited for batches); raise train.num_workers (now {train_params['num_workers']})",
+                    flush=True)
         if tuner is not None and tuner.report(val_acc, epoch) and not stop:
             raise TrialPruned(f"pruned by binsight tune at epoch {epoch + 1}/{train_params['epochs']}: val acc "
                               f"{val_acc:.3f} trails the study's other trials at this epoch")
         if stop:
             break
         world.barrier()
-    finish(live, progress, paths.model, say, time.perf_counter() - started)
+    finish(live, progress, paths.model, run.say, time.perf_counter() - started)
 
 
 def load_data(paths):
@@ -189,11 +187,12 @@ def load_data(paths):
     return train_rows, val_rows, sorted({label for _, label in train_rows + val_rows})
 
 
-def build_parts(model_params, train_params, train_rows, classes, world, aux=None):
+def build_parts(run, train_rows, aux=None):
     """The model, optimizer, loss and precision of a run. With `aux` (the training rows' metadata targets,
     binsight.aux_targets) the model has a second head for them and the loss adds their term."""
+    model_params, train_params, classes = run.model_params, run.train_params, run.classes
     seed_everything(train_params["seed"])  # the same initial weights on every rank
-    device = process_device(world)
+    device = process_device(run.world)
     dtype = amp_dtype(train_params["amp"], device, training=True)
     channels_last = use_channels_last(train_params["channels_last"], device, dtype)
     loss = train_params["loss"]
@@ -210,10 +209,10 @@ def build_parts(model_params, train_params, train_rows, classes, world, aux=None
                              train_params["neighbour_weight"])
     if aux is not None:
         criterion = AuxTargetLoss(criterion, count_outputs, train_params["aux_weight"], *standardizer(aux))
-    return Parts(model=model, optimizer=optimizer, scheduler=None,
-                 scaler=torch.amp.GradScaler("cuda") if dtype == torch.float16 else None,
-                 criterion=criterion.to(device), device=device, dtype=dtype, channels_last=channels_last,
-                 decode=lambda outputs: decode(loss, outputs[:, :count_outputs], len(classes)))
+    return Parts(model=model, optimizer=optimizer, criterion=criterion.to(device), device=device, dtype=dtype,
+                 channels_last=channels_last, decode=lambda outputs: decode(loss, outputs[:, :count_outputs],
+                                                                            len(classes)),
+                 scaler=torch.amp.GradScaler("cuda") if dtype == torch.float16 else None)
 
 
 def process_device(world):
@@ -227,17 +226,19 @@ def process_device(world):
     return torch.device("cuda", world.local_rank)
 
 
-def add_schedule_and_ema(parts, trained, train_params, steps_per_epoch):
+def add_schedule_and_ema(parts, train_params, steps_per_epoch):
     """The per-step lr schedule, and an EMA of the weights that learn (train.ema: its decay per step)."""
     parts.scheduler = make_scheduler(parts.optimizer, train_params, steps_per_epoch)
     if train_params["ema"] > 0:
         parts.ema = torch.optim.swa_utils.AveragedModel(
-            trained, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(train_params["ema"]), use_buffers=True)
+            parts.trained, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(train_params["ema"]), use_buffers=True)
 
 
-def make_loaders(paths, model_params, train_params, parts, world, train_rows, val_rows, classes, say, aux=None):
-    """-> ({"train", "val", "sampler"}, the module that learns, the cached features or None). `aux`:
-    the training rows' metadata targets, served with their images."""
+def make_loaders(run, parts, train_rows, val_rows, aux=None):
+    """-> ({"train", "val", "sampler"}, the cached features or None), and `parts.trained` set to the
+    module that learns (the head alone on cached features). `aux`: the training rows' metadata
+    targets, served with their images."""
+    paths, model_params, train_params, world, say = run.paths, run.model_params, run.train_params, run.world, run.say
     size, batch = train_params["image_size"], train_params["batch_size"]
     pin = train_params["pin_memory"] and parts.device.type == "cuda"
     if train_params["balance"] == "sampler":  # every count equally often, drawn with replacement
@@ -248,37 +249,39 @@ def make_loaders(paths, model_params, train_params, parts, world, train_rows, va
                                      seed=train_params["seed"])
     val_sampler = ShardSampler(len(val_rows), world.rank, world.world_size, shuffle=False)
     cached, why = cached_features(paths.features, model_params, train_params,
-                                  {"train": train_rows, "val": val_rows}, classes, parts.model.backbone)
+                                  {"train": train_rows, "val": val_rows}, run.classes, parts.model.backbone)
     say(f"train: {'head only on ' if cached else 'images; no cached features: '}{why}")
     if cached is not None:
         # A frozen backbone without augmentation computes the same vectors every epoch: fit the head
         # alone on featurize's copy of them (same init, same batches), then save the whole model.
+        parts.trained = parts.model.head
         return {"train": FeatureBatches(*cached["train"], batch, train_sampler, parts.device),
                 "val": FeatureBatches(*cached["val"], batch, val_sampler, parts.device),
-                "sampler": train_sampler}, parts.model.head, cached
+                "sampler": train_sampler}, cached
     draft, augment = train_params["jpeg_draft"], train_params["augment"]
     workers, seed = train_params["num_workers"], train_params["seed"]
     if train_params["cache_images"]:
-        train_ds = InMemoryImages(train_rows, paths.images, classes, size, draft, aux=aux)
-        val_ds = InMemoryImages(val_rows, paths.images, classes, size, draft)
+        train_ds = InMemoryImages(train_rows, paths.images, run.classes, size, draft, aux=aux)
+        val_ds = InMemoryImages(val_rows, paths.images, run.classes, size, draft)
         say(f"train: {len(train_ds) + len(val_ds)} images decoded once and kept in memory "
             f"({(train_ds.pixels.numel() + val_ds.pixels.numel()) / 2**20:.0f} MiB)")
         return {"train": InMemoryBatches(train_ds, batch, train_sampler, augment),
-                "val": InMemoryBatches(val_ds, batch, val_sampler), "sampler": train_sampler}, parts.model, None
-    train_ds = BinImages(train_rows, paths.images, classes, train_transform(size, augment), size, draft, aux)
-    val_ds = BinImages(val_rows, paths.images, classes, eval_transform(size), size, draft)
+                "val": InMemoryBatches(val_ds, batch, val_sampler), "sampler": train_sampler}, None
+    train_ds = BinImages(train_rows, paths.images, run.classes, train_transform(size, augment), size, draft, aux)
+    val_ds = BinImages(val_rows, paths.images, run.classes, eval_transform(size), size, draft)
     return {"train": make_loader(train_ds, batch, False, workers, pin, seed, train_sampler),
             "val": make_loader(val_ds, batch, False, workers, pin, sampler=val_sampler),
-            "sampler": train_sampler}, parts.model, None
+            "sampler": train_sampler}, None
 
 
-def resume_or_start(paths, model_params, train_params, parts, trained, run_id, classes, world, say, sizes):
+def resume_or_start(run, parts, sizes):
     """The checkpoint's progress when it belongs to this run (its state loaded into `parts`), else a fresh start."""
-    state, why = load_resumable(paths.checkpoint, run_id) if train_params["resume"] \
+    paths, model_params, train_params, world, say = run.paths, run.model_params, run.train_params, run.world, run.say
+    state, why = load_resumable(paths.checkpoint, run.run_id) if train_params["resume"] \
         else (None, "train.resume is false")
-    if state is not None and state.get("trained", "model") != trained_name(parts, trained):
+    if state is not None and state.get("trained", "model") != trained_name(parts):
         state, why = None, f"checkpoint holds the {state.get('trained', 'model')}'s weights, this run trains the " \
-                           f"{trained_name(parts, trained)}"
+                           f"{trained_name(parts)}"
     if state is None:
         dtype = (f" with {str(parts.dtype).split('.')[-1]}" if parts.dtype else "") + \
             (", channels-last" if parts.channels_last else "")
@@ -286,7 +289,7 @@ def resume_or_start(paths, model_params, train_params, parts, trained, run_id, c
         say(f"train: starting fresh ({why}); {model_params['arch']} on {parts.device}{dtype}{procs}, "
             f"{sizes[0]} train / {sizes[1]} val")
         return RunState()
-    trained.load_state_dict(state["model"])
+    parts.trained.load_state_dict(state["model"])
     parts.optimizer.load_state_dict(state["optimizer"])
     parts.scheduler.load_state_dict(state["scheduler"])
     if parts.scaler is not None and state.get("scaler"):
@@ -299,26 +302,27 @@ def resume_or_start(paths, model_params, train_params, parts, trained, run_id, c
     say(f"train: resuming at epoch {progress.start + 1}/{train_params['epochs']} from {paths.checkpoint} "
         f"(best val acc so far {progress.best_acc:.3f} at epoch {progress.best_epoch + 1})")
     if progress.best_state is not None and world.is_main:  # `dvc repro` removed the old model file before this run
-        save_best(paths.model, _with_state(parts.model, trained, progress.best_state), classes, model_params,
-                  train_params, {"val_acc": progress.best_acc})
+        save_best(run, _with_state(parts, progress.best_state), {"val_acc": progress.best_acc,
+                                                                 "epoch": progress.best_epoch + 1})
     return progress
 
 
-def open_live(live_dir, model_params, train_params, classes, progress, world):
+def open_live(run, progress):
     """dvclive on the main process. Not a `with` block: a run that fails must not be marked finished.
     Epochs checkpointed but killed before they were logged are logged now. save_dvc_exp is off:
     `dvc exp run` records experiments; a stage run by hand writes its outputs and nothing else
     (dvclive would otherwise commit the workspace as an experiment after every such run)."""
-    if not world.is_main:
+    if not run.world.is_main:
         return None
+    live_dir = run.paths.live
     resumed = progress.start > 0
     if resumed:
         drop_torn_summary(Path(live_dir) / "metrics.json")
     live = Live(dir=live_dir, resume=resumed, save_dvc_exp=False, dvcyaml=False)
     if not resumed:
-        live.log_params({"model": model_params, "train": train_params, "classes": classes})
+        live.log_params({"model": run.model_params, "train": run.train_params, "classes": run.classes})
     names = sorted({name for metrics in progress.history.values() for name in metrics})
-    for epoch in sorted(e for e in progress.history if e > complete_curves(live_dir, names)):
+    for epoch in sorted(e for e in progress.history if e + 1 > complete_curves(live_dir, names)):
         _log_epoch(live, epoch, progress.history[epoch])
     return live
 
@@ -345,51 +349,53 @@ def close_profiler(profiler, say):
     return None
 
 
-def save_best(path, model, classes, model_params, train_params, extra):
-    save_model(path, model, classes, model_params, train_params["image_size"], extra, loss=train_params["loss"],
+def save_best(run, model, extra):
+    model_params, train_params = run.model_params, run.train_params
+    save_model(run.paths.model, model, run.classes, model_params, train_params["image_size"], extra,
+               loss=train_params["loss"],
                preprocess=preprocessing(train_params["image_size"], train_params["jpeg_draft"], model_params["tta"]))
 
 
-def record_epoch(paths, model_params, train_params, parts, trained, progress, epoch, stats, lr, val, classes, run_id,
-                 world, live, say):
+def record_epoch(run, parts, progress, result, live):
     """Update `progress` with one epoch's val result; save the best model, the checkpoint and the
     dvclive step (main process). -> True when training stops after this epoch."""
-    val_loss, val_acc, pred_hist = val
-    progress.collapsed = collapse_streak(progress.collapsed, pred_hist)
+    train_params, world, say, epoch = run.train_params, run.world, run.say, result.epoch
+    progress.collapsed = collapse_streak(progress.collapsed, result.pred_hist)
     if progress.collapsed >= COLLAPSE_EPOCHS:
-        only = classes[max(range(len(classes)), key=pred_hist.__getitem__)]
+        only = run.classes[max(range(len(run.classes)), key=result.pred_hist.__getitem__)]
         say(f"train: warning: every val image got count {only} for {progress.collapsed} epochs in a row; the model "
             "has collapsed to one class (try a lower lr or train.label_smoothing)")
-    if val_acc > progress.best_acc:
-        progress.best_acc, progress.best_epoch, progress.bad_epochs = val_acc, epoch, 0
-        progress.best_state = parts.model_state(trained)
+    if result.val_acc > progress.best_acc:
+        progress.best_acc, progress.best_epoch, progress.bad_epochs = result.val_acc, epoch, 0
+        progress.best_state = parts.model_state()
         if world.is_main:  # without EMA the best weights are the model's own: no copy needed
-            best = parts.model if parts.ema is None else _with_state(parts.model, trained, progress.best_state)
-            save_best(paths.model, best, classes, model_params, train_params, {"val_acc": val_acc, "epoch": epoch})
+            best = parts.model if parts.ema is None else _with_state(parts, progress.best_state)
+            save_best(run, best, {"val_acc": result.val_acc, "epoch": epoch + 1})
     else:
         progress.bad_epochs += 1
     early = progress.bad_epochs >= train_params["patience"]
     stop = early or epoch == train_params["epochs"] - 1
     every = train_params["checkpoint_every"]
+    stats = result.stats
     if world.is_main:
-        progress.history[epoch] = epoch_metrics(stats, val_loss, val_acc, lr, parts.device)
+        progress.history[epoch] = epoch_metrics(stats, result.val_loss, result.val_acc, result.lr, parts.device)
     if world.is_main and (stop or (epoch + 1) % every == 0):
         # only what learns: on cached features the head (KBs), not a ResNet50 (~100 MB)
-        save_checkpoint(paths.checkpoint, model=trained.state_dict(), trained=trained_name(parts, trained),
+        save_checkpoint(run.paths.checkpoint, model=parts.trained.state_dict(), trained=trained_name(parts),
                         optimizer=parts.optimizer.state_dict(),
                         scheduler=parts.scheduler.state_dict(),
                         scaler=parts.scaler.state_dict() if parts.scaler else None,
                         ema=parts.ema.state_dict() if parts.ema is not None else None,
                         epoch=epoch, best_acc=progress.best_acc, best_epoch=progress.best_epoch,
                         best_state=progress.best_state, bad_epochs=progress.bad_epochs,
-                        collapsed=progress.collapsed, fingerprint=run_id, completed=stop,
-                        params={"model": model_params, "train": train_params}, classes=classes,
+                        collapsed=progress.collapsed, fingerprint=run.run_id, completed=stop,
+                        params={"model": run.model_params, "train": train_params}, classes=run.classes,
                         history=progress.history, rng=rng_state())
     if world.is_main:
         _log_epoch(live, epoch, progress.history[epoch])
     say(f"epoch {epoch + 1}/{train_params['epochs']}  train loss {stats.loss:.4f} acc {stats.acc:.3f}  "
-        f"val loss {val_loss:.4f} acc {val_acc:.3f}  lr {lr:.2g}  {stats.images_per_s:.0f} img/s  "
-        f"data wait {stats.data_wait_fraction:.0%}", flush=True)
+        f"val loss {result.val_loss:.4f} acc {result.val_acc:.3f}  lr {result.lr:.2g}  "
+        f"{stats.images_per_s:.0f} img/s  data wait {stats.data_wait_fraction:.0%}", flush=True)
     if early:
         say(f"train: early stop, no better val accuracy for {progress.bad_epochs} epochs")
     return stop
@@ -414,7 +420,7 @@ def epoch_metrics(stats, val_loss, val_acc, lr, device):
 
 
 def _log_epoch(live, epoch, metrics):
-    live.step = epoch
+    live.step = epoch + 1  # epochs count from 1 in the log, the curves, the summary and the model file
     for name, value in metrics.items():
         live.log_metric(name, value)
     live.next_step()
@@ -450,12 +456,12 @@ def complete_curves(live_dir, names):
     return complete
 
 
-def trained_name(parts, trained):
-    return "model" if trained is parts.model else "head"
+def trained_name(parts):
+    return "model" if parts.trained is parts.model else "head"
 
 
-def _with_state(model, trained, state_dict):
-    """A copy of the whole `model` with `state_dict` in the part that learns (`trained`)."""
-    clone = copy.deepcopy(model)
-    (clone if trained is model else clone.head).load_state_dict(state_dict)
+def _with_state(parts, state_dict):
+    """A copy of the whole model with `state_dict` in the part that learns (`parts.trained`)."""
+    clone = copy.deepcopy(parts.model)
+    (clone if parts.trained is parts.model else clone.head).load_state_dict(state_dict)
     return clone

@@ -37,6 +37,14 @@ def read_file_list(source):
     return parse_file_list_bytes(data)
 
 
+def summary_line(report, moved, report_path):
+    """fetch: 290 ok, 5 bad (corrupt_image: 2, missing_image: 3), 580 objects downloaded; report in ..."""
+    reasons = ", ".join(f"{reason}: {n}" for reason, n in report["bad_reasons"].items())
+    bad = f"{report['bad']} bad" + (f" ({reasons})" if reasons else "")
+    return (f"fetch: {report['ok']} ok, {bad}, {report['downloaded_objects']} objects {moved}; "
+            f"report in {report_path}")
+
+
 @one_line_errors
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -60,8 +68,7 @@ def main(argv=None):
     write_csv(Path(args.out) / "manifest.csv", manifest_rows(records), MANIFEST_COLUMNS)
     report = build_report(records, p["max_bad_fraction"], p["file_list"])
     write_json(args.report, report)
-    print(f"fetch: {report['ok']} ok, {report['bad']} bad {report['bad_reasons'] or ''}, "
-          f"{report['downloaded_objects']} objects downloaded; report in {args.report}")
+    print(summary_line(report, "copied" if folder else "downloaded", args.report))
     if report["bad_fraction"] > p["max_bad_fraction"]:
         raise DataError(f"{report['bad']} of {report['requested']} bins ({report['bad_fraction']:.1%}) are bad, "
                         f"more than fetch.max_bad_fraction={p['max_bad_fraction']:g}; see {args.report}")

@@ -1,76 +1,70 @@
 import os
 
-import pytest
+# The test process runs stages in-process and compares their numbers exactly, so it stays on the CPU:
+# the GPUs are hidden before torch loads. Subprocesses started with env(gpu=True) (tests/test_gpu.py)
+# get the caller's setting back (tests/support/project.py: CALLER_GPUS); pytest-xdist's workers inherit both.
+os.environ.setdefault("BINSIGHT_TEST_CUDA_VISIBLE_DEVICES", os.environ.get("CUDA_VISIBLE_DEVICES", "all"))
+os.environ["CUDA_VISIBLE_DEVICES"] = ""
+os.environ["DVC_NO_ANALYTICS"] = "1"  # dvclive, in-process too
 
-from binsight.testing.bucket import build_bucket
-from binsight.testing.dataset import SMALL_MODEL, SMALL_TRAIN
-from binsight.testing.project import clone, dvc, env, git_commit, make_project
-from binsight.testing.s3server import MotoS3
-from binsight.testing.shared import built_once
-from binsight.testing.tuning import FROZEN_MODEL, FROZEN_TRAIN
-from binsight.testing.units import unit_of, unit_rank
-from binsight.testing.warm_python import started as warm_python_started
+import pytest  # noqa: E402
 
+from tests.support.bucket import build_bucket  # noqa: E402
+from tests.support.dataset import SMALL_MODEL, SMALL_TRAIN  # noqa: E402
+from tests.support.project import clone, dvc, git_commit, make_project  # noqa: E402
+from tests.support.s3server import MotoS3  # noqa: E402
+from tests.support.shared import built_once  # noqa: E402
+from tests.support.tuning import FROZEN_MODEL, FROZEN_TRAIN  # noqa: E402
 
-@pytest.fixture(scope="session", autouse=True)
-def warm_python(tmp_path_factory):
-    """This worker's warm interpreter for the stages its tests' dvc commands start (2.5-3.5 CPU-seconds
-    of imports and teardown each, 0.1 s warm): binsight/testing/warm_python.py says how and what stays cold.
-    BINSIGHT_WARM=0 runs every stage cold."""
-    if os.environ.get("BINSIGHT_WARM") == "0":
-        yield {}
-        return
-    with warm_python_started(tmp_path_factory.mktemp("warm"), env()) as variables:
-        os.environ.update(variables)
-        yield variables
-        for name in variables:
-            os.environ.pop(name, None)
+# Under pytest-xdist each worker gets its share of the cores, so the workers' torch threads (and
+# those of the stages they start) do not fight over them.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    THREADS = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ["OMP_NUM_THREADS"] = str(THREADS)
+    import torch
 
+    torch.set_num_threads(THREADS)
 
 @pytest.fixture(scope="session")
 def s3_server():
     with MotoS3() as server:
         yield server
 
-
 @pytest.fixture(scope="session")
 def abid_bucket(s3_server):
     """The ABID bucket on the local S3 server: 80 generated bins per class, planted faults, real samples."""
     return build_bucket(s3_server.url, n_per_class=80)
 
-
-def reproduced(request, model, train, cold):
+def reproduced(request, model, train):
     """-> build(path): a project with these model and train params, its file list the bucket's clean
-    bins, committed after `dvc repro`. `cold`: every stage starts in a new interpreter, as a user's
-    would, not forked from this worker's warm one. The bucket is built only on the worker that builds
-    this, and `fetch.endpoint_url` names that worker's S3 server: a test that changes what fetch
-    depends on in a copy must point it at its own (`abid_bucket.url`)."""
+    bins, committed after `dvc repro` (every stage a new interpreter, as a user's). The bucket is built
+    only on the worker that builds this, and `fetch.endpoint_url` names that worker's S3 server: a
+    test that changes what fetch depends on in a copy must point it at its own (`abid_bucket.url`)."""
+
     def build(project):
         bucket = request.getfixturevalue("abid_bucket")
-        make_project(project, commit=False, params={"fetch": {"endpoint_url": bucket.url}, "model": model, "train": train})
+        params = {"fetch": {"endpoint_url": bucket.url}, "model": model, "train": train}
+        make_project(project, commit=False, params=params)
         bucket.write_file_list(project / "file_list.json", bucket.clean)
         git_commit(project, "pipeline")
-        dvc(project, "repro", **({"BINSIGHT_WARM_PYTHON": ""} if cold else {}))
+        dvc(project, "repro")
         git_commit(project, "repro")
-    return build
 
+    return build
 
 @pytest.fixture(scope="session")
 def trained_project(tmp_path_factory, request):
     """A project that ran the whole pipeline (`dvc repro`) on the generated bins with a small
-    resnet18 (64 px, no pretrained weights), built once per run, every stage cold (the featurize
-    tests start the frozen backbone's featurize cold). Read-only: copy it with `clone_project` to
-    change it."""
-    return built_once(tmp_path_factory, "trained", reproduced(request, SMALL_MODEL, SMALL_TRAIN, cold=True))
-
+    resnet18 (64 px, no pretrained weights), built once per run. Read-only: copy it with
+    `clone_project` to change it."""
+    return built_once(tmp_path_factory, "trained", reproduced(request, SMALL_MODEL, SMALL_TRAIN))
 
 @pytest.fixture(scope="session")
 def frozen_project(tmp_path_factory, request):
     """A project with a frozen backbone: fetch (80 generated bins per class) -> split -> featurize ->
     train -> evaluate, committed, built once per run, for the featurize, queue and tune tests (on
     cached embeddings each experiment takes seconds). Read-only: copy it with `clone_project`."""
-    return built_once(tmp_path_factory, "frozen", reproduced(request, FROZEN_MODEL, FROZEN_TRAIN, cold=False))
-
+    return built_once(tmp_path_factory, "frozen", reproduced(request, FROZEN_MODEL, FROZEN_TRAIN))
 
 @pytest.fixture
 def clone_project(tmp_path):
@@ -78,29 +72,11 @@ def clone_project(tmp_path):
     return lambda src: clone(src, tmp_path / "clone")
 
 
-# `make test` runs on several workers (pytest-xdist). The shared projects above are built once per
-# run, whichever worker asks first, so the scheduler below is free to spread the tests that use
-# them; it sends the longest units first (binsight/testing/units.py says which and why). Each worker
-# gets its share of the cores, so N workers' torch threads do not fight over them.
-if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
-    THREADS = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
-    os.environ["OMP_NUM_THREADS"] = str(THREADS)  # the stages the tests start, and this worker's torch
-    import torch
-    torch.set_num_threads(THREADS)
-
-
 def pytest_collection_modifyitems(items):
-    """The longest units first, so that no worker starts a long one when the others are about to
-    finish; within a unit the order stays (a stable sort)."""
-    items.sort(key=lambda item: unit_rank(item.nodeid))
+    """End-to-end tests first, then the other slow ones: under `make test`'s workers the long runs start
+    early, so no worker is handed one while the others are about to finish (a stable sort: within a
+    tier, the order of the files)."""
+    def tier(item):
+        return 0 if item.get_closest_marker("e2e") else 1 if item.get_closest_marker("slow") else 2
 
-
-def pytest_xdist_make_scheduler(config, log):
-    from xdist.scheduler import LoadScopeScheduling
-    config.option.loadscopereorder = False  # keep the order above, not "most tests first"
-
-    class UnitScheduling(LoadScopeScheduling):
-        def _split_scope(self, nodeid):
-            return unit_of(nodeid)
-
-    return UnitScheduling(config, log)
+    items.sort(key=tier)

@@ -8,7 +8,7 @@ import pytest
 from binsight.abid import (bin_id_from_path, image_key, limit_per_class, metadata_key, parse_file_list,
                          parse_file_list_bytes, parse_metadata)
 from binsight.errors import DataError
-from binsight.testing.bucket import REAL_SAMPLE, REPO, SUBSET_LIST
+from tests.support.bucket import REAL_SAMPLE, REPO, SUBSET_LIST
 
 SUBSET_SHA256 = "a9830d872e383734bf58cd698c2e76ab7b32f30fc431eb19e06dd3adf92f521e"  # as abid/README.md notes
 

@@ -93,7 +93,7 @@ def test_both_loaders_serve_each_image_with_its_own_metadata_targets(tmp_path):
     from binsight.datasets import BinImages, InMemoryBatches, InMemoryImages, eval_transform, make_loader
     from binsight.distributed import ShardSampler
     from binsight.tables import read_split
-    from binsight.testing.dataset import write_dataset
+    from tests.support.dataset import write_dataset
     write_dataset(tmp_path, n_per_class=3)
     rows = read_split(tmp_path / "data/split", "train", tmp_path / "data/raw/images")
     aux = torch.tensor(read_aux_targets(rows, tmp_path / "data/raw/metadata"))

@@ -1,8 +1,11 @@
 """The benchmarks under bench/ are not run by the suite (they time things), so nothing else would
 notice when a refactor breaks one: every script must at least import and answer --help."""
+import pytest
 import subprocess
 import sys
 from pathlib import Path
+
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted(p for p in (REPO / "bench").glob("*.py") if p.name != "__init__.py")

@@ -4,7 +4,7 @@ import torch
 
 from binsight.datasets import BinImages, InMemoryBatches, InMemoryImages, augment_batch, eval_transform
 from binsight.distributed import ShardSampler
-from binsight.testing.bucket import REAL_SAMPLE
+from tests.support.bucket import REAL_SAMPLE
 from binsight.views import dihedral
 
 SIZE = 48

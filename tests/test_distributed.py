@@ -7,8 +7,10 @@ import pytest
 from binsight.distributed import ShardSampler
 from binsight.model import load_model
 from binsight.training import collapse_streak
-from binsight.testing.dataset import SMALL_MODEL, SMALL_TRAIN, write_dataset
-from binsight.testing.project import git_commit, make_project, python_m, run
+from tests.support.dataset import SMALL_MODEL, SMALL_TRAIN, write_dataset
+from tests.support.project import git_commit, make_project, python_m, run
+
+pytestmark = pytest.mark.xdist_group("ddp")
 
 
 @pytest.mark.parametrize("n,world", [(20, 2), (21, 2), (7, 3), (1, 2)])
@@ -44,6 +46,7 @@ def ddp_run(tmp_path_factory):
     return project, splits, proc
 
 
+@pytest.mark.e2e
 def test_two_process_run_trains_and_writes_one_model(ddp_run):
     project, splits, proc = ddp_run
     assert "torch.distributed.run --standalone --nproc_per_node=2" in proc.stdout
@@ -57,12 +60,14 @@ def test_two_process_run_trains_and_writes_one_model(ddp_run):
     assert meta["classes"] == [1, 2, 3, 4, 5]
 
 
+@pytest.mark.e2e
 def test_two_processes_see_each_training_sample_once_per_epoch(ddp_run):
     project, splits, _ = ddp_run
     rows = list(csv.DictReader(open(project / "dvclive/train/plots/metrics/train/images_seen.tsv"), delimiter="\t"))
     assert [int(float(r["images_seen"])) for r in rows] == [len(splits["train"])] * 2
 
 
+@pytest.mark.e2e
 def test_profile_writes_a_trace_and_a_step_breakdown(ddp_run):
     project, _, proc = ddp_run
     trace = json.loads((project / "dvclive/train/profile/trace.json").read_text())

@@ -12,8 +12,10 @@ import pytest
 from PIL import Image
 
 from binsight.dataset_stats import bins_from_manifest, size_histogram, summary
-from binsight.testing.bucket import admin_client
-from binsight.testing.project import dvc, git_commit, make_project, run, set_params
+from tests.support.bucket import admin_client
+from tests.support.project import call, dvc, git_commit, make_project, run, set_params
+
+pytestmark = pytest.mark.xdist_group("explore")
 
 SIZE_BINS = 12
 
@@ -51,6 +53,7 @@ def explored(tmp_path_factory, abid_bucket):
     return project
 
 
+@pytest.mark.e2e
 def test_class_counts_match_the_bucket(explored, truth):
     rows = read_rows(explored / "data/explore/class_counts.csv")
     expected = Counter(truth["labels"].values())
@@ -62,6 +65,7 @@ def test_class_counts_match_the_bucket(explored, truth):
         assert float(r["mean_products"]) == pytest.approx(products, abs=1e-4)
 
 
+@pytest.mark.e2e
 def test_file_size_histogram_counts_every_file_once(explored, truth):
     rows = read_rows(explored / "data/explore/file_sizes.csv")
     sizes = list(truth["bytes"].values())
@@ -73,12 +77,14 @@ def test_file_size_histogram_counts_every_file_once(explored, truth):
     assert sum(int(r["bins"]) for r in rows) == len(sizes)
 
 
+@pytest.mark.e2e
 def test_resolutions_are_the_true_image_sizes(explored, truth):
     rows = read_rows(explored / "data/explore/resolutions.csv")
     got = {r["id"]: (int(r["width"]), int(r["height"]), int(r["label"])) for r in rows}
     assert got == {i: (*truth["sizes"][i], truth["labels"][i]) for i in truth["labels"]}
 
 
+@pytest.mark.e2e
 def test_items_list_every_product_and_keep_nulls_empty(explored, truth, abid_bucket):
     rows = read_rows(explored / "data/explore/items.csv")
     per_bin = Counter(r["bin_id"] for r in rows)
@@ -100,6 +106,7 @@ def test_items_list_every_product_and_keep_nulls_empty(explored, truth, abid_buc
         assert float(r["volume_in3"]) == pytest.approx(dims[0] * dims[1] * dims[2], rel=1e-3)
 
 
+@pytest.mark.e2e
 def test_summary_matches_the_bucket_and_dvc_lists_it(explored, truth):
     s = json.loads((explored / "data/explore/summary.json").read_text())
     labels, meta = truth["labels"], truth["meta"]
@@ -119,6 +126,7 @@ def test_summary_matches_the_bucket_and_dvc_lists_it(explored, truth):
     assert metrics["n_bins"] == len(labels)
 
 
+@pytest.mark.e2e
 def test_dvc_renders_the_explore_plots(explored, truth):
     out = explored / "plots_html"
     dvc(explored, "plots", "show", "-o", str(out), "data/explore/class_counts.csv", "data/explore/file_sizes.csv",
@@ -130,6 +138,7 @@ def test_dvc_renders_the_explore_plots(explored, truth):
     assert html.count('"width"') >= len(truth["labels"])
 
 
+@pytest.mark.e2e
 def test_rerun_is_skipped_and_params_change_reruns(explored):
     assert "didn't change, skipping" in dvc(explored, "repro", "explore").stdout
     set_params(explored, {"explore": {"size_bins": 5}})
@@ -139,17 +148,19 @@ def test_rerun_is_skipped_and_params_change_reruns(explored):
     dvc(explored, "repro", "explore")
 
 
+@pytest.mark.e2e
 def test_missing_metadata_is_a_one_line_error(explored, tmp_path):
     manifest = read_rows(explored / "data/raw/manifest.csv")
     (tmp_path / "meta").mkdir()
     (tmp_path / "manifest.csv").write_text("id,label,width,height,bytes\n" + "".join(
         f"{r['id']},{r['label']},{r['width']},{r['height']},{r['bytes']}\n" for r in manifest[:3]))
-    proc = run([sys.executable, "-m", "stages.explore", "--manifest", str(tmp_path / "manifest.csv"),
-                "--metadata", str(tmp_path / "meta"), "--out", str(tmp_path / "out")], explored, check=False)
+    proc = call("stages.explore", "--manifest", str(tmp_path / "manifest.csv"),
+                "--metadata", str(tmp_path / "meta"), "--out", str(tmp_path / "out"), cwd=explored, check=False)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert f"{manifest[0]['id']}.json not found" in proc.stderr and "dvc repro fetch" in proc.stderr
 
 
+@pytest.mark.e2e
 def test_bad_size_bins_is_a_one_line_error(explored, tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text("explore: {size_bins: 0}\n")
@@ -157,7 +168,7 @@ def test_bad_size_bins_is_a_one_line_error(explored, tmp_path):
                explored, check=False)
     assert proc.returncode == 2 and "explore.size_bins=0 is not allowed" in proc.stderr
     assert "Traceback" not in proc.stderr
-    assert "usage:" in run([sys.executable, "-m", "stages.explore", "--help"], explored).stdout
+    assert "usage:" in call("stages.explore", "--help", cwd=explored).stdout
 
 
 def test_histogram_edges_are_exact():

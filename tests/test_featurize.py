@@ -2,7 +2,6 @@
 when only lr or batch_size change, and never trusted when stale."""
 import csv
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -15,9 +14,9 @@ from binsight.errors import ConfigError
 from binsight.embeddings import cached_features
 from binsight.model import model_from_params
 from binsight.params import check_model, load_params, train_section
-from binsight.testing.dataset import write_dataset
-from binsight.testing.project import clone, dvc, git_commit, kill_when_written, make_project, python_m, run, set_params
-from binsight.testing.tuning import FROZEN_MODEL, FROZEN_TRAIN
+from tests.support.dataset import write_dataset
+from tests.support.project import call, clone, dvc, git_commit, kill_when_written, make_project, python_m, set_params
+from tests.support.tuning import FROZEN_MODEL, FROZEN_TRAIN
 
 
 @pytest.fixture
@@ -39,10 +38,9 @@ def curve(live, name):
     return [float(r[column]) for r in csv.DictReader(open(live / f"plots/metrics/{name}.tsv"), delimiter="\t")]
 
 
+@pytest.mark.slow
 def test_head_on_cached_embeddings_matches_the_image_path(project):
-    # cold (sys.executable), as a user's featurize starts: the frozen project of tests/conftest.py
-    # runs it forked from the warm interpreter
-    out = run([sys.executable, "-m", "stages.featurize"], project).stdout
+    out = call("stages.featurize", cwd=project).stdout
     assert "512-d resnet18 features at 64 px" in out, out
     meta = json.loads((project / "data/features/meta.json").read_text())
     n_train = len(read_split(project / "data/split", "train", project / "data/raw/images"))
@@ -52,8 +50,8 @@ def test_head_on_cached_embeddings_matches_the_image_path(project):
     logs, models = {}, {}
     for mode in ("auto", "never"):  # same seed, same head init, same batches; only the input differs
         set_params(project, {"train": {"use_features": mode}})
-        logs[mode] = run(python_m("stages.train", "--live", f"live_{mode}", "--model", f"{mode}.pt",
-                               "--checkpoint", f"ckpt_{mode}.pt"), project).stdout
+        logs[mode] = call("stages.train", "--live", f"live_{mode}", "--model", f"{mode}.pt",
+                          "--checkpoint", f"ckpt_{mode}.pt", cwd=project).stdout
         models[mode] = torch.load(project / f"{mode}.pt", weights_only=False)["state_dict"]
     assert "train: head only on cached 512-d features" in logs["auto"], logs["auto"]
     assert "train: images; no cached features: train.use_features is never" in logs["never"], logs["never"]
@@ -76,8 +74,9 @@ def test_not_cacheable_writes_only_a_meta_saying_why(project, capsys):
     assert meta["cached"] is False and "fine-tuning" in meta["reason"]
 
 
+@pytest.mark.slow
 def test_stale_or_mismatched_features_are_never_used(project):
-    run(python_m("stages.featurize"), project)
+    call("stages.featurize", cwd=project)
     model_params, train_params = params_of(project)
     folder = project / "data/features"
     rows = {s: read_split(project / "data/split", s, project / "data/raw/images") for s in ("train", "val")}
@@ -111,6 +110,7 @@ def test_use_features_takes_auto_or_never():
         train_section({**params, "train": {**params["train"], "use_features": "always"}})
 
 
+@pytest.mark.slow
 def test_lr_or_batch_size_change_leaves_featurize_up_to_date_but_image_size_does_not(frozen_project, clone_project):
     """What `dvc status` says would rerun. That the runs then skip featurize and train the head on
     the cached features, tests/test_queue.py checks in each queued run's log: they change lr and
@@ -124,6 +124,7 @@ def test_lr_or_batch_size_change_leaves_featurize_up_to_date_but_image_size_does
     assert "featurize:" in dvc(project, "status").stdout
 
 
+@pytest.mark.e2e
 def test_head_only_checkpoint_every_n_epochs_resumes_to_the_uninterrupted_result(tmp_path):
     """On cached features the checkpoint holds the head alone (the frozen backbone is rebuilt from
     params), it is written every `checkpoint_every` epochs, and kill -9 + resume from it ends with
@@ -132,9 +133,9 @@ def test_head_only_checkpoint_every_n_epochs_resumes_to_the_uninterrupted_result
     proj = make_project(tmp_path / "straight", commit=False, params={"model": FROZEN_MODEL, "train": train_params})
     write_dataset(proj, n_per_class=8)
     git_commit(proj, "small frozen project")
-    run(python_m("stages.featurize"), proj)
+    call("stages.featurize", cwd=proj)
     runs = {"straight": proj, "killed": clone(proj, tmp_path / "killed")}  # the same features, computed once
-    run(python_m("stages.train"), runs["straight"])
+    call("stages.train", cwd=runs["straight"])
     whole = torch.load(runs["straight"] / "models/model.pt", weights_only=False)["state_dict"]
     ckpt = torch.load(runs["straight"] / "models/checkpoint.pt", weights_only=False)
     assert ckpt["trained"] == "head" and ckpt["epoch"] == 40
@@ -143,11 +144,11 @@ def test_head_only_checkpoint_every_n_epochs_resumes_to_the_uninterrupted_result
         (runs["straight"] / "models/model.pt").stat().st_size
 
     proj, path = runs["killed"], runs["killed"] / "models/checkpoint.pt"
-    kill_when_written([sys.executable, "-m", "stages.train"], proj, path)
+    kill_when_written(python_m("stages.train"), proj, path)
     saved = torch.load(path, weights_only=False)
     assert not saved["completed"], "training finished before the kill"
     assert (saved["epoch"] + 1) % 2 == 0, saved["epoch"]  # only every second epoch is written
-    out = run(python_m("stages.train"), proj).stdout
+    out = call("stages.train", cwd=proj).stdout
     assert f"resuming at epoch {saved['epoch'] + 2}/41" in out, out
     resumed = torch.load(proj / "models/model.pt", weights_only=False)["state_dict"]
     assert resumed.keys() == whole.keys()

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from binsight.testing.project import dvc, env, git_commit, make_project, run, set_params
-from binsight.testing.s3server import S3Proxy
+from tests.support.project import call, dvc, env, git_commit, make_project, set_params
+from tests.support.s3server import S3Proxy
+
+pytestmark = pytest.mark.xdist_group("fetch")
 
 
 def fetch_params(endpoint, **extra):
@@ -39,8 +41,9 @@ def fetched(tmp_path_factory, abid_bucket):
     return project, out
 
 
+@pytest.mark.e2e
 def test_repro_fetches_verifies_and_reports(fetched, abid_bucket):
-    project, _ = fetched
+    project, out = fetched
     b = abid_bucket
     good = {**b.clean, **b.real}
     manifest = {r["id"]: r for r in read_rows(project / "data/raw/manifest.csv")}
@@ -54,6 +57,7 @@ def test_repro_fetches_verifies_and_reports(fetched, abid_bucket):
     report = json.loads((project / "data/fetch_report.json").read_text())
     assert {r["id"]: r["reason"] for r in report["bad_bins"]} == b.expected_bad
     assert report["ok"] == len(good) and report["requested"] == len(good) + len(b.faults)
+    assert f"fetch: {len(good)} ok, {len(b.faults)} bad (corrupt_image: 1, label_mismatch: 2, " in out.stdout
     # nothing bad was left under a final name
     for bin_id, reason in b.expected_bad.items():
         if reason in ("corrupt_image", "missing_image"):
@@ -61,6 +65,7 @@ def test_repro_fetches_verifies_and_reports(fetched, abid_bucket):
     assert not list((project / "data/raw/images").glob(".*"))
 
 
+@pytest.mark.e2e
 def test_real_sample_bins_keep_their_true_size(fetched, abid_bucket):
     project, _ = fetched
     assert abid_bucket.real, "the 27 real sample bins ship in tests/data/abid_sample"
@@ -69,6 +74,7 @@ def test_real_sample_bins_keep_their_true_size(fetched, abid_bucket):
     assert len(sizes) > 3 and max(w for w, _ in sizes) > 300  # real photos, sizes vary
 
 
+@pytest.mark.e2e
 def test_split_is_stratified_disjoint_and_stable(fetched):
     project, _ = fetched
     splits = {name: read_rows(project / f"data/split/{name}.csv") for name in ("train", "val", "test")}
@@ -86,6 +92,7 @@ def test_split_is_stratified_disjoint_and_stable(fetched):
     assert before == {name: (project / f"data/split/{name}.csv").read_bytes() for name in splits}
 
 
+@pytest.mark.e2e
 def test_corrupted_local_file_is_fetched_again_and_nothing_else(fetched, abid_bucket):
     project, _ = fetched
     victim = sorted(abid_bucket.clean)[3]
@@ -93,7 +100,7 @@ def test_corrupted_local_file_is_fetched_again_and_nothing_else(fetched, abid_bu
     path.write_bytes(path.read_bytes()[:200])
     with S3Proxy(abid_bucket.url) as proxy:
         set_params(project, {"fetch": {"endpoint_url": proxy.url}})
-        run([sys.executable, "-m", "stages.fetch", "--no-progress"], project)
+        call("stages.fetch", "--no-progress", cwd=project)
         refetched = {Path(k).stem for k, n in proxy.gets.items() if k.endswith(".jpg")}
     # the victim, plus the planted bad images that never verified (they are tried again, by design)
     never_verified = {i for i, r in abid_bucket.expected_bad.items() if r in ("corrupt_image", "missing_image")}
@@ -101,6 +108,7 @@ def test_corrupted_local_file_is_fetched_again_and_nothing_else(fetched, abid_bu
     assert path.read_bytes() == abid_bucket.images[victim]
 
 
+@pytest.mark.e2e
 def test_killed_fetch_resumes_without_downloading_verified_files_again(tmp_path, abid_bucket):
     b = abid_bucket
     bins = dict(sorted(b.clean.items())[:120])  # a third of the bucket: enough to kill mid-way
@@ -119,7 +127,7 @@ def test_killed_fetch_resumes_without_downloading_verified_files_again(tmp_path,
 
     with S3Proxy(b.url) as counting:
         set_params(project, {"fetch": {"endpoint_url": counting.url}})
-        run([sys.executable, "-m", "stages.fetch", "--no-progress"], project)
+        call("stages.fetch", "--no-progress", cwd=project)
         fetched_again = {Path(k).stem for k, n in counting.gets.items() if k.endswith(".jpg")}
     assert not fetched_again & set(done_before), "verified images were downloaded again"
     assert fetched_again == set(bins) - set(done_before)
@@ -129,6 +137,7 @@ def test_killed_fetch_resumes_without_downloading_verified_files_again(tmp_path,
     assert not list(images.glob(".*"))  # the killed run's temp files are gone
 
 
+@pytest.mark.slow
 def test_transient_5xx_are_retried(tmp_path, abid_bucket):
     b = abid_bucket
     few = dict(sorted(b.clean.items())[:10])
@@ -136,7 +145,7 @@ def test_transient_5xx_are_retried(tmp_path, abid_bucket):
     # objects come one after the other, so each more failure adds seconds of waiting to the test
     with S3Proxy(b.url, fail_first=1) as flaky:
         project = new_project(tmp_path, b, flaky.url, [few])
-        run([sys.executable, "-m", "stages.fetch", "--no-progress"], project)
+        call("stages.fetch", "--no-progress", cwd=project)
         assert flaky.failures >= 2 * len(few)  # every object (image, metadata) failed before it came through
     assert {r["id"] for r in read_rows(project / "data/raw/manifest.csv")} == set(few)
 
@@ -150,10 +159,11 @@ def test_transient_5xx_are_retried(tmp_path, abid_bucket):
     ({"endpoint_url": "http://127.0.0.1:9", "retries": 1},
      "offline? check fetch.endpoint_url, or fetch from a local copy of the bucket: -S fetch.local_dir="),
 ])
+@pytest.mark.slow
 def test_bad_params_give_one_line_error(tmp_path, abid_bucket, override, message):
     b = abid_bucket
     project = new_project(tmp_path, b, b.url, [dict(sorted(b.clean.items())[:3])], **override)
-    proc = run([sys.executable, "-m", "stages.fetch", "--no-progress"], project, check=False)
+    proc = call("stages.fetch", "--no-progress", cwd=project, check=False)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr
@@ -161,17 +171,19 @@ def test_bad_params_give_one_line_error(tmp_path, abid_bucket, override, message
     assert not (project / "data/raw/manifest.csv").exists()
 
 
+@pytest.mark.slow
 def test_offline_file_list_url_fails_with_one_line(tmp_path, abid_bucket):
     project = new_project(tmp_path, abid_bucket, abid_bucket.url, [{}], file_list="http://127.0.0.1:9/file_list.json")
-    proc = run([sys.executable, "-m", "stages.fetch"], project, check=False)
+    proc = call("stages.fetch", cwd=project, check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "set fetch.file_list to its path" in proc.stderr
 
 
+@pytest.mark.slow
 def test_too_many_bad_bins_fail_the_stage_but_keep_the_report(tmp_path, abid_bucket):
     b = abid_bucket
     project = new_project(tmp_path, b, b.url, [dict(sorted(b.clean.items())[:10]), b.faults], max_bad_fraction=0.01)
-    proc = run([sys.executable, "-m", "stages.fetch", "--no-progress"], project, check=False)
+    proc = call("stages.fetch", "--no-progress", cwd=project, check=False)
     assert proc.returncode == 2 and "fetch.max_bad_fraction" in proc.stderr
     report = json.loads((project / "data/fetch_report.json").read_text())
     assert report["bad"] == len(b.faults) and report["ok"] == 10

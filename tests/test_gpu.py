@@ -1,6 +1,7 @@
 """The GPU paths (CUDA, autocast bf16/fp16 with GradScaler, channels-last, NCCL, the server on CUDA):
-they run where a GPU is visible and are skipped elsewhere, saying so. The rest of the suite pins the
-CPU (binsight.testing.project.env) because it compares numbers across stages exactly."""
+they run in subprocesses that see the GPUs pytest was started with, where there is one, and are skipped
+elsewhere, saying so. The test process itself and every other test stay on the CPU (tests/conftest.py),
+because the suite compares numbers across stages exactly."""
 import json
 import random
 import sys
@@ -12,13 +13,16 @@ import torch
 from binsight.evaluation import split_loader, timed_predictions
 from binsight.tables import read_split
 from binsight.model import load_model
-from binsight.testing.dataset import SMALL_MODEL, SMALL_TRAIN, write_dataset
-from binsight.testing.project import git_commit, make_project, run
-from binsight.testing.serving import Server, untrained_model
-from binsight.testing.synthetic import draw_bin, jpeg_bytes
+from tests.support.dataset import SMALL_MODEL, SMALL_TRAIN, write_dataset
+from tests.support.project import git_commit, make_project, run, visible_gpus
+from tests.support.serving import Server, untrained_model
+from tests.support.synthetic import draw_bin, jpeg_bytes
 
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible: the GPU paths need one")
-needs_two = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="NCCL DDP needs 2 GPUs")
+pytestmark = pytest.mark.e2e
+
+GPUS = visible_gpus()  # asked of nvidia-smi: this process stays on the CPU (tests/conftest.py)
+needs_cuda = pytest.mark.skipif(not GPUS, reason="no CUDA GPU visible: the GPU paths need one")
+needs_two = pytest.mark.skipif(len(GPUS) < 2, reason="NCCL DDP needs 2 GPUs")
 
 
 def gpu_project(tmp_path, **train):
@@ -32,8 +36,8 @@ def gpu_project(tmp_path, **train):
 @needs_cuda
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
 def test_train_and_evaluate_on_the_gpu_with_reduced_precision(tmp_path, amp):
-    if amp == "bf16" and not torch.cuda.is_bf16_supported():
-        pytest.skip("this GPU has no bf16")
+    if amp == "bf16" and GPUS[0] < (8, 0):
+        pytest.skip("this GPU has no bf16 (compute capability below 8.0)")
     project = gpu_project(tmp_path, amp=amp, channels_last=True, aux_weight=1.0)  # the metadata targets' head too
     out = run([sys.executable, "-m", "stages.train"], project, gpu=True).stdout
     assert "on cuda" in out and f"with {'bfloat16' if amp == 'bf16' else 'float16'}" in out, out
@@ -63,8 +67,7 @@ def test_the_server_picks_the_gpu_and_answers_as_on_the_cpu(tmp_path):
     jpeg = jpeg_bytes(draw_bin(3, (520, 400), random.Random(0)))
     answers = {}
     for device, args in (("cuda", []), ("cpu", ["--device", "cpu"])):
-        # the real interpreter with this process's environment, the GPU visible (not binsight.testing.project.env)
-        with Server(model, tmp_path / f"{device}.log", *args) as server:
+        with Server(model, tmp_path / f"{device}.log", *args, as_tests_run=True, gpu=True) as server:
             assert httpx.get(f"{server.url}/health", timeout=60).json()["device"].startswith(device)
             answer = httpx.post(f"{server.url}/predict", content=jpeg, headers={"Content-Type": "image/jpeg"},
                                 timeout=120)

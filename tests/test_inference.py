@@ -15,8 +15,8 @@ from PIL import Image
 
 from binsight.errors import ConfigError, DataError
 from binsight.inference import BadImage, BatchQueue, Predictor, decode_image, lock_metrics, resolve_device, result
-from binsight.testing.serving import png_bytes, untrained_model
-from binsight.testing.synthetic import draw_bin, jpeg_bytes, make_bins
+from tests.support.serving import png_bytes, untrained_model
+from tests.support.synthetic import draw_bin, jpeg_bytes, make_bins
 
 
 @pytest.fixture(scope="module")
@@ -169,6 +169,7 @@ def test_queue_hands_a_failure_to_the_waiting_requests_and_keeps_working():
         q.close()
 
 
+@pytest.mark.slow
 def test_predictor_matches_the_evaluate_stage_on_the_test_split(trained_project):
     """Same decode, same resize, same normalisation: the evaluate stage's predictions come back."""
     predictor = Predictor(trained_project / "models/model.pt", "cpu")
@@ -181,6 +182,7 @@ def test_predictor_matches_the_evaluate_stage_on_the_test_split(trained_project)
         assert g["probabilities"] == pytest.approx({c: float(r[f"p{c}"]) for c in "12345"}, abs=1e-3)
 
 
+@pytest.mark.slow
 def test_metrics_are_shown_only_for_the_model_dvc_lock_records(trained_project, tmp_path):
     found = lock_metrics(trained_project / "models/model.pt", trained_project / "dvc.lock")
     assert found["dvclive/evaluate"] == json.loads((trained_project / "dvclive/evaluate/metrics.json").read_text())

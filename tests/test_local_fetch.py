@@ -3,15 +3,16 @@ local S3 server are synced to a folder with boto3, as `aws s3 sync` would, and f
 folder must give the same manifest and the same fault report as fetching from S3, with no S3 server
 involved."""
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 from binsight.download import local_folder
 from binsight.errors import ConfigError
-from binsight.testing.bucket import admin_client
-from binsight.testing.project import git_commit, make_project, run, set_params
+from tests.support.bucket import admin_client
+from tests.support.project import call, git_commit, make_project, set_params
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("local_fetch")]
 
 
 def sync_bucket(url, bucket, dest, bins):
@@ -30,7 +31,7 @@ def sync_bucket(url, bucket, dest, bins):
 
 def fetch(project, **fetch_params):
     set_params(project, {"fetch": {"file_list": "file_list.json", "max_bad_fraction": 0.2, **fetch_params}})
-    return run([sys.executable, "-m", "stages.fetch", "--no-progress"], project)
+    return call("stages.fetch", "--no-progress", cwd=project)
 
 
 @pytest.fixture(scope="module")
@@ -72,12 +73,14 @@ def test_rerun_from_the_local_copy_copies_nothing_again(both):
     out = fetch(projects["local"], local_dir=str(copy)).stdout  # a plain path works too
     report = json.loads((projects["local"] / "data/fetch_report.json").read_text())
     assert report["downloaded_objects"] == 0, out
+    reasons = ", ".join(f"{reason}: {n}" for reason, n in report["bad_reasons"].items())
+    assert f"fetch: {report['ok']} ok, {report['bad']} bad ({reasons}), 0 objects copied; report in" in out, out
 
 
 def test_a_local_dir_that_is_not_a_folder_is_a_one_line_error(both, tmp_path):
     projects, *_ = both
     set_params(projects["local"], {"fetch": {"local_dir": str(tmp_path / "nowhere")}})
-    proc = run([sys.executable, "-m", "stages.fetch", "--no-progress"], projects["local"], check=False)
+    proc = call("stages.fetch", "--no-progress", cwd=projects["local"], check=False)
     assert proc.returncode == 2 and "is not a folder" in proc.stderr and "Traceback" not in proc.stderr
 
 

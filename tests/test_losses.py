@@ -8,8 +8,8 @@ import torch
 from binsight.losses import LOSSES, CountingLoss, class_weights, decode, neighbour_targets, ordinal_levels, output_size
 from binsight.loops import seed_everything
 from binsight.model import load_model, model_from_params
-from binsight.testing.dataset import SMALL_MODEL, write_dataset
-from binsight.testing.project import git_commit, make_project, python_m, run, set_params
+from tests.support.dataset import SMALL_MODEL, write_dataset
+from tests.support.project import call, git_commit, make_project, set_params
 from binsight.evaluation import split_loader, timed_predictions
 from binsight.tables import read_split
 
@@ -95,6 +95,7 @@ def fit_project(tmp_path_factory):
     return project
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss", LOSSES)
 def test_each_loss_fits_generated_bins_better_than_chance(fit_project, loss):
     """The real train stage with each loss, 48 px, cached images; val accuracy is what it picks the
@@ -105,8 +106,7 @@ def test_each_loss_fits_generated_bins_better_than_chance(fit_project, loss):
                                                     "cache_images": True, "augment": "flips", "resume": False}}
     set_params(proj, params)
     out = f"models/{loss}.pt"
-    run(python_m("stages.train", "--model", out, "--live", f"live_{loss}", "--checkpoint", f"ckpt_{loss}.pt"),
-        proj)
+    call("stages.train", "--model", out, "--live", f"live_{loss}", "--checkpoint", f"ckpt_{loss}.pt", cwd=proj)
     model, meta = load_model(proj / out)
     assert meta["loss"] == loss and meta["classes"] == [1, 2, 3, 4, 5]
     rows = read_split(proj / "data/split", "test", proj / "data/raw/images")
@@ -118,6 +118,7 @@ def test_each_loss_fits_generated_bins_better_than_chance(fit_project, loss):
     assert best["best/val_acc"] > 0.35
 
 
+@pytest.mark.slow
 def test_metadata_targets_fit_generated_bins_better_than_chance(fit_project):
     """train.aux_weight through the real train stage: the second head learns from data/raw/metadata
     beside the count, the checkpoint keeps it, and the model file (without it) counts better than chance."""
@@ -126,7 +127,7 @@ def test_metadata_targets_fit_generated_bins_better_than_chance(fit_project):
                                                     "lr": 0.002, "optimizer": "adamw", "loss": "ce", "aux_weight": 1.0,
                                                     "cache_images": True, "augment": "flips", "resume": False}}
     set_params(proj, params)
-    run(python_m("stages.train", "--model", "models/aux.pt", "--live", "live_aux", "--checkpoint", "ckpt_aux.pt"), proj)
+    call("stages.train", "--model", "models/aux.pt", "--live", "live_aux", "--checkpoint", "ckpt_aux.pt", cwd=proj)
     head = torch.load(proj / "ckpt_aux.pt", weights_only=False)["model"]["aux.weight"]
     seed_everything(42)  # the run's initial weights, built as the train stage builds them
     init = model_from_params(SMALL_MODEL, 5, aux_outputs=7).aux.weight.detach()

@@ -1,18 +1,21 @@
 """The whole pipeline through the real `dvc repro` on generated bins served by a local S3 server."""
 import csv
 import json
+import re
 
 import pytest
 import yaml
 
-from binsight.testing.dataset import SMALL_TRAIN
-from binsight.testing.project import REPO, dvc, experiments, in_terminal, set_params, stages_run
+from tests.support import browser
+from tests.support.dataset import SMALL_TRAIN
+from tests.support.project import REPO, dvc, experiments, in_terminal, run, set_params, stages_run
 
 
 def load_json(path):
     return json.loads(path.read_text())
 
 
+@pytest.mark.e2e
 def test_model_counts_well_above_chance(trained_project):
     metrics = load_json(trained_project / "dvclive/evaluate/metrics.json")["test"]
     assert metrics["accuracy"] > 0.5, metrics  # chance is 0.2 on five counts
@@ -26,6 +29,7 @@ def test_model_counts_well_above_chance(trained_project):
     assert abs(hits - metrics["accuracy"]) < 1e-9
 
 
+@pytest.mark.e2e
 def test_confusion_matrix_sums_to_the_test_size(trained_project):
     rows = load_json(trained_project / "dvclive/evaluate/plots/sklearn/confusion_matrix.json")
     rows = rows if isinstance(rows, list) else next(iter(rows.values()))
@@ -40,15 +44,17 @@ def test_confusion_matrix_sums_to_the_test_size(trained_project):
     assert len(images) == min(wrong, 12)
 
 
+@pytest.mark.e2e
 def test_training_curves_and_params_are_logged(trained_project):
     live = trained_project / "dvclive/train"
     for name in ("train/loss", "train/acc", "val/loss", "val/acc", "train/lr", "train/images_per_s"):
         rows = list(csv.DictReader(open(live / f"plots/metrics/{name}.tsv"), delimiter="\t"))
-        assert [int(r["step"]) for r in rows] == list(range(SMALL_TRAIN["epochs"])), name
+        assert [int(r["step"]) for r in rows] == list(range(1, SMALL_TRAIN["epochs"] + 1)), name
     logged = (live / "params.yaml").read_text()
     assert "resnet18" in logged and "lr: 0.001" in logged
 
 
+@pytest.mark.e2e
 def test_dvc_metrics_exp_and_plots_show_the_results(trained_project, clone_project, tmp_path):
     project = clone_project(trained_project)  # dvc writes its temp files there: never in the shared one
     headline = load_json(trained_project / "metrics.json")
@@ -69,6 +75,22 @@ def test_dvc_metrics_exp_and_plots_show_the_results(trained_project, clone_proje
     assert "confusion" in html.lower() and "per_class_accuracy" in html
 
 
+@pytest.mark.e2e
+@pytest.mark.skipif(browser.find_chromium() is None, reason="chromium is not installed (`make test` installs it)")
+def test_dvc_plots_show_draws_every_chart_offline(trained_project, clone_project, tmp_path):
+    """DVC's own page loads vega from a CDN, so offline its charts stay blank; the project's template
+    (.dvc/plots.html) carries vega inlined. Loaded in headless Chromium, every chart is drawn."""
+    project = clone_project(trained_project)
+    dvc(project, "plots", "show", "-o", str(tmp_path / "plots"))
+    page = tmp_path / "plots" / "index.html"
+    html = page.read_text()
+    charts = html.count("vegaEmbed(")
+    assert charts >= 10 and "cdn.jsdelivr.net" not in html and "<script src=" not in html
+    drawn = browser.load(page).dom.count('class="marks"')  # vega-embed's canvas, once per chart drawn
+    assert drawn == charts, (drawn, charts)
+
+
+@pytest.mark.e2e
 def test_user_commands_set_the_notebooks_hyperparameters_as_written_and_rerun_only_what_they_change(
         trained_project, clone_project):
     """`dvc repro` again does nothing. `dvc exp run -S lr=0.01 -S batch_size=... -S epochs=...`: the
@@ -95,6 +117,15 @@ def test_user_commands_set_the_notebooks_hyperparameters_as_written_and_rerun_on
     metrics = load_json(project / "metrics.json")
     assert [float(v) for v in row[created + 1:created + 6]] == pytest.approx([metrics["test_acc"], metrics["val_acc"], 0.01, 8, 1],
                                                         abs=1e-4), screen
+    # Without a pager (piped, in CI, `--no-pager`) DVC fits all ~120 columns into the width and every cell
+    # reads "…": `make exps` (README) keeps the metrics and the params that differ, every cell whole.
+    hidden = re.search(r"^EXP_HIDDEN := (.*)$", (REPO / "Makefile").read_text(), re.M)[1].replace("$$", "$")
+    plain = in_terminal(["dvc", "exp", "show", "--no-pager", "--only-changed", "--drop", hidden], project, columns=120)
+    assert not any("…" in line for line in plain), "\n".join(plain)
+    header = next(line for line in plain if "Experiment" in line)
+    assert header.split() == ["Experiment", "test_acc", "val_acc", "lr", "batch_size", "epochs"], plain
+    row = next(line for line in plain if "[as-written-lr-0.01]" in line).split("]", 1)[1].split()
+    assert [float(v) for v in row] == pytest.approx([metrics["test_acc"], metrics["val_acc"], 0.01, 8, 1], abs=1e-4)
     # What `dvc status` says a change would rerun: training, never the download or the split.
     set_params(project, {"lr": 0.002})
     status = dvc(project, "status").stdout
@@ -108,3 +139,16 @@ def test_a_hyperparameter_set_twice_is_refused_with_the_fix(tmp_path):
     assert train_section(params)["lr"] == params["lr"]
     with pytest.raises(ConfigError, match=r"lr is set twice.*keep the top-level one \(`dvc exp run -S lr=...`\)"):
         train_section({**params, "train": {**params["train"], "lr": params["lr"] * 2}})
+
+
+@pytest.mark.e2e
+def test_the_model_is_a_dvc_artifact_that_artifacts_get_fetches(trained_project, clone_project, tmp_path):
+    """dvc.yaml declares models/model.pt as the model artifact `bin-counter`; a version tag (what
+    `gto register` writes) lets `dvc artifacts get REPO bin-counter` fetch that version's file."""
+    project = clone_project(trained_project)
+    declared = yaml.safe_load((project / "dvc.yaml").read_text())["artifacts"]["bin-counter"]
+    assert declared["path"] == "models/model.pt" and declared["type"] == "model" and declared["labels"]
+    run(["git", "tag", "-a", "bin-counter@v0.1.0", "-m", "Registering artifact bin-counter version v0.1.0"], project)
+    out = tmp_path / "fetched.pt"
+    run(["dvc", "artifacts", "get", str(project), "bin-counter", "-o", str(out)], tmp_path)
+    assert out.read_bytes() == (project / "models/model.pt").read_bytes()

@@ -1,24 +1,21 @@
-"""`python -m binsight.predict`: files, folders and stdin, text and JSON lines, bad input, and the check
-the seed would have failed (every image got the same answer)."""
+"""`binsight predict`: files, folders and stdin, text and JSON lines, bad input, and different answers
+for different photos (a model that gives every photo the same count is broken)."""
 import csv
 import json
-import subprocess
-import sys
 
 import pytest
 
-from binsight.testing.project import REPO, env, python_m, run
-from binsight.testing.serving import png_bytes, untrained_model
-from binsight.testing.synthetic import make_bins
+from tests.support.project import REPO, call
+from tests.support.serving import png_bytes, untrained_model
+from tests.support.synthetic import make_bins
 
 
 def predict(*args, stdin=None):
-    return subprocess.run(python_m("binsight.predict", *args), cwd=REPO, env=env(),
-                          input=stdin, capture_output=True, timeout=300)
+    return call("binsight.predict", *args, cwd=REPO, check=False, stdin=stdin)
 
 
 def json_lines(proc):
-    return [json.loads(line) for line in proc.stdout.decode().splitlines()]
+    return [json.loads(line) for line in proc.stdout.splitlines()]
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +36,7 @@ def folder(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_predictions_over_the_test_split_are_not_constant(trained_project):
     """The seed's endpoint gave every image the same answer. A model above chance must not."""
     accuracy = json.loads((trained_project / "dvclive/evaluate/metrics.json").read_text())["test"]["accuracy"]
@@ -46,7 +44,7 @@ def test_predictions_over_the_test_split_are_not_constant(trained_project):
     rows = list(csv.DictReader(open(trained_project / "data/split/test.csv")))
     paths = [trained_project / f"data/raw/images/{r['id']}.jpg" for r in rows]
     proc = predict("--json", "--batch-size", 16, "--model", trained_project / "models/model.pt", *paths)
-    assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.returncode == 0, proc.stderr
     out = json_lines(proc)
     assert [o["path"] for o in out] == [str(p) for p in paths]
     counts = [o["count"] for o in out]
@@ -61,7 +59,7 @@ def folder_answers(model, folder):
     """`predict --json` over the folder: its output, and the answer per path (what the stdin and
     text-output tests compare with: one image a batch, as they predict it, so the floats match)."""
     proc = predict("--json", "--batch-size", 1, "--model", model, folder)
-    assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.returncode == 0, proc.stderr
     return proc, {o["path"]: o for o in json_lines(proc)}
 
 
@@ -81,7 +79,7 @@ def test_stdin_bytes_get_the_same_answer_as_the_file(model, folder, folder_answe
     path = sorted(folder.glob("*.jpg"))[0]
     from_file = folder_answers[1][str(path)]
     from_stdin = predict("--json", "--model", model, "-", stdin=path.read_bytes())
-    assert from_stdin.returncode == 0, from_stdin.stderr.decode()
+    assert from_stdin.returncode == 0, from_stdin.stderr
     got = json_lines(from_stdin)[0]
     assert got["path"] == "-"
     assert got["count"] == from_file["count"] and got["probabilities"] == from_file["probabilities"]
@@ -92,7 +90,7 @@ def test_text_output_shows_count_probability_and_every_score(model, folder, fold
     res = folder_answers[1][str(path)]
     proc = predict("--model", model, path)
     assert proc.returncode == 0
-    line = proc.stdout.decode().strip()
+    line = proc.stdout.strip()
     scores = ", ".join(f"{c}: {p:.3f}" for c, p in res["probabilities"].items())
     assert line == f"{path}: {res['count']} (p={res['probability']:.3f})  [{scores}]"
 
@@ -104,7 +102,7 @@ def test_unreadable_images_are_named_and_the_rest_still_counted(model, folder, t
     proc = predict("--json", "--batch-size", 2, "--model", model, good[0], bad, good[1])
     assert proc.returncode == 2
     assert [o["path"] for o in json_lines(proc)] == [str(good[0]), str(good[1])]
-    err = proc.stderr.decode().strip().splitlines()
+    err = proc.stderr.strip().splitlines()
     assert err == [f"error: {bad}: not a JPEG or PNG image", "error: 1 of 3 images could not be read"]
 
 
@@ -117,11 +115,11 @@ def test_unreadable_images_are_named_and_the_rest_still_counted(model, folder, t
 def test_user_mistakes_are_one_line_errors(model, folder, tmp_path, args, expected):
     img = sorted(folder.glob("*.jpg"))[0]
     proc = predict(*[a.format(tmp=tmp_path, model=model, img=img) for a in args])
-    lines = proc.stderr.decode().strip().splitlines()
-    assert proc.returncode == 2 and len(lines) == 1 and expected in lines[0], proc.stderr.decode()
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and expected in lines[0], proc.stderr
 
 
 def test_help_explains_the_inputs():
-    proc = run([sys.executable, "-m", "binsight.predict", "--help"], REPO)
+    proc = call("binsight.predict", "--help", cwd=REPO)
     for words in ("--json", "--batch-size", "stdin", "folder"):
         assert words in proc.stdout

@@ -6,7 +6,7 @@ import torch
 from binsight.evaluation import split_loader
 from binsight.inference import Predictor
 from binsight.model import IMAGENET_MEAN, IMAGENET_STD, build_model, load_model, preprocessing, save_model
-from binsight.testing.bucket import REAL_SAMPLE
+from tests.support.bucket import REAL_SAMPLE
 
 SIZE = 64
 PARAMS = {"arch": "resnet18", "weights": "none", "freeze_backbone": False, "head": {"hidden": [], "dropout": 0.0},

@@ -47,13 +47,12 @@ def test_a_terminal_gets_a_bar_with_rate_and_eta():
 
 def test_the_train_stage_logs_progress_lines_under_dvc(tmp_path):
     """The real train stage, output captured as `dvc repro` captures it: progress lines appear."""
-
-    from binsight.testing.dataset import SMALL_MODEL, write_dataset
-    from binsight.testing.project import git_commit, make_project, python_m, run
+    from tests.support.dataset import SMALL_MODEL, write_dataset
+    from tests.support.project import call, git_commit, make_project
     proj = make_project(tmp_path / "proj", params={"model": SMALL_MODEL, "train": {
         "epochs": 1, "batch_size": 8, "image_size": 32, "num_workers": 0, "cache_images": True}}, commit=False)
     write_dataset(proj, n_per_class=4)
     git_commit(proj, "tiny")
-    proc = run(python_m("stages.train"), proj, BINSIGHT_LOG_EVERY="1")
+    proc = call("stages.train", cwd=proj, BINSIGHT_LOG_EVERY="1")
     assert re.search(r"train epoch 1/1: 8/\d+ images, \d+ img/s, ETA", proc.stdout), proc.stdout
     assert "img/s" not in proc.stderr  # stderr is for errors only

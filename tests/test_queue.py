@@ -2,10 +2,13 @@
 experiments, `dvc exp show --csv` lists them with their params, `dvc queue remove` drops two,
 `dvc queue start` runs the other two, and `dvc exp show --csv` compares them. (Two runs show what
 four would, at half the suite's time: each queued run is a whole `dvc exp run` in a temp workspace.)"""
+import pytest
 import subprocess
 import time
 
-from binsight.testing.project import dvc, env, experiment_refs, experiments, stages_run
+from tests.support.project import dvc, env, experiment_refs, experiments, stages_run
+
+pytestmark = pytest.mark.e2e
 
 QUEUE_TIMEOUT = 300
 

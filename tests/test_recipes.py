@@ -1,14 +1,12 @@
 """The named recipes are one command each, and every override they set is a valid param."""
 import copy
-import subprocess
-import sys
 
 import pytest
 import yaml
 
 from binsight.params import check_model, load_params, train_section
 from binsight.recipes import FP32_EPOCHS, RECIPES, overrides, set_flags
-from binsight.testing.project import REPO
+from tests.support.project import REPO, call
 
 
 def apply(params, flags):
@@ -40,7 +38,7 @@ def test_every_recipe_sets_valid_params(name):
 PINNED = {"model.arch", "model.weights", "model.freeze_backbone", "model.width", "model.head.hidden",
           "model.head.dropout", "model.tta", "lr", "batch_size", "epochs", "train.optimizer", "train.weight_decay",
           "train.scheduler", "train.warmup_epochs", "train.loss", "train.balance", "train.ema", "train.aux_weight",
-          "train.augment", "train.image_size", "train.label_smoothing"}
+          "train.augment", "train.image_size", "train.label_smoothing", "train.patience"}
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
@@ -54,8 +52,7 @@ def test_the_gpu_recipe_is_the_params_yaml_defaults():
 
 
 def dry_run(*args):
-    return subprocess.run([sys.executable, "-m", "binsight.cli", "recipe", *args, "--dry-run"],
-                          capture_output=True, text=True, check=True, cwd=REPO).stdout
+    return call("binsight.cli", "recipe", *args, "--dry-run", cwd=REPO).stdout
 
 
 def test_recipe_command_prints_the_dvc_exp_run_it_runs():

@@ -1,9 +1,12 @@
 """`dvc push` / `dvc pull` through dvc-s3 to a real S3 server on loopback."""
+import pytest
 import hashlib
 import shutil
 
-from binsight.testing.bucket import admin_client
-from binsight.testing.project import dvc
+from tests.support.bucket import admin_client
+from tests.support.project import dvc
+
+pytestmark = pytest.mark.e2e
 
 CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 OUTPUTS = ["data/raw", "data/split", "data/fetch_report.json", "data/predictions", "models/model.pt",

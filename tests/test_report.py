@@ -4,7 +4,6 @@ a real headless Chromium."""
 import base64
 import io
 import json
-import sys
 from html.parser import HTMLParser
 
 import pytest
@@ -12,9 +11,11 @@ from PIL import Image
 
 from binsight.errors import DataError
 from binsight.report import confusion_counts, table_rows
-from binsight.testing import browser
-from binsight.testing.bucket import REAL_SAMPLE
-from binsight.testing.project import clone, make_project, repo_pythonpath, run, set_params
+from tests.support import browser
+from tests.support.bucket import REAL_SAMPLE
+from tests.support.project import call, clone, make_project, repo_pythonpath, set_params
+
+pytestmark = pytest.mark.xdist_group("report")
 
 SECTION_IDS = ["summary", "exploration", "training", "confusion", "misclassified"]
 MISSING = "not available yet: run dvc repro"
@@ -96,7 +97,7 @@ def fabricate_training(root, wrapped=False):
 
 def build(workdir, *args, check=True):
     """`python -m stages.report` in `workdir`, which may be a bare folder of inputs."""
-    return run([sys.executable, "-m", "stages.report", *args], workdir, check=check, PYTHONPATH=repo_pythonpath())
+    return call("stages.report", *args, cwd=workdir, check=check, PYTHONPATH=repo_pythonpath())
 
 
 @pytest.fixture(scope="module")
@@ -106,8 +107,8 @@ def explored(tmp_path_factory, abid_bucket):
     project = make_project(tmp_path_factory.mktemp("report") / "proj", params={
         "fetch": {"file_list": "file_list.json", "endpoint_url": b.url}, "explore": {"size_bins": 15}})
     b.write_file_list(project / "file_list.json", b.clean, b.real)
-    run([sys.executable, "-m", "stages.fetch", "--no-progress"], project)
-    run([sys.executable, "-m", "stages.explore"], project)
+    call("stages.fetch", "--no-progress", cwd=project)
+    call("stages.explore", cwd=project)
     return project
 
 
@@ -121,6 +122,7 @@ def full(explored, tmp_path_factory):
     return project, (project / "reports/index.html").read_text()
 
 
+@pytest.mark.slow
 def test_full_report_has_every_section_with_its_content(full):
     project, text = full
     page = Sections(text)
@@ -152,6 +154,7 @@ def test_full_report_has_every_section_with_its_content(full):
         assert f"bin {bin_id}: true {true}, predicted {pred}" in page.text["misclassified"]
 
 
+@pytest.mark.slow
 def test_report_is_self_contained(full):
     _, text = full
     page = Sections(text)
@@ -161,6 +164,7 @@ def test_report_is_self_contained(full):
     assert "http://" not in text and "https://" not in text and "url(" not in text
 
 
+@pytest.mark.slow
 def test_confusion_table_matches_the_rows(full):
     _, text = full
     table = text.split('<table class="confusion">')[1].split("</table>")[0]
@@ -170,6 +174,7 @@ def test_confusion_table_matches_the_rows(full):
         assert cells == [CONFUSION.get((actual, p), 0) for p in "12345"]
 
 
+@pytest.mark.slow
 def test_after_explore_only_the_rest_says_not_available(explored, tmp_path):
     out = tmp_path / "index.html"
     proc = build(explored, "--out", str(out))
@@ -227,11 +232,12 @@ def test_broken_input_is_a_one_line_error(tmp_path):
     assert not (tmp_path / "reports/index.html").exists()
 
 
+@pytest.mark.slow
 def test_report_of_a_real_pipeline_run(trained_project, clone_project):
     """The contract with the train and evaluate stages: their real dvclive outputs fill every section."""
     project = clone_project(trained_project)
     set_params(project, {"explore": {"size_bins": 10}})
-    run([sys.executable, "-m", "stages.explore"], project)
+    call("stages.explore", cwd=project)
     proc = build(project)
     assert "not available" not in proc.stdout, proc.stdout
     page = Sections((project / "reports/index.html").read_text())
@@ -257,6 +263,7 @@ needs_chromium = pytest.mark.skipif(browser.find_chromium() is None,
                                     reason="chromium is not installed (`apt-get install chromium`; .ci/run installs it)")
 
 
+@pytest.mark.slow
 @needs_chromium
 def test_report_renders_in_headless_chromium(full, tmp_path):
     project, _ = full
@@ -278,6 +285,7 @@ def test_report_renders_in_headless_chromium(full, tmp_path):
     print(f"\nscreenshot for a human look: {png}")
 
 
+@pytest.mark.slow
 @needs_chromium
 def test_browser_check_catches_a_broken_page(tmp_path):
     """The checks above would see a script error and a broken image (so their passing means something)."""

@@ -12,8 +12,10 @@ import httpx
 import pytest
 from PIL import Image
 
-from binsight.testing.project import REPO, python_m, run
-from binsight.testing.serving import Server, png_bytes
+from tests.support.project import REPO, call
+from tests.support.serving import Server, png_bytes
+
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("serve")]
 
 MAX_BODY_MB = 1
 
@@ -21,7 +23,7 @@ MAX_BODY_MB = 1
 @pytest.fixture(scope="module")
 def server(trained_project, abid_bucket, tmp_path_factory):
     work = tmp_path_factory.mktemp("serve")
-    # --device cpu: the answers are compared with evaluate's, which ran on the CPU (binsight.testing.project.env)
+    # --device cpu: the answers are compared with evaluate's, which ran on the CPU (tests.support.project.env)
     with Server(trained_project / "models/model.pt", work / "server.log", "--device", "cpu", "--max-body-mb", MAX_BODY_MB,
                 "--s3-endpoint", abid_bucket.url, "--dvc-lock", trained_project / "dvc.lock", cwd=work,
                 as_tests_run=True) as srv:
@@ -83,6 +85,9 @@ def test_metadata_describes_the_loaded_model_and_its_metrics(client, trained_pro
     assert body["arch"] == "resnet18" and body["image_size"] == 64
     assert body["params"]["head"] == {"hidden": [], "dropout": 0.0}
     assert 0 < body["training"]["val_acc"] <= 1
+    summary = json.loads((trained_project / "dvclive/train/metrics.json").read_text())
+    assert body["training"]["epoch"] == summary["best/epoch"]  # one epoch numbering: the log's, from 1
+    assert body["training"]["val_acc"] == summary["best/val_acc"]
     evaluate = json.loads((trained_project / "dvclive/evaluate/metrics.json").read_text())
     assert body["metrics"]["dvclive/evaluate"]["test"]["accuracy"] == evaluate["test"]["accuracy"]
     assert body["serving"]["max_body_mb"] == MAX_BODY_MB
@@ -207,8 +212,8 @@ def test_cli_prints_what_the_server_answers(server, client, trained_project, tes
     ids = [r["id"] for r in test_rows[:5]]
     paths = [str(trained_project / f"data/raw/images/{i}.jpg") for i in ids]
     # --device cpu, like the server: on a GPU box predict would pick CUDA and its reduced precision
-    proc = run(python_m("binsight.predict", "--json", "--device", "cpu", "--model", trained_project / "models/model.pt",
-                        *paths), REPO)
+    proc = call("binsight.predict", "--json", "--device", "cpu", "--model", trained_project / "models/model.pt", *paths,
+                cwd=REPO)
     cli = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [c["path"] for c in cli] == paths
     for path, c in zip(paths, cli):
@@ -221,7 +226,7 @@ def test_load_from_a_second_process_has_no_errors(server, client, trained_projec
     """500 requests at concurrency 16 from another process; reports p50/p99 latency."""
     passes_before = client.get("/health").json()["forward_passes"]
     paths = [str(trained_project / f"data/raw/images/{r['id']}.jpg") for r in test_rows[:20]]
-    proc = subprocess.run([sys.executable, "-m", "binsight.testing.http_load", server.url, *paths,
+    proc = subprocess.run([sys.executable, "-m", "tests.support.http_load", server.url, *paths,
                            "--requests", "500", "--concurrency", "16"],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -244,7 +249,6 @@ def test_a_missing_model_stops_the_server_with_one_line(tmp_path):
 
 
 def test_help_gives_the_command_and_the_limits():
-    out = subprocess.run([sys.executable, "-m", "binsight.serve", "--help"], cwd=REPO, capture_output=True,
-                         text=True, timeout=120).stdout
+    out = call("binsight.serve", "--help", cwd=REPO).stdout
     for words in ("python -m binsight.serve --model models/model.pt", "--max-body-mb", "413", "415", "s3://"):
         assert words in out

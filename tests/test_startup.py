@@ -6,7 +6,9 @@ import sys
 import pytest
 import yaml
 
-from binsight.testing.project import REPO, deep_update, env
+from tests.support.project import REPO, deep_update, env
+
+pytestmark = pytest.mark.e2e
 
 # Runs the command as `python -m MODULE ARGS...` would, then says on stderr whether torch got imported.
 PROBE = ("import atexit, runpy, sys\n"

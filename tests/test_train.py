@@ -4,21 +4,20 @@ import csv
 import json
 import re
 import os
-import sys
 
 import pytest
 import yaml
 import torch
 import torchvision
 
-from binsight.errors import ConfigError, DataError
+from binsight.errors import ConfigError, DataError, one_line_errors
 from binsight.model import RESNET_LAYOUTS, build_model, load_model, model_from_params, resolve_weights, save_model
 from binsight.params import SCALABLE_ARCHS, TOP_LEVEL_TRAIN, check_model, check_train, load_params
 from binsight.loops import cpu_has_bf16, use_channels_last
 from binsight.training import make_optimizer
-from binsight.testing.dataset import SMALL_MODEL, SMALL_TRAIN, write_dataset
-from binsight.testing.project import (REPO, experiment_refs, git_commit, kill_when_written, make_project, python_m, run,
-                                      set_params)
+from tests.support.dataset import SMALL_MODEL, SMALL_TRAIN, write_dataset
+from tests.support.project import (REPO, Ran, call, experiment_refs, git_commit, kill_when_written, make_project, python_m,
+                                   set_params)
 
 
 @pytest.fixture
@@ -31,7 +30,7 @@ def project(tmp_path):
 
 
 def train(project, check=False, **env_extra):
-    return run(python_m("stages.train"), project, check=check, **env_extra)
+    return call("stages.train", cwd=project, check=check, **env_extra)
 
 
 def one_line_error(proc):
@@ -96,20 +95,21 @@ def test_empty_split_and_missing_image_are_named(project):
     assert f"{victim}.jpg" in line and "missing" in line
 
 
+@pytest.mark.slow
 def test_diverging_loss_stops_with_epoch_and_lr(project):
     set_params(project, {"train": {"optimizer": "sgd", "lr": 1e30, "epochs": 3, "scheduler": "none", "warmup_epochs": 0}})
     line = one_line_error(train(project))
     assert re.search(r"loss is (nan|inf) at epoch [1-3] with lr 1e\+30", line) and "lower lr" in line
 
 
-def test_pretrained_weights_offline_give_one_line_with_the_fix(tmp_path):
+def test_pretrained_weights_offline_give_one_line_with_the_fix(tmp_path, monkeypatch, capsys):
     home = tmp_path / "torch_home"
-    proc = run([sys.executable, "-c", "from binsight.errors import one_line_errors\n"
-                "from binsight.model import build_model\n"
-                "one_line_errors(build_model)('resnet18', 'imagenet', 5)"],
-               os.getcwd(), check=False, TORCH_HOME=home, HTTPS_PROXY="http://127.0.0.1:9",
-               https_proxy="http://127.0.0.1:9")
-    line = one_line_error(proc)
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    for proxy in ("HTTPS_PROXY", "https_proxy"):  # nothing listens there: offline
+        monkeypatch.setenv(proxy, "http://127.0.0.1:9")
+    with pytest.raises(SystemExit) as stopped:
+        one_line_errors(build_model)("resnet18", "imagenet", 5)
+    line = one_line_error(Ran(stopped.value.code, "", capsys.readouterr().err))
     weights = torchvision.models.ResNet18_Weights.DEFAULT
     assert str(home / "hub" / "checkpoints" / os.path.basename(weights.url)) in line
     assert weights.url in line and "model.weights: none" in line
@@ -199,6 +199,7 @@ def test_channels_last_on_a_gpu_and_under_bf16_on_the_cpu(device, dtype, expecte
     assert use_channels_last(False, torch.device(device), dtype) is False  # train.channels_last: false
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("amp", ["bf16", "off"])
 def test_bf16_training_on_the_cpu_is_channels_last_where_the_cpu_computes_bf16(project, amp):
     """Pinned to the CPU (the stage runs with CUDA_VISIBLE_DEVICES empty). train.amp: bf16 on a CPU with
@@ -228,6 +229,7 @@ def test_a_change_of_epochs_is_not_resumable_but_patience_is(tmp_path):
     assert fingerprint(defaults["model"], {**train_params, "patience": 99}, [split]) == base
 
 
+@pytest.mark.e2e
 def test_a_killed_and_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path):
     """CPU, deterministic: the checkpoint carries weights, optimizer, per-step schedule, EMA, the
     training-only head of the metadata targets and the random streams (augmentation), so kill -9 +
@@ -244,7 +246,7 @@ def test_a_killed_and_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path)
     train(runs["straight"], check=True)
 
     proj, ckpt = runs["killed"], runs["killed"] / "models/checkpoint.pt"
-    kill_when_written([sys.executable, "-m", "stages.train"], proj, ckpt)  # epoch 1's checkpoint just landed
+    kill_when_written(python_m("stages.train"), proj, ckpt)  # epoch 1's checkpoint just landed
     saved = torch.load(ckpt, weights_only=False)
     saved_epoch = saved["epoch"]
     assert saved_epoch < 5, "training finished before the kill"
@@ -266,8 +268,8 @@ def test_a_killed_and_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path)
     assert curves["killed"] == curves["straight"]
     steps = [int(r["step"]) for r in csv.DictReader(open(proj / "dvclive/train/plots/metrics/val/acc.tsv"),
                                                      delimiter="\t")]
-    assert steps == [0, 1, 2, 3, 4, 5]  # every epoch once
-    assert json.loads((proj / "dvclive/train/metrics.json").read_text())["step"] == 5  # the summary, whole again
+    assert steps == [1, 2, 3, 4, 5, 6]  # every epoch once, counted as the log counts them
+    assert json.loads((proj / "dvclive/train/metrics.json").read_text())["step"] == 6  # the summary, whole again
     # a finished run is not resumed again: a forced rerun starts fresh
     assert "starting fresh (checkpoint is from a finished run)" in train(proj, check=True).stdout
     # run by hand, the stage records no experiment (`dvc exp run` does): no ref under refs/exps

@@ -16,8 +16,8 @@ import yaml
 from binsight.errors import ConfigError
 from binsight.params import load_params
 from binsight.tune import check_tune, cli_value, lookup
-from binsight.testing.bucket import admin_client
-from binsight.testing.project import clone, dvc, env, experiments, git_commit, python_m, run, set_params
+from tests.support.bucket import admin_client
+from tests.support.project import call, clone, dvc, env, experiments, git_commit, python_m, run, set_params
 
 CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
@@ -91,6 +91,7 @@ def machine(frozen_project, path, origin, s3_url):
     return project
 
 
+@pytest.mark.e2e
 def test_two_workers_then_a_second_machine_share_one_study_and_the_best_is_applied(frozen_project, tmp_path, s3_server):
     """README's recipe for several machines, on one study in a shared database: machine A runs two
     trials as two worker processes at once (two writers of the one SQLite file) and pushes its
@@ -165,6 +166,7 @@ def train_processes(storage_path):
     return found
 
 
+@pytest.mark.e2e
 def test_a_worker_killed_mid_trial_leaves_a_failed_trial_and_the_rest_complete(frozen_project, clone_project):
     project = clone_project(frozen_project)
     small_space(project, epochs=12, pruner="none")  # long enough to be killed mid-way
@@ -188,6 +190,7 @@ def test_a_worker_killed_mid_trial_leaves_a_failed_trial_and_the_rest_complete(f
     assert board[failed.user_attrs["experiment"]]["state"] == "failed" and len(board) == 2, board
 
 
+@pytest.mark.e2e
 def test_the_pruner_stops_a_trial_whose_lr_makes_it_diverge(frozen_project, clone_project):
     project = clone_project(frozen_project)
     small_space(project, epochs=6, pruner="median", prune_startup_trials=1, prune_warmup_epochs=2)
@@ -216,11 +219,12 @@ def test_workers_get_gpus_round_robin_or_an_even_share_of_the_cpu():
     assert worker_env(0, 4, [], 2)["OMP_NUM_THREADS"] == "1"  # never zero threads
 
 
+@pytest.mark.slow
 def test_a_storage_that_cannot_be_opened_is_a_one_line_error(tmp_path):
-    from binsight.testing.project import make_project
+    from tests.support.project import make_project
     project = make_project(tmp_path / "proj")
     for url, reason in (("nonsense://x", "Can't load plugin"), (f"sqlite:///{tmp_path}/no/such/dir/t.db", "unable to open")):
-        proc = tune(project, "--trials", "1", "--storage", url, check=False)
+        proc = call("binsight.tune", "--trials", "1", "--storage", url, cwd=project, check=False)
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1, proc.stderr
         assert lines[0].startswith(f"error: --storage {url}: cannot open it") and reason in lines[0], lines

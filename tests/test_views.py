@@ -8,7 +8,7 @@ from PIL import Image
 
 from binsight.inference import Predictor
 from binsight.model import build_model, preprocessing, save_model
-from binsight.testing.synthetic import draw_bin
+from tests.support.synthetic import draw_bin
 from binsight.views import average_over_views, dihedral, views
 
 import random

@@ -5,7 +5,7 @@ message fails a check: a clean page logs nothing) and how many images decoded. T
 is a small script added to a copy of the page, so the page under test stays script-free.
 `screenshot(page, png)` saves what a reader sees.
 
-    python -m binsight.testing.browser reports/index.html docs/report.png [--size 1280,full]
+    python -m tests.support.browser reports/index.html docs/report.png [--size 1280,full]
 """
 import os
 import re
@@ -59,7 +59,8 @@ def load(page, timeout=60, width=1280):
     page = Path(page).resolve()
     probe = page.with_name(f".probe-{page.name}")  # beside the page: same origin, same relative paths
     text = page.read_text()
-    probe.write_text(text.replace("</body>", IMAGE_CHECK + "</body>", 1) if "</body>" in text else text + IMAGE_CHECK)
+    end = text.rfind("</body>")  # the last: inlined scripts may hold the text "</body>" in a string
+    probe.write_text(text[:end] + IMAGE_CHECK + text[end:] if end >= 0 else text + IMAGE_CHECK)
     try:
         proc = _run([f"--window-size={width},1000", "--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000",
                      "--dump-dom",

@@ -1,17 +1,19 @@
-"""The real server in a subprocess on 127.0.0.1, and a model file to serve, for tests and benchmarks."""
+"""The real server on 127.0.0.1, as a process or in this one, and a model file to serve, for tests and
+benchmarks."""
 import io
 import os
 import signal
 import socket
 import subprocess
-import sys
+import threading
 import time
 from pathlib import Path
 
 import httpx
+import uvicorn
 from PIL import Image
 
-from binsight.testing import project
+from tests.support import project
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,21 +43,51 @@ def png_bytes(jpeg):
     return buf.getvalue()
 
 
+class InProcessServer:
+    """`binsight serve ARGS` in this process: the app `main` would serve for the same flags and environment
+    (binsight.serve.build), on a real uvicorn on a thread at a free port of 127.0.0.1. The process-level
+    command, started as a user starts it, is `Server`'s."""
+
+    def __init__(self, *argv, timeout=60):
+        from binsight import serve
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.app, self.batcher, self.predictor = serve.build(serve.parse_args([*map(str, argv), "--port", str(self.port)]))
+        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                self.stop()
+                raise AssertionError(f"uvicorn did not start on port {self.port} within {timeout} s")
+            time.sleep(0.02)
+
+    def stop(self):
+        self.server.should_exit = True
+        self.thread.join(timeout=20)
+        self.batcher.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
 class Server:
     """`python -m binsight.serve` in a subprocess, its output in `log`; `url` once /health answers.
-    `as_tests_run`: with the tests' environment (`binsight.testing.project.env`: on the CPU, forked
-    from the worker's warm interpreter where it runs one); otherwise the real interpreter with this
-    process's environment (bench/serve.py)."""
+    `as_tests_run`: with the tests' environment (`tests.support.project.env`: on the CPU unless `gpu`);
+    otherwise with this process's environment (bench/serve.py)."""
 
-    def __init__(self, model, log, *args, cwd=REPO, env=None, timeout=120, as_tests_run=False):
+    def __init__(self, model, log, *args, cwd=REPO, env=None, timeout=120, as_tests_run=False, gpu=False):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = Path(log)
         serve_args = ["--model", model, "--port", self.port, *args]
-        cmd = (project.python_m("binsight.serve", *serve_args) if as_tests_run
-               else [sys.executable, "-m", "binsight.serve", *map(str, serve_args)])
+        cmd = project.python_m("binsight.serve", *serve_args)
         self._log_file = open(self.log, "wb")
-        full_env = {**(project.env() if as_tests_run else os.environ), "PYTHONPATH": project.repo_pythonpath(),
+        full_env = {**(project.env(gpu) if as_tests_run else os.environ), "PYTHONPATH": project.repo_pythonpath(),
                     "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc = subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=self._log_file, stderr=subprocess.STDOUT)
         self._wait(timeout)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import boto3
 
-from binsight.testing.synthetic import file_list, make_bins
+from tests.support.synthetic import file_list, make_bins
 
 REPO = Path(__file__).resolve().parents[2]
 REAL_SAMPLE = REPO / "tests" / "data" / "abid_sample"

@@ -2,7 +2,7 @@
 from pathlib import Path
 
 from binsight.splitting import stratified_split
-from binsight.testing.synthetic import make_bins
+from tests.support.synthetic import make_bins
 
 # Half the channels (model.width: 0.5): the stage tests train 2.4x faster (the four loss fits: 90 s
 # against 219 s on 2 cores) and still count well above chance; width 1 is built by the frozen tests.

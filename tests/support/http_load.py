@@ -1,7 +1,7 @@
 """A bounded HTTP load generator for POST /predict: N requests at a fixed concurrency, latency percentiles.
 
-    python -m binsight.testing.http_load http://127.0.0.1:8080 a.jpg b.jpg --requests 500 --concurrency 16
-    python -m binsight.testing.http_load http://127.0.0.1:8080 a.jpg --batch 8    # multipart, 8 images each
+    python -m tests.support.http_load http://127.0.0.1:8080 a.jpg b.jpg --requests 500 --concurrency 16
+    python -m tests.support.http_load http://127.0.0.1:8080 a.jpg --batch 8    # multipart, 8 images each
 
 Prints one JSON object: requests, ok, errors ({status or exception: count}), seconds,
 requests_per_s, images_per_s, p50_ms, p90_ms, p99_ms, max_ms.

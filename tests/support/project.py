@@ -1,10 +1,14 @@
-"""A copy of this project in a temp git repo, driven through the real `dvc` and `git` CLIs."""
+"""A copy of this project in a temp git repo, driven through the real `dvc` and `git` CLIs, and the
+stages called in-process on it."""
+import contextlib
 import csv
+import importlib
 import io
 import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -19,26 +23,51 @@ def repo_pythonpath():
     return os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
 
 
-COPIED = ["dvc.yaml", "params.yaml", "stages", "binsight", ".dvc/config", ".dvc/.gitignore", ".dvcignore", ".gitignore",
+COPIED = ["dvc.yaml", "params.yaml", "stages", "binsight", ".dvc/config", ".dvc/plots.html", ".dvc/.gitignore", ".dvcignore", ".gitignore",
           "data/.gitkeep", "models/.gitkeep"]
 VENV_BIN = str(Path(sys.executable).parent)
+# tests/conftest.py hides the GPUs from the test process and keeps the caller's setting here
+CALLER_GPUS = "BINSIGHT_TEST_CUDA_VISIBLE_DEVICES"
 
 
 def env(gpu=False, **extra):
-    """The environment of a test subprocess. Pinned to the CPU unless `gpu`: the suite compares
-    numbers across stages exactly (fp32 on the CPU); tests/test_gpu.py runs the GPU paths."""
+    """The environment of a test subprocess. Pinned to the CPU as the test process is (tests/conftest.py)
+    unless `gpu`: then it sees the GPUs the caller of pytest made visible (tests/test_gpu.py)."""
     e = dict(os.environ)
-    # The warm interpreter's `python` first, where this worker runs one (binsight/testing/warm_python.py).
-    e["PATH"] = os.pathsep.join(filter(None, [e.get("BINSIGHT_WARM_BIN"), VENV_BIN, e.get("PATH")]))
+    e["PATH"] = os.pathsep.join(filter(None, [VENV_BIN, e.get("PATH")]))  # dvc, torchrun, python of this venv
     e.update(DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
              GIT_COMMITTER_EMAIL="t@t", PYTHONUNBUFFERED="1")
     for k in ("DVC_ROOT", "DVC_EXP_BASELINE_REV", "DVC_EXP_NAME", "AWS_ENDPOINT_URL", "BINSIGHT_S3_BUCKET",
               "BINSIGHT_S3_PREFIX", "BINSIGHT_FETCH_CONCURRENCY"):
         e.pop(k, None)
-    if not gpu:
-        e["CUDA_VISIBLE_DEVICES"] = ""
+    e["CUDA_VISIBLE_DEVICES"] = ""
+    if gpu:
+        chosen = os.environ.get(CALLER_GPUS, "all")
+        if chosen == "all":
+            del e["CUDA_VISIBLE_DEVICES"]
+        else:
+            e["CUDA_VISIBLE_DEVICES"] = chosen
     e.update({k: str(v) for k, v in extra.items()})
     return e
+
+
+def visible_gpus():
+    """[(major, minor) compute capability] of each GPU a subprocess started with env(gpu=True) sees, from
+    nvidia-smi: asking torch would start CUDA in this process, which stays on the CPU."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return []
+    try:
+        out = subprocess.run([smi, "--query-gpu=compute_cap", "--format=csv,noheader"], env=env(gpu=True),
+                             capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    caps = [tuple(int(x) for x in line.strip().split(".")) for line in out.splitlines()
+            if line.strip().replace(".", "").isdigit()]
+    chosen = os.environ.get(CALLER_GPUS, "all")
+    if chosen == "all":
+        return caps
+    return [caps[int(g)] for g in chosen.split(",") if g.strip().isdigit() and int(g) < len(caps)]
 
 
 def run(args, cwd, check=True, timeout=600, gpu=False, **env_extra):
@@ -55,10 +84,51 @@ def dvc(project, *args, check=True, **env_extra):
 
 
 def python_m(module, *args):
-    """`python -m MODULE ARGS` as dvc.yaml runs a stage and a user runs `binsight.predict`, `tune` or `serve`:
-    the `python` first on the tests' PATH, the warm interpreter's where this worker runs one
-    (binsight/testing/warm_python.py), else the venv's."""
-    return ["python", "-m", module, *map(str, args)]
+    """`python -m MODULE ARGS` as dvc.yaml runs a stage and a user runs `binsight.predict`, `tune` or `serve`."""
+    return [sys.executable, "-m", module, *map(str, args)]
+
+
+@dataclass
+class Ran:
+    """What a stage called in-process left: as subprocess.run's result, for the same asserts."""
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def call(module, *args, cwd, check=True, stdin=None, **env_extra):
+    """`python -m MODULE ARGS` in `cwd`, run in this process: the module's `main(argv)`, its output
+    captured, `stdin` (bytes) as its standard input, a SystemExit turned into the exit status
+    (`one_line_errors` exits 2). torch is imported once per test process, not once per stage.
+    On an unexpected status fail with the output."""
+    main = importlib.import_module(module).main
+    out, err = io.StringIO(), io.StringIO()
+    stdin_before = sys.stdin
+    if stdin is not None:
+        sys.stdin = io.TextIOWrapper(io.BytesIO(stdin))
+    saved = {k: os.environ.get(k) for k in env_extra}
+    cwd_before = os.getcwd()
+    os.environ.update({k: str(v) for k, v in env_extra.items()})
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                status = main([str(a) for a in args]) or 0
+            except SystemExit as exc:
+                status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.stdin = stdin_before
+        os.chdir(cwd_before)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    ran = Ran(status, out.getvalue(), err.getvalue())
+    if check and status != 0:
+        raise AssertionError(f"{module} {' '.join(map(str, args))} exited {status}\n"
+                             f"--- stdout\n{ran.stdout[-6000:]}\n--- stderr\n{ran.stderr[-6000:]}")
+    return ran
 
 
 def deep_update(base, overrides):
