@@ -5,6 +5,7 @@ budget a from-scratch recipe of the product gets on the same machine.
 
     python bench/bare_loop.py --split data/split --images data/raw/images
 """
+
 import argparse
 import csv
 import json
@@ -41,11 +42,13 @@ def main():
     torch.manual_seed(args.seed)
     start = time.time()
     norm = transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-    train_tf = transforms.Compose([transforms.Resize((args.size, args.size)), transforms.RandomHorizontalFlip(),
-                                   transforms.ToTensor(), norm])
+    train_tf = transforms.Compose(
+        [transforms.Resize((args.size, args.size)), transforms.RandomHorizontalFlip(), transforms.ToTensor(), norm]
+    )
     test_tf = transforms.Compose([transforms.Resize((args.size, args.size)), transforms.ToTensor(), norm])
-    train = torch.utils.data.DataLoader(Bins(f"{args.split}/train.csv", args.images, train_tf), 32, shuffle=True,
-                                        num_workers=2)
+    train = torch.utils.data.DataLoader(
+        Bins(f"{args.split}/train.csv", args.images, train_tf), 32, shuffle=True, num_workers=2
+    )
     test = torch.utils.data.DataLoader(Bins(f"{args.split}/test.csv", args.images, test_tf), 64, num_workers=2)
     model = torchvision.models.resnet18(num_classes=5)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
@@ -65,8 +68,9 @@ def main():
         for x, y in test:
             correct += (model(x).argmax(1) == y).sum().item()
             n += len(y)
-    print(json.dumps({"test_accuracy": correct / n, "n": n, "seconds": round(time.time() - start, 1),
-                      "seed": args.seed}))
+    print(
+        json.dumps({"test_accuracy": correct / n, "n": n, "seconds": round(time.time() - start, 1), "seed": args.seed})
+    )
 
 
 if __name__ == "__main__":

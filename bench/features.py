@@ -10,6 +10,7 @@ cost never (DVC's cache), a first run once.
 
     .venv/bin/python bench/features.py [--epochs 3] [--bins 200] [--size 224] [--arch resnet18]
 """
+
 import argparse
 import contextlib
 import io
@@ -27,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import binsight.training as training  # noqa: E402
 import stages.train as train_stage  # noqa: E402
-from stages import featurize  # noqa: E402
 from binsight.loops import evaluate_split, train_one_epoch  # noqa: E402
+from stages import featurize  # noqa: E402
 from tests.support.dataset import write_dataset  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,6 +58,7 @@ class EpochClock:
                 if starts_epoch or not self.per_epoch:
                     self.per_epoch.append(0.0)
                 self.per_epoch[-1] += time.perf_counter() - start
+
         return wrapper
 
 
@@ -70,10 +72,24 @@ def fit(root, params_file, mode, quiet):
     start = time.perf_counter()
     try:
         with contextlib.redirect_stdout(log) if quiet else contextlib.nullcontext():
-            train_stage.main(["--params", str(params_file), "--split", str(root / "data/split"),
-                              "--images", str(root / "data/raw/images"), "--features", str(root / "data/features"),
-                              "--model", str(root / f"models/{mode}.pt"), "--checkpoint",
-                              str(root / f"models/{mode}.ckpt"), "--live", str(root / f"dvclive/{mode}")])
+            train_stage.main(
+                [
+                    "--params",
+                    str(params_file),
+                    "--split",
+                    str(root / "data/split"),
+                    "--images",
+                    str(root / "data/raw/images"),
+                    "--features",
+                    str(root / "data/features"),
+                    "--model",
+                    str(root / f"models/{mode}.pt"),
+                    "--checkpoint",
+                    str(root / f"models/{mode}.ckpt"),
+                    "--live",
+                    str(root / f"dvclive/{mode}"),
+                ]
+            )
     finally:
         training.train_one_epoch, training.evaluate_split = train_one_epoch, evaluate_split
     return clock, time.perf_counter() - start, log.getvalue()
@@ -87,8 +103,12 @@ def main():
     parser.add_argument("--arch", default="resnet18", help="frozen backbone (default: %(default)s)")
     parser.add_argument("--weights", default="none", help="none (random init: same cost) or imagenet")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
-                        help="data loader processes for the image side (default: %(default)s)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="data loader processes for the image side (default: %(default)s)",
+    )
     parser.add_argument("--verbose", action="store_true", help="show the train stage's own log")
     args = parser.parse_args()
     logging.getLogger("dvclive").setLevel(logging.ERROR)  # "can't save experiment without a Git repo": by design
@@ -101,24 +121,43 @@ def main():
         params = yaml.safe_load((REPO / "params.yaml").read_text())
         params["model"].update(arch=args.arch, weights=args.weights, freeze_backbone=True)
         params.update(epochs=args.epochs, batch_size=args.batch_size)  # top level, as `dvc exp run -S` sets them
-        params["train"].update(image_size=args.size, augment="none", num_workers=args.workers, patience=args.epochs,
-                               resume=False, profile=False)
+        params["train"].update(
+            image_size=args.size,
+            augment="none",
+            num_workers=args.workers,
+            patience=args.epochs,
+            resume=False,
+            profile=False,
+        )
         files = {}
         for mode in ("auto", "never"):
             params["train"]["use_features"] = mode
             files[mode] = root / f"params_{mode}.yaml"
             files[mode].write_text(yaml.safe_dump(params, sort_keys=False))
         n = {name: len(rows) for name, rows in splits.items()}
-        print(f"bench/features: frozen {args.arch} (weights {args.weights}) at {args.size} px, {sum(n.values())} "
-              f"generated bins ({n['train']} train / {n['val']} val / {n['test']} test), batch {args.batch_size}, "
-              f"{args.epochs} epochs, {args.workers} loader workers, {os.cpu_count()} CPUs, torch threads "
-              f"{__import__('torch').get_num_threads()}", flush=True)
+        print(
+            f"bench/features: frozen {args.arch} (weights {args.weights}) at {args.size} px, {sum(n.values())} "
+            f"generated bins ({n['train']} train / {n['val']} val / {n['test']} test), batch {args.batch_size}, "
+            f"{args.epochs} epochs, {args.workers} loader workers, {os.cpu_count()} CPUs, torch threads "
+            f"{__import__('torch').get_num_threads()}",
+            flush=True,
+        )
 
         start = time.perf_counter()
         log = io.StringIO()
         with contextlib.redirect_stdout(log) if not args.verbose else contextlib.nullcontext():
-            featurize.main(["--params", str(files["auto"]), "--split", str(root / "data/split"),
-                            "--images", str(root / "data/raw/images"), "--out", str(root / "data/features")])
+            featurize.main(
+                [
+                    "--params",
+                    str(files["auto"]),
+                    "--split",
+                    str(root / "data/split"),
+                    "--images",
+                    str(root / "data/raw/images"),
+                    "--out",
+                    str(root / "data/features"),
+                ]
+            )
         t_featurize = time.perf_counter() - start
         print(f"featurize (once, all {sum(n.values())} images): {t_featurize:.2f}s", flush=True)
 
@@ -130,16 +169,24 @@ def main():
             if not args.verbose and expected not in out:
                 raise SystemExit(f"bench/features: the {path} run did not take that path:\n{out}")
             if len(clock.per_epoch) != args.epochs:  # the clock missed the loop: no ratio to print
-                raise SystemExit(f"bench/features: timed {len(clock.per_epoch)} of {args.epochs} epochs on {path}; "
-                                 "the train stage's loop functions have moved (see fit() here)")
+                raise SystemExit(
+                    f"bench/features: timed {len(clock.per_epoch)} of {args.epochs} epochs on {path}; "
+                    "the train stage's loop functions have moved (see fit() here)"
+                )
             runs[mode] = clock
-            print(f"{len(clock.per_epoch)} epochs on {path:<17}: {clock.seconds:8.3f}s "
-                  f"(median {clock.median * 1000:.1f} ms/epoch; whole train stage {total:.1f}s)", flush=True)
+            print(
+                f"{len(clock.per_epoch)} epochs on {path:<17}: {clock.seconds:8.3f}s "
+                f"(median {clock.median * 1000:.1f} ms/epoch; whole train stage {total:.1f}s)",
+                flush=True,
+            )
         ratio = runs["never"].seconds / max(runs["auto"].seconds, 1e-9)
         median_ratio = runs["never"].median / max(runs["auto"].median, 1e-9)
         first = runs["never"].seconds / (runs["auto"].seconds + t_featurize)
-        print(f"speed-up of {args.epochs} epochs: {ratio:.0f}x (median epoch {median_ratio:.0f}x; target >= 20x); "
-              f"a first run that also pays featurize once: {first:.1f}x", flush=True)
+        print(
+            f"speed-up of {args.epochs} epochs: {ratio:.0f}x (median epoch {median_ratio:.0f}x; target >= 20x); "
+            f"a first run that also pays featurize once: {first:.1f}x",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

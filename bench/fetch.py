@@ -6,6 +6,7 @@ both wall times and their ratio, measured side by side in this one run.
 
     .venv/bin/python bench/fetch.py [--bins 200] [--delay 0.03] [--concurrency 32]
 """
+
 import argparse
 import sys
 import tempfile
@@ -39,7 +40,9 @@ def parallel_fetch(url, bucket, labels, out, concurrency):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bins", type=int, default=200, help="bins to fetch (default: %(default)s)")
-    parser.add_argument("--delay", type=float, default=0.03, help="seconds added to each request (default: %(default)s)")
+    parser.add_argument(
+        "--delay", type=float, default=0.03, help="seconds added to each request (default: %(default)s)"
+    )
     parser.add_argument("--concurrency", type=int, default=32, help="parallel downloads (default: %(default)s)")
     args = parser.parse_args()
 
@@ -48,7 +51,7 @@ def main():
     with MotoS3() as s3, tempfile.TemporaryDirectory() as tmp:
         client = admin_client(s3.url)
         client.create_bucket(Bucket="bench")
-        for bin_id, (label, jpeg, meta) in bins.items():
+        for bin_id, (_, jpeg, meta) in bins.items():
             put(client, "bench", image_key("", bin_id), jpeg)
             put(client, "bench", metadata_key("", bin_id), meta)
         with S3Proxy(s3.url, delay=args.delay) as proxy:
@@ -62,8 +65,10 @@ def main():
     n = len(labels)
     print(f"{n} bins ({2 * n} objects), {args.delay * 1000:.0f} ms added per request")
     print(f"  one-at-a-time boto3 loop : {t_loop:7.2f} s  ({n / t_loop:7.1f} bins/s)")
-    print(f"  parallel verified fetch  : {t_par:7.2f} s  ({n / t_par:7.1f} bins/s, concurrency {args.concurrency}, "
-          f"every JPEG decoded and checked)")
+    print(
+        f"  parallel verified fetch  : {t_par:7.2f} s  ({n / t_par:7.1f} bins/s, concurrency {args.concurrency}, "
+        f"every JPEG decoded and checked)"
+    )
     print(f"  speed-up                 : {t_loop / t_par:7.1f}x")
 
 

@@ -18,6 +18,7 @@ up to 10 % of the side, edge pixels repeated.
 
     python bench/scratch_map.py --split data/split --images data/raw/images --workers 6 [--grid all]
 """
+
 import argparse
 import collections
 import json
@@ -36,8 +37,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from binsight.aux_targets import read_aux_targets  # noqa: E402
-from binsight.losses import standardizer  # noqa: E402
 from binsight.images import load_rgb  # noqa: E402
+from binsight.losses import standardizer  # noqa: E402
 from binsight.model import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from binsight.tables import read_split  # noqa: E402
 
@@ -107,9 +108,17 @@ def summarize(results):
     for row, runs in by_row.items():
         both = [(r["val"] + r["test"]) / 2 for r in runs]
         se = statistics.stdev(both) / len(both) ** 0.5 if len(both) > 1 else float("nan")
-        table.append((row, len(runs), statistics.mean(r["val"] for r in runs),
-                      statistics.mean(r["test"] for r in runs), statistics.mean(both), se,
-                      statistics.mean(r["train_s"] for r in runs)))
+        table.append(
+            (
+                row,
+                len(runs),
+                statistics.mean(r["val"] for r in runs),
+                statistics.mean(r["test"] for r in runs),
+                statistics.mean(both),
+                se,
+                statistics.mean(r["train_s"] for r in runs),
+            )
+        )
     return table
 
 
@@ -122,13 +131,21 @@ def load_split(split_dir, images, metadata, size, crop, device):
             image = load_rgb(Path(images) / f"{bin_id}.jpg")
             if crop < 1:  # the centre of the photo, crop x crop of each side
                 w, h = image.size
-                image = image.crop((round(w * (1 - crop) / 2), round(h * (1 - crop) / 2),
-                                    round(w * (1 + crop) / 2), round(h * (1 + crop) / 2)))
+                image = image.crop(
+                    (
+                        round(w * (1 - crop) / 2),
+                        round(h * (1 - crop) / 2),
+                        round(w * (1 + crop) / 2),
+                        round(h * (1 + crop) / 2),
+                    )
+                )
             pixels.append(np.asarray(image.resize((size, size), Image.BILINEAR)))
         aux = read_aux_targets(rows, metadata)
-        out[name] = (torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).contiguous().to(device),
-                     torch.tensor([label - 1 for _, label in rows], device=device),
-                     torch.tensor(aux, dtype=torch.float32, device=device))
+        out[name] = (
+            torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).contiguous().to(device),
+            torch.tensor([label - 1 for _, label in rows], device=device),
+            torch.tensor(aux, dtype=torch.float32, device=device),
+        )
     return out
 
 
@@ -144,6 +161,7 @@ def augment(x, job):
 
     def offset():  # the crop's place inside the photo, plus the shift (both in [-1, 1] coordinates)
         return (1 - s) * (2 * torch.rand(n, device=dev) - 1) + 2 * job["shift"] * (2 * torch.rand(n, device=dev) - 1)
+
     turn = torch.rand(n, device=dev) < 0.5
     theta = torch.zeros(n, 2, 3, device=dev)
     theta[:, 0, 0] = torch.where(turn, 0.0, s * fx)
@@ -162,7 +180,7 @@ def train_one(job, data, seed):
     rng = np.random.default_rng(seed)
     tx, ty, taux = data["train"]
     if job.get("n_train"):
-        tx, ty, taux = tx[:job["n_train"]], ty[:job["n_train"]], taux[:job["n_train"]]
+        tx, ty, taux = tx[: job["n_train"]], ty[: job["n_train"]], taux[: job["n_train"]]
     aux_mean, aux_std = (t.to(dev) for t in standardizer(taux))  # the regressions see z-scores
     aux = job.get("aux", 0.0)
     model = torchvision.models.get_model(job.get("arch", "resnet18"), num_classes=5 + (7 if aux else 0))
@@ -172,15 +190,16 @@ def train_one(job, data, seed):
         opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
     else:
         opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, opt.param_groups[0]["lr"], total_steps=epochs * (len(tx) // bs),
-                                                pct_start=min(1 / epochs, 0.3))  # 1 epoch: no zero-length anneal
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, opt.param_groups[0]["lr"], total_steps=epochs * (len(tx) // bs), pct_start=min(1 / epochs, 0.3)
+    )  # 1 epoch: no zero-length anneal
     autocast = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
     start = time.time()
     for _ in range(epochs):
         model.train()
         perm = torch.randperm(len(tx), device=dev)
         for i in range(len(tx) // bs):
-            idx = perm[i * bs:(i + 1) * bs]
+            idx = perm[i * bs : (i + 1) * bs]
             x, y = augment(norm(tx[idx]), job).contiguous(memory_format=torch.channels_last), ty[idx]
             with torch.autocast(**autocast):
                 if job.get("mixup"):
@@ -227,9 +246,10 @@ def run(job, data):
                 x = data[split][0]
                 views = []
                 for i in range(0, len(x), 256):
-                    b = norm(x[i:i + 256])
-                    views.append(sum(model(v)[:, :5].float().softmax(1)
-                                     for v in (b, b.flip(3), b.flip(2), b.flip(2).flip(3))))
+                    b = norm(x[i : i + 256])
+                    views.append(
+                        sum(model(v)[:, :5].float().softmax(1) for v in (b, b.flip(3), b.flip(2), b.flip(2).flip(3)))
+                    )
                 probs[split] = probs[split] + torch.cat(views)
     scores = {split: (p.argmax(1) == data[split][1]).float().mean().item() for split, p in probs.items()}
     return {**job, **scores, "train_s": round(train_s, 1), "final_loss": round(last_loss, 3)}
@@ -247,8 +267,11 @@ def worker(args, jobs, lock):
         result = run(job, data[key])
         with lock, open(args.out, "a") as f:
             f.write(json.dumps(result) + "\n")
-        print(f"{result['row']} seed {result['seed']}: val {result['val']:.3f} test {result['test']:.3f} "
-              f"({result['train_s']:.0f} s)", flush=True)
+        print(
+            f"{result['row']} seed {result['seed']}: val {result['val']:.3f} test {result['test']:.3f} "
+            f"({result['train_s']:.0f} s)",
+            flush=True,
+        )
 
 
 def main():
@@ -267,8 +290,10 @@ def main():
     done = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
     finished = {(r["row"], r["seed"]) for r in done}
     todo = [job for job in grid_jobs(names) if (job["row"], job["seed"]) not in finished]
-    print(f"{len(todo)} runs to go ({len(done)} already in {out}) on {args.device}, {args.workers} side by side",
-          flush=True)
+    print(
+        f"{len(todo)} runs to go ({len(done)} already in {out}) on {args.device}, {args.workers} side by side",
+        flush=True,
+    )
     ctx = multiprocessing.get_context("spawn")  # CUDA in each worker needs spawned processes
     jobs, lock = ctx.Queue(), ctx.Lock()
     for job in todo + [None] * args.workers:

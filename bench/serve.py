@@ -9,8 +9,10 @@ from this process over real HTTP. Prints requests/s, images/s and p50/p99 latenc
   single, no micro-batching the same against a second server started with --max-batch 1
   batch                     --batch images per multipart request
 
-    .venv/bin/python bench/serve.py [--arch resnet18] [--image-size 224] [--requests 200] [--concurrency 16] [--batch 16]
+    .venv/bin/python bench/serve.py [--arch resnet18] [--image-size 224] [--requests 200] [--concurrency 16]
+        [--batch 16]
 """
+
 import argparse
 import random
 import sys
@@ -29,21 +31,27 @@ from tests.support.synthetic import draw_bin, jpeg_bytes  # noqa: E402
 def photos(n, seed=0):
     """Bin-photo-sized JPEGs (ABID photos are about 300-800 px a side)."""
     rng = random.Random(seed)
-    return [(f"bin{i}.jpg", jpeg_bytes(draw_bin(rng.randint(1, 5), (rng.randint(400, 640), rng.randint(300, 480)), rng)))
-            for i in range(n)]
+    return [
+        (f"bin{i}.jpg", jpeg_bytes(draw_bin(rng.randint(1, 5), (rng.randint(400, 640), rng.randint(300, 480)), rng)))
+        for i in range(n)
+    ]
 
 
 def row(name, stats):
-    return (f"  {name:<26} {stats['requests']:>5} {stats['batch']:>4} {stats['concurrency']:>5} "
-            f"{stats['requests_per_s']:>8.1f} {stats['images_per_s']:>8.1f} {stats['p50_ms']:>8.1f} {stats['p99_ms']:>8.1f}"
-            + (f"  errors {stats['errors']}" if stats["errors"] else ""))
+    return (
+        f"  {name:<26} {stats['requests']:>5} {stats['batch']:>4} {stats['concurrency']:>5} "
+        f"{stats['requests_per_s']:>8.1f} {stats['images_per_s']:>8.1f} {stats['p50_ms']:>8.1f} {stats['p99_ms']:>8.1f}"
+        + (f"  errors {stats['errors']}" if stats["errors"] else "")
+    )
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", default="resnet18", help="torchvision architecture (default: %(default)s)")
     parser.add_argument("--image-size", type=int, default=224, help="model input size (default: %(default)s)")
-    parser.add_argument("--requests", type=int, default=200, help="single-image requests per run (default: %(default)s)")
+    parser.add_argument(
+        "--requests", type=int, default=200, help="single-image requests per run (default: %(default)s)"
+    )
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight (default: %(default)s)")
     parser.add_argument("--batch", type=int, default=16, help="images per batched request (default: %(default)s)")
     parser.add_argument("--device", default=None, help="server device (default: the GPU when there is one)")
@@ -59,15 +67,19 @@ def main():
             results.append(("single, 1 at a time", run_load(server.url, images, args.requests, 1)))
             results.append(("single, concurrent", run_load(server.url, images, args.requests, args.concurrency)))
             batched = max(20, args.requests // args.batch)
-            results.append((f"batch of {args.batch}, 1 at a time", run_load(server.url, images, batched, 1, args.batch)))
+            results.append(
+                (f"batch of {args.batch}, 1 at a time", run_load(server.url, images, batched, 1, args.batch))
+            )
             results.append((f"batch of {args.batch}, concurrent", run_load(server.url, images, batched, 4, args.batch)))
             health = httpx.get(f"{server.url}/health").json()
         with Server(model, Path(tmp) / "server1.log", "--no-access-log", "--max-batch", 1, *device) as server:
             run_load(server.url, images, requests=20, concurrency=4)
             results.append(("single, no micro-batching", run_load(server.url, images, args.requests, args.concurrency)))
 
-    print(f"{args.arch} at {args.image_size} px on {health['device']}, {len(images)} distinct JPEGs of 400-640 px, "
-          f"server and client on this machine")
+    print(
+        f"{args.arch} at {args.image_size} px on {health['device']}, {len(images)} distinct JPEGs of 400-640 px, "
+        f"server and client on this machine"
+    )
     print(f"  {'':<26} {'reqs':>5} {'imgs':>4} {'conc':>5} {'req/s':>8} {'img/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
     for name, stats in results:
         print(row(name, stats))

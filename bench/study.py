@@ -1,7 +1,7 @@
 """The recipe study on real bins: each training option against the plain-CE baseline at the same
 budget, from scratch, with several seeds, as queued DVC experiments; then one table.
 
-Run inside a project whose fetch and split are done (README, "Results on real bins"):
+Run inside a project whose fetch and split are done (docs/results.md, "Setup for every rebuild"):
 
     python bench/study.py queue --seeds 0 1     # `dvc exp run --queue` for every variant x seed
     dvc queue start -j 1                        # one worker: a run uses both cores
@@ -13,6 +13,7 @@ fp32) with one change; the winner became `binsight recipe cpu-scratch`. Each run
 its test metrics with TTA (the recipe's flips) and with a single view, so TTA is compared in
 every row at no extra training.
 """
+
 import argparse
 import json
 import statistics
@@ -35,29 +36,50 @@ VARIANTS = {
     "weighted loss": {"train.balance": "weighted_loss"},
     "ema": {"train.ema": 0.99},
     "no warmup": {"train.warmup_epochs": 0},
-    # the same budget spent on more epochs: bf16 autocast on a CPU with native bf16 is ~1.5x faster
+    # the same budget spent on more epochs: bf16 autocast is faster on a CPU with native bf16
     "bf16, 9 epochs": {"train.amp": "bf16", "epochs": 9},
-    # the same budget on more, smaller images: 96 px is 0.73x the pixels of 112, bf16 ~1.5x faster
+    # the same budget on more, smaller images: 96 px is 0.73x the pixels of 112, and bf16
     "96 px, bf16, 12 epochs": {"train.image_size": 96, "train.amp": "bf16", "epochs": 12},
     "96 px, bf16, 10 epochs": {"train.image_size": 96, "train.amp": "bf16", "epochs": 10},
     "80 px, bf16, 16 epochs": {"train.image_size": 80, "train.amp": "bf16", "epochs": 16},
     # a second head on the metadata's products listed, total volume and weight (bench/scratch_map.py --grid aux)
-    "96 px, bf16, 12 epochs, aux targets x1": {"train.image_size": 96, "train.amp": "bf16", "epochs": 12,
-                                               "train.aux_weight": 1.0},
-    "96 px, bf16, 12 epochs, label smoothing 0.1": {"train.image_size": 96, "train.amp": "bf16", "epochs": 12,
-                                                    "train.label_smoothing": 0.1},
+    "96 px, bf16, 12 epochs, aux targets x1": {
+        "train.image_size": 96,
+        "train.amp": "bf16",
+        "epochs": 12,
+        "train.aux_weight": 1.0,
+    },
+    "96 px, bf16, 12 epochs, label smoothing 0.1": {
+        "train.image_size": 96,
+        "train.amp": "bf16",
+        "epochs": 12,
+        "train.label_smoothing": 0.1,
+    },
     # regularised rather than longer: CE with label smoothing, bf16 to afford 9 epochs
     "label smoothing 0.1, bf16, 9 epochs": {"train.label_smoothing": 0.1, "train.amp": "bf16", "epochs": 9},
     # the same budget on a cheaper network: half the channels, ~1/4 of the compute, so 16 epochs
     "half width, 16 epochs": {"model.width": 0.5, "epochs": 16, "train.amp": "off"},
     # the recipe the product had before the study: strong augmentation, MLP head, Adam, no warmup
-    "previous recipe": {"train.augment": "full", "model.head.hidden": [512], "model.head.dropout": 0.2,
-                        "train.optimizer": "adam", "train.warmup_epochs": 0, "lr": 0.001, "model.tta": "none"},
+    "previous recipe": {
+        "train.augment": "full",
+        "model.head.hidden": [512],
+        "model.head.dropout": 0.2,
+        "train.optimizer": "adam",
+        "train.warmup_epochs": 0,
+        "lr": 0.001,
+        "model.tta": "none",
+    },
 }
 BARE_LOG = Path("study/bare_loop.jsonl")
-COLUMNS = (("test/accuracy", "acc"), ("test/single_view/accuracy", "acc 1 view"),
-           ("test/balanced_accuracy", "balanced"), ("test/rmse", "RMSE"), ("test/mae", "MAE"),
-           ("test/off_by_one_accuracy", "off-by-one"), ("run_seconds", "train s"))
+COLUMNS = (
+    ("test/accuracy", "acc"),
+    ("test/single_view/accuracy", "acc 1 view"),
+    ("test/balanced_accuracy", "balanced"),
+    ("test/rmse", "RMSE"),
+    ("test/mae", "MAE"),
+    ("test/off_by_one_accuracy", "off-by-one"),
+    ("run_seconds", "train s"),
+)
 
 
 def exp_name(variant, seed):
@@ -76,8 +98,12 @@ def queue(seeds, variants):
 def bare(seeds):
     BARE_LOG.parent.mkdir(exist_ok=True)
     for seed in seeds:
-        out = subprocess.run([sys.executable, str(Path(__file__).with_name("bare_loop.py")), "--seed", str(seed)],
-                             check=True, capture_output=True, text=True).stdout
+        out = subprocess.run(
+            [sys.executable, str(Path(__file__).with_name("bare_loop.py")), "--seed", str(seed)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         result = json.loads(out.strip().splitlines()[-1])
         print(json.dumps(result), flush=True)
         with open(BARE_LOG, "a") as f:
@@ -107,6 +133,7 @@ def experiments(shown):
         elif isinstance(node, list):
             for value in node:
                 walk(value)
+
     walk(shown)
     return found
 
@@ -132,15 +159,23 @@ def mean_spread(values):
 
 
 def table():
-    shown = json.loads(subprocess.run(["dvc", "exp", "show", "--all-commits", "--json", "--no-pager"], check=True,
-                                      capture_output=True, text=True).stdout)
+    shown = json.loads(
+        subprocess.run(
+            ["dvc", "exp", "show", "--all-commits", "--json", "--no-pager"], check=True, capture_output=True, text=True
+        ).stdout
+    )
     exps = {name: run_metrics(rev) for name, rev in experiments(shown).items() if name.rsplit("-s", 1)[-1].isdigit()}
-    lines = ["| recipe | seeds | " + " | ".join(label for _, label in COLUMNS) + " |",
-             "|---" * (len(COLUMNS) + 2) + "|"]
+    lines = [
+        "| recipe | seeds | " + " | ".join(label for _, label in COLUMNS) + " |",
+        "|---" * (len(COLUMNS) + 2) + "|",
+    ]
     if BARE_LOG.exists():
         runs = [json.loads(line) for line in BARE_LOG.read_text().splitlines() if line.strip()]
-        lines.append(f"| bare PyTorch loop | {len(runs)} | {mean_spread([r['test_accuracy'] for r in runs])} | "
-                     + " | ".join("-" for _ in COLUMNS[1:-1]) + f" | {mean_spread([r['seconds'] for r in runs])} |")
+        lines.append(
+            f"| bare PyTorch loop | {len(runs)} | {mean_spread([r['test_accuracy'] for r in runs])} | "
+            + " | ".join("-" for _ in COLUMNS[1:-1])
+            + f" | {mean_spread([r['seconds'] for r in runs])} |"
+        )
     for variant in VARIANTS:
         runs = [m for name, m in exps.items() if name.rsplit("-s", 1)[0] == exp_name(variant, 0).rsplit("-s", 1)[0]]
         if not runs:

@@ -3,6 +3,7 @@
 
     python bench/subset_list.py file_list.json /path/to/copy > file_list.partial.json
 """
+
 import json
 import sys
 from pathlib import Path

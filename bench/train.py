@@ -8,6 +8,7 @@ bin photos the size of real ABID ones (about 500x400 px). On a GPU box:
 
     .venv/bin/python bench/train.py --arch resnet50 --size 224 --images 2048 --batch-size 64 --workers 8
 """
+
 import argparse
 import sys
 import tempfile
@@ -30,6 +31,7 @@ TRAIN = {"lr": 1e-3, "backbone_lr": None, "optimizer": "adam", "weight_decay": 0
 
 def write_photos(folder, n):
     import random
+
     rng = random.Random(0)
     rows = []
     for i in range(n):
@@ -60,8 +62,14 @@ def time_training(rows, folder, args, device, freeze):
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, TRAIN)
     loader = loader_for(rows, folder, args, True, device.type == "cuda")
-    parts = Parts(model=model, optimizer=optimizer, criterion=nn.CrossEntropyLoss(), device=device, dtype=dtype,
-                  channels_last=channels_last)
+    parts = Parts(
+        model=model,
+        optimizer=optimizer,
+        criterion=nn.CrossEntropyLoss(),
+        device=device,
+        dtype=dtype,
+        channels_last=channels_last,
+    )
     train_one_epoch(model, loader, parts)  # warm-up epoch
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -79,8 +87,11 @@ def time_steps(args, device, rounds=3, steps=4):
     x = torch.randn(args.batch_size, 3, args.size, args.size, device=device)
     y = torch.randint(0, 5, (args.batch_size,), device=device)
     variants = {}
-    for name, fused, channels_last in (("default", False, False), ("fused", True, False),
-                                       ("fused, channels-last", True, True)):
+    for name, fused, channels_last in (
+        ("default", False, False),
+        ("fused", True, False),
+        ("fused, channels-last", True, True),
+    ):
         torch.manual_seed(0)
         model = build_model(args.arch, "none", 5, hidden=[512], dropout=0.2, freeze_backbone=False).to(device)
         if channels_last:
@@ -121,8 +132,12 @@ def main():
     parser.add_argument("--images", type=int, default=64, help="generated photos per epoch (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--amp", default="auto", choices=["auto", "off", "bf16"],
-                        help="autocast as train.amp (default: %(default)s; cpu-scratch trains in bf16)")
+    parser.add_argument(
+        "--amp",
+        default="auto",
+        choices=["auto", "off", "bf16"],
+        help="autocast as train.amp (default: %(default)s; cpu-scratch trains in bf16)",
+    )
     args = parser.parse_args()
 
     device = pick_device()
@@ -131,25 +146,39 @@ def main():
         rows = write_photos(folder, args.images)
         full = time_loader(loader_for(rows, folder, args, False, False))
         draft = time_loader(loader_for(rows, folder, args, True, False))
-        results = {mode: time_training(rows, folder, args, device, freeze) for mode, freeze in
-                   (("frozen backbone", True), ("full fine-tune", False))}
-    print(f"{args.arch} at {args.size} px, batch {args.batch_size}, {args.images} images of ~500x400 px, "
-          f"{args.workers} loader workers, device {device}"
-          + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else f" ({torch.get_num_threads()} threads)"))
+        results = {
+            mode: time_training(rows, folder, args, device, freeze)
+            for mode, freeze in (("frozen backbone", True), ("full fine-tune", False))
+        }
+    print(
+        f"{args.arch} at {args.size} px, batch {args.batch_size}, {args.images} images of ~500x400 px, "
+        f"{args.workers} loader workers, device {device}"
+        + (
+            f" ({torch.cuda.get_device_name(device)})"
+            if device.type == "cuda"
+            else f" ({torch.get_num_threads()} threads)"
+        )
+    )
     print(f"  loader, full-size JPEG decode : {full:8.1f} img/s")
     print(f"  loader, draft-mode decode     : {draft:8.1f} img/s   ({draft / full:.1f}x)")
     for mode, (stats, peak) in results.items():
         mem = f", peak GPU memory {peak:.2f} GiB" if peak is not None else ""
-        print(f"  train, {mode:<22} : {stats.images_per_s:8.1f} img/s   (data wait {stats.data_wait_fraction:.0%}{mem})")
+        print(
+            f"  train, {mode:<22} : {stats.images_per_s:8.1f} img/s   (data wait {stats.data_wait_fraction:.0%}{mem})"
+        )
     frozen, full_ft = (results[m][0].images_per_s for m in results)
     print(f"  frozen / full fine-tune       : {frozen / full_ft:8.1f}x")
     ms, fused, channels_last = time_steps(args, device)
     print(f"  {'full fine-tune step, torch default Adam':<40}: {ms['default']:8.1f} ms")
-    print(f"  {'... the fused Adam kernel' + ('' if fused else ' (unsupported here)'):<40}: {ms['fused']:8.1f} ms   "
-          f"({ms['default'] / ms['fused']:.2f}x)")
-    print(f"  {'... fused, and channels-last':<40}: {ms['fused, channels-last']:8.1f} ms   "
-          f"({ms['fused'] / ms['fused, channels-last']:.2f}x; the train stage uses channels-last here: "
-          f"{'yes' if channels_last else 'no'})")
+    print(
+        f"  {'... the fused Adam kernel' + ('' if fused else ' (unsupported here)'):<40}: {ms['fused']:8.1f} ms   "
+        f"({ms['default'] / ms['fused']:.2f}x)"
+    )
+    print(
+        f"  {'... fused, and channels-last':<40}: {ms['fused, channels-last']:8.1f} ms   "
+        f"({ms['fused'] / ms['fused, channels-last']:.2f}x; the train stage uses channels-last here: "
+        f"{'yes' if channels_last else 'no'})"
+    )
 
 
 if __name__ == "__main__":

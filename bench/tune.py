@@ -8,6 +8,7 @@ wall time, trials per hour and the ratio.
 
     .venv/bin/python bench/tune.py [--trials 6] [--workers 2] [--bins-per-class 80] [--epochs 10]
 """
+
 import argparse
 import csv
 import os
@@ -28,13 +29,21 @@ from tests.support.tuning import FROZEN_MODEL, FROZEN_TRAIN
 def build(root, s3_url, bins_per_class, epochs, size):
     """A committed project whose pipeline has run once on a bucket at `s3_url`, tuning lr and batch_size."""
     bucket = build_bucket(s3_url, n_per_class=bins_per_class)
-    project = make_project(root / "proj", commit=False, params={
-        "fetch": {"endpoint_url": bucket.url}, "model": FROZEN_MODEL,
-        "train": {**FROZEN_TRAIN, "image_size": size}, "epochs": epochs})
+    project = make_project(
+        root / "proj",
+        commit=False,
+        params={
+            "fetch": {"endpoint_url": bucket.url},
+            "model": FROZEN_MODEL,
+            "train": {**FROZEN_TRAIN, "image_size": size},
+            "epochs": epochs,
+        },
+    )
     bucket.write_file_list(project / "file_list.json", bucket.clean)
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["tune"].update(pruner="none", space={"lr": {"low": 0.001, "high": 0.1, "log": True},
-                                                "batch_size": [16, 32, 64]})
+    params["tune"].update(
+        pruner="none", space={"lr": {"low": 0.001, "high": 0.1, "log": True}, "batch_size": [16, 32, 64]}
+    )
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     git_commit(project, "bench project")
     dvc(project, "repro", gpu=True)
@@ -46,8 +55,12 @@ def tune(project, trials, workers):
     """One `binsight tune` run -> (wall seconds, per-trial seconds)."""
     study = f"w{workers}"
     start = time.perf_counter()
-    run([sys.executable, "-m", "binsight.tune", "--trials", str(trials), "--workers", str(workers),
-         "--study", study], project, timeout=7200, gpu=True)
+    run(
+        [sys.executable, "-m", "binsight.tune", "--trials", str(trials), "--workers", str(workers), "--study", study],
+        project,
+        timeout=7200,
+        gpu=True,
+    )
     wall = time.perf_counter() - start
     rows = list(csv.DictReader(open(project / "tune" / f"{study}.csv")))
     if sum(r["state"] == "complete" for r in rows) != trials:
@@ -59,23 +72,32 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=6, help="trials per side (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=2, help="workers of the parallel side (default: %(default)s)")
-    parser.add_argument("--bins-per-class", type=int, default=80, help="generated bins per count (default: %(default)s)")
+    parser.add_argument(
+        "--bins-per-class", type=int, default=80, help="generated bins per count (default: %(default)s)"
+    )
     parser.add_argument("--epochs", type=int, default=10, help="head-training epochs per trial (default: %(default)s)")
     parser.add_argument("--size", type=int, default=64, help="image size in px (default: %(default)s)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, MotoS3() as server:
         start = time.perf_counter()
         project = build(Path(tmp), server.url, args.bins_per_class, args.epochs, args.size)
-        print(f"bench/tune: {5 * args.bins_per_class} generated bins, frozen resnet18 at {args.size} px, cached "
-              f"embeddings, {args.epochs} epochs a trial, {args.trials} trials a side, {os.cpu_count()} CPUs "
-              f"(project built in {time.perf_counter() - start:.0f}s)", flush=True)
+        print(
+            f"bench/tune: {5 * args.bins_per_class} generated bins, frozen resnet18 at {args.size} px, cached "
+            f"embeddings, {args.epochs} epochs a trial, {args.trials} trials a side, {os.cpu_count()} CPUs "
+            f"(project built in {time.perf_counter() - start:.0f}s)",
+            flush=True,
+        )
         sides = {}
         for workers in (1, args.workers):
             wall, seconds = tune(project, args.trials, workers)
             sides[workers] = wall
-            print(f"--workers {workers}: {wall:6.1f}s for {args.trials} trials = {3600 * args.trials / wall:6.0f} "
-                  f"trials/hour (median trial {statistics.median(seconds):.1f}s)", flush=True)
+            print(
+                f"--workers {workers}: {wall:6.1f}s for {args.trials} trials = {3600 * args.trials / wall:6.0f} "
+                f"trials/hour (median trial {statistics.median(seconds):.1f}s)",
+                flush=True,
+            )
         print(f"speed-up of --workers {args.workers}: {sides[1] / sides[args.workers]:.2f}x trials/hour", flush=True)
+
 
 if __name__ == "__main__":
     main()

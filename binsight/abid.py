@@ -5,6 +5,7 @@
   product (asin) with its quantity and measurements, any of which may be `null`.
 - the bucket layout: `bin-images/<id>.jpg` and `metadata/<id>.json`.
 """
+
 import json
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -16,8 +17,18 @@ METADATA_DIR = "metadata"
 
 # Everything to inches and pounds, the units the dataset mostly uses.
 LENGTH_TO_INCH = {"IN": 1.0, "INCH": 1.0, "INCHES": 1.0, "CM": 1 / 2.54, "MM": 1 / 25.4, "M": 100 / 2.54}
-WEIGHT_TO_POUND = {"POUNDS": 1.0, "POUND": 1.0, "LB": 1.0, "LBS": 1.0, "KG": 2.20462, "KILOGRAMS": 2.20462,
-                   "G": 0.00220462, "GRAMS": 0.00220462, "OUNCES": 1 / 16, "OZ": 1 / 16}
+WEIGHT_TO_POUND = {
+    "POUNDS": 1.0,
+    "POUND": 1.0,
+    "LB": 1.0,
+    "LBS": 1.0,
+    "KG": 2.20462,
+    "KILOGRAMS": 2.20462,
+    "G": 0.00220462,
+    "GRAMS": 0.00220462,
+    "OUNCES": 1 / 16,
+    "OZ": 1 / 16,
+}
 
 
 def bin_id_from_path(path):
@@ -122,13 +133,15 @@ def parse_metadata(data):
     for asin, sku in sorted(skus.items()):
         sku = sku if isinstance(sku, dict) else {}
         qty = sku.get("quantity")
-        items.append(Item(
-            asin=str(sku.get("asin") or asin),
-            name=str(sku.get("name") or ""),
-            quantity=qty if isinstance(qty, int) and not isinstance(qty, bool) else 0,
-            length_in=_measure(sku.get("length"), LENGTH_TO_INCH),
-            width_in=_measure(sku.get("width"), LENGTH_TO_INCH),
-            height_in=_measure(sku.get("height"), LENGTH_TO_INCH),
-            weight_lb=_measure(sku.get("weight"), WEIGHT_TO_POUND),
-        ))
+        items.append(
+            Item(
+                asin=str(sku.get("asin") or asin),
+                name=str(sku.get("name") or ""),
+                quantity=qty if isinstance(qty, int) and not isinstance(qty, bool) else 0,
+                length_in=_measure(sku.get("length"), LENGTH_TO_INCH),
+                width_in=_measure(sku.get("width"), LENGTH_TO_INCH),
+                height_in=_measure(sku.get("height"), LENGTH_TO_INCH),
+                weight_lb=_measure(sku.get("weight"), WEIGHT_TO_POUND),
+            )
+        )
     return BinMetadata(expected_quantity=quantity, items=tuple(items))

@@ -3,13 +3,14 @@
 Beside the count, a second head on the backbone's features learns three things the metadata says
 about the bin: how many products it lists (1-5, more counted as 5), the log of their total volume
 and the log of their total weight. They give a model trained from scratch more to learn from the
-same photos (README, "Results on real bins": +0.7 points in a GPU map of the dev bins, not seen
-in two seeds of the CPU recipe, so it is off by default). They are training
+same photos (docs/results.md: a small gain on a GPU, none seen with the CPU recipe, so it is off by
+default). They are training
 targets only, never an input: the metadata holds the count too. The second head is not saved in
 the model file, so evaluate, predict and serve never see it. Reading them needs no torch, so the
 train stage checks every training bin's metadata before it imports torch; the loss term is
 binsight.losses.AuxTargetLoss.
 """
+
 import math
 from pathlib import Path
 
@@ -23,12 +24,16 @@ AUX_OUTPUTS = PRODUCT_CLASSES + 2  # logits for the number of products, then log
 def aux_targets(meta):
     """BinMetadata -> (number of products listed as a class index 0-4, log total volume in cubic
     inches, log total weight in pounds); a total is NaN when any product lacks that measurement."""
-    volumes = [i.quantity * i.length_in * i.width_in * i.height_in for i in meta.items
-               if None not in (i.length_in, i.width_in, i.height_in)]
+    volumes = [
+        i.quantity * i.length_in * i.width_in * i.height_in
+        for i in meta.items
+        if None not in (i.length_in, i.width_in, i.height_in)
+    ]
     weights = [i.quantity * i.weight_lb for i in meta.items if i.weight_lb is not None]
 
     def log_total(parts):
         return math.log(sum(parts)) if meta.items and len(parts) == len(meta.items) and sum(parts) > 0 else math.nan
+
     return float(min(max(len(meta.items), 1), PRODUCT_CLASSES) - 1), log_total(volumes), log_total(weights)
 
 
@@ -40,8 +45,10 @@ def read_aux_targets(rows, metadata_dir):
         try:
             meta = parse_metadata(path.read_bytes())
         except FileNotFoundError:
-            raise DataError(f"{path} is missing: train.aux_weight reads each training bin's metadata "
-                            "(run `dvc repro fetch`, or set train.aux_weight: 0)") from None
+            raise DataError(
+                f"{path} is missing: train.aux_weight reads each training bin's metadata "
+                "(run `dvc repro fetch`, or set train.aux_weight: 0)"
+            ) from None
         except DataError as exc:
             raise DataError(f"{path}: {exc}") from None
         out.append(aux_targets(meta))

@@ -1,4 +1,5 @@
 """The resumable training checkpoint: everything needed to continue a killed run at its next epoch."""
+
 import hashlib
 import json
 import random

@@ -7,13 +7,16 @@
 
 Each is also `python -m binsight.<command>`. The pipeline itself runs with `dvc repro`.
 """
+
 import importlib
 import sys
 
-COMMANDS = {"predict": "count the items in photos with a trained model",
-            "serve": "serve a trained model over HTTP",
-            "tune": "Bayesian hyper-parameter search over DVC experiments",
-            "recipe": "run a named recipe (notebook, gpu, cpu-scratch) as a DVC experiment"}
+COMMANDS = {
+    "predict": "count the items in photos with a trained model",
+    "serve": "serve a trained model over HTTP",
+    "tune": "Bayesian hyper-parameter search over DVC experiments",
+    "recipe": "run a named recipe (notebook, gpu, cpu-scratch) as a DVC experiment",
+}
 
 MODULES = {"recipe": "recipes"}
 

@@ -3,6 +3,7 @@
 Each function takes plain values (manifest rows, {bin id: BinMetadata}) and returns either rows
 ready for one CSV (one DVC plot each) or numbers for the summary, so tests call them directly.
 """
+
 import math
 import statistics
 from dataclasses import dataclass
@@ -12,8 +13,7 @@ from binsight.errors import DataError
 CLASS_COLUMNS = ("label", "bins", "share", "mean_products")
 SIZE_COLUMNS = ("size_kib", "from_bytes", "to_bytes", "bins")
 RESOLUTION_COLUMNS = ("id", "label", "width", "height")
-ITEM_COLUMNS = ("bin_id", "label", "asin", "quantity", "length_in", "width_in", "height_in", "weight_lb",
-                "volume_in3")
+ITEM_COLUMNS = ("bin_id", "label", "asin", "quantity", "length_in", "width_in", "height_in", "weight_lb", "volume_in3")
 
 
 @dataclass(frozen=True)
@@ -30,8 +30,15 @@ def bins_from_manifest(rows):
     bins = []
     for n, row in enumerate(rows, start=2):  # line 1 is the header
         try:
-            bins.append(Bin(id=str(row["id"]), label=int(row["label"]), width=int(row["width"]),
-                            height=int(row["height"]), bytes=int(row["bytes"])))
+            bins.append(
+                Bin(
+                    id=str(row["id"]),
+                    label=int(row["label"]),
+                    width=int(row["width"]),
+                    height=int(row["height"]),
+                    bytes=int(row["bytes"]),
+                )
+            )
         except (KeyError, TypeError, ValueError):
             raise DataError(f"manifest line {n} is not id,label,width,height,bytes: {dict(row)}") from None
     return sorted(bins, key=lambda b: b.id)
@@ -47,9 +54,15 @@ def class_counts(bins, metadata):
     for b in bins:
         by_label.setdefault(b.label, []).append(len(metadata[b.id].items))
     total = len(bins)
-    return [{"label": label, "bins": len(products), "share": _round(len(products) / total),
-             "mean_products": _round(statistics.fmean(products))}
-            for label, products in sorted(by_label.items())]
+    return [
+        {
+            "label": label,
+            "bins": len(products),
+            "share": _round(len(products) / total),
+            "mean_products": _round(statistics.fmean(products)),
+        }
+        for label, products in sorted(by_label.items())
+    ]
 
 
 def size_histogram(sizes, n_bins):
@@ -67,8 +80,9 @@ def size_histogram(sizes, n_bins):
     rows = []
     for i, count in enumerate(counts):
         start, stop = lo + i * width, lo + (i + 1) * width
-        rows.append({"size_kib": round((start + stop) / 2 / 1024, 2), "from_bytes": start, "to_bytes": stop,
-                     "bins": count})
+        rows.append(
+            {"size_kib": round((start + stop) / 2 / 1024, 2), "from_bytes": start, "to_bytes": stop, "bins": count}
+        )
     return rows
 
 
@@ -86,10 +100,19 @@ def item_rows(bins, metadata):
     rows = []
     for b in bins:
         for item in metadata[b.id].items:
-            rows.append({"bin_id": b.id, "label": b.label, "asin": item.asin, "quantity": item.quantity,
-                         "length_in": _round(item.length_in), "width_in": _round(item.width_in),
-                         "height_in": _round(item.height_in), "weight_lb": _round(item.weight_lb),
-                         "volume_in3": _round(_volume(item))})
+            rows.append(
+                {
+                    "bin_id": b.id,
+                    "label": b.label,
+                    "asin": item.asin,
+                    "quantity": item.quantity,
+                    "length_in": _round(item.length_in),
+                    "width_in": _round(item.width_in),
+                    "height_in": _round(item.height_in),
+                    "weight_lb": _round(item.weight_lb),
+                    "volume_in3": _round(_volume(item)),
+                }
+            )
     return rows
 
 
@@ -98,8 +121,12 @@ def describe(values):
     values = [v for v in values if v is not None]
     if not values:
         return None
-    return {"min": _round(min(values)), "median": _round(statistics.median(values)),
-            "mean": _round(statistics.fmean(values)), "max": _round(max(values))}
+    return {
+        "min": _round(min(values)),
+        "median": _round(statistics.median(values)),
+        "mean": _round(statistics.fmean(values)),
+        "max": _round(max(values)),
+    }
 
 
 def summary(bins, metadata, items):

@@ -6,6 +6,7 @@ Every image goes through the same steps, in training, evaluate, predict and serv
 With `cache: true` the first three steps run once per image and the uint8 tensors stay in memory
 (`InMemoryImages`): on a CPU, decoding is then paid once instead of every epoch.
 """
+
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -52,7 +53,7 @@ def augmentation(mode):
     if mode == "dihedral":
         return RandomDihedral()
     # "full": the first recipe's set. The small rotations blur and black out the corners and the
-    # colour jitter changes what a bin looks like; the study in the README found them to cost accuracy.
+    # colour jitter changes what a bin looks like; the study in docs/results.md found them to cost accuracy.
     return v2.Compose([RandomDihedral(flips_only=True), v2.RandomRotation(10), v2.ColorJitter(0.2, 0.2, 0.2)])
 
 
@@ -146,8 +147,11 @@ class InMemoryBatches:
         order = torch.tensor(list(self.sampler), dtype=torch.long)
         for idx in order.split(self.batch_size):
             x = self.normalize(augment_batch(self.images.pixels[idx], self.augment))
-            yield (x, self.images.targets[idx]) if self.images.aux is None else \
-                (x, self.images.targets[idx], self.images.aux[idx])
+            yield (
+                (x, self.images.targets[idx])
+                if self.images.aux is None
+                else (x, self.images.targets[idx], self.images.aux[idx])
+            )
 
     def __len__(self):
         return -(-len(self.sampler) // self.batch_size)
@@ -156,6 +160,14 @@ class InMemoryBatches:
 def make_loader(dataset, batch_size, shuffle, num_workers, pin_memory, seed=0, sampler=None):
     workers = min(num_workers, os.cpu_count() or 1)
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
-                      num_workers=workers, pin_memory=pin_memory, generator=generator,
-                      persistent_workers=workers > 0, drop_last=False)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        generator=generator,
+        persistent_workers=workers > 0,
+        drop_last=False,
+    )

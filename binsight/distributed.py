@@ -2,6 +2,7 @@
 
 Under torchrun, RANK / WORLD_SIZE / LOCAL_RANK are set; otherwise this is one process of one.
 """
+
 import contextlib
 import math
 import os
@@ -38,6 +39,7 @@ class World:
         if not self.enabled:
             return contextlib.nullcontext()
         from torch.distributed.algorithms.join import Join
+
         return Join([ddp_model])
 
     def barrier(self):
@@ -70,8 +72,16 @@ def init_world(backend="auto"):
 
 def torchrun_command(nproc_per_node, module, argv):
     """The command that relaunches `python -m module argv...` under torchrun on this node."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc_per_node}",
-            "-m", module, *argv]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc_per_node}",
+        "-m",
+        module,
+        *argv,
+    ]
 
 
 class ShardSampler(Sampler):
@@ -90,7 +100,7 @@ class ShardSampler(Sampler):
             order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
         else:
             order = list(range(self.n))
-        return order[self.rank::self.world_size]
+        return order[self.rank :: self.world_size]
 
     def __iter__(self):
         return iter(self.indices())
@@ -115,4 +125,4 @@ class BalancedShardSampler(ShardSampler):
             return []
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         order = torch.multinomial(self.weights, self.n, replacement=True, generator=generator).tolist()
-        return order[self.rank::self.world_size]
+        return order[self.rank :: self.world_size]

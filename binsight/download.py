@@ -5,6 +5,7 @@ label of the subset list. Files land under their final names only after they ver
 fsync, rename), so a killed run leaves nothing half-written and a rerun fetches only what is
 missing or broken.
 """
+
 import hashlib
 import random
 import time
@@ -13,8 +14,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from botocore.exceptions import (ClientError, ConnectionClosedError, EndpointConnectionError,
-                                 IncompleteReadError, ReadTimeoutError, ResponseStreamingError)
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    EndpointConnectionError,
+    IncompleteReadError,
+    ReadTimeoutError,
+    ResponseStreamingError,
+)
 from tqdm import tqdm
 
 from binsight.abid import image_key, metadata_key, parse_metadata
@@ -63,8 +70,10 @@ class FolderObjects:
     def __init__(self, folder):
         self.folder = Path(folder)
         if not self.folder.is_dir():
-            raise ConfigError(f"fetch.local_dir: {self.folder} is not a folder; it must hold bin-images/ "
-                              "and metadata/ as in the bucket (e.g. from `aws s3 sync s3://aft-vbi-pds DIR`)")
+            raise ConfigError(
+                f"fetch.local_dir: {self.folder} is not a folder; it must hold bin-images/ "
+                "and metadata/ as in the bucket (e.g. from `aws s3 sync s3://aft-vbi-pds DIR`)"
+            )
 
     def get(self, key):
         try:
@@ -101,15 +110,19 @@ class Downloader:
                 if code in ("NoSuchKey", "404", "NotFound"):
                     raise MissingObject(key) from None
                 if code in FATAL_CODES:
-                    raise ConfigError(f"bucket {self.bucket!r}: {code}; check fetch.bucket and fetch.endpoint_url") from None
+                    raise ConfigError(
+                        f"bucket {self.bucket!r}: {code}; check fetch.bucket and fetch.endpoint_url"
+                    ) from None
                 raise
             except EndpointConnectionError as exc:
-                raise BinsightError(f"cannot reach S3 ({exc}); offline? check fetch.endpoint_url, or fetch from a "
-                                    "local copy of the bucket: -S fetch.local_dir=/path/to/copy") from None
+                raise BinsightError(
+                    f"cannot reach S3 ({exc}); offline? check fetch.endpoint_url, or fetch from a "
+                    "local copy of the bucket: -S fetch.local_dir=/path/to/copy"
+                ) from None
             except STREAM_ERRORS:
                 if attempt == self.attempts - 1:
                     raise
-                time.sleep(random.uniform(0, min(5.0, 0.1 * 2 ** attempt)))
+                time.sleep(random.uniform(0, min(5.0, 0.1 * 2**attempt)))
 
     def local_or_download(self, path, key, check):
         """Bytes of `path` when present and passing `check`; otherwise download, check, save."""
@@ -140,12 +153,24 @@ class Downloader:
 
     def fetch_bin(self, bin_id, label):
         rec = BinRecord(id=bin_id, label=label)
-        meta = self.fetch_part(rec, self.metadata_dir / f"{bin_id}.json", metadata_key(self.prefix, bin_id),
-                               parse_metadata, "missing_metadata", "unreadable_metadata")
+        meta = self.fetch_part(
+            rec,
+            self.metadata_dir / f"{bin_id}.json",
+            metadata_key(self.prefix, bin_id),
+            parse_metadata,
+            "missing_metadata",
+            "unreadable_metadata",
+        )
         if meta is None:
             return rec
-        image = self.fetch_part(rec, self.images_dir / f"{bin_id}.jpg", image_key(self.prefix, bin_id),
-                                verify_jpeg, "missing_image", "corrupt_image")
+        image = self.fetch_part(
+            rec,
+            self.images_dir / f"{bin_id}.jpg",
+            image_key(self.prefix, bin_id),
+            verify_jpeg,
+            "missing_image",
+            "corrupt_image",
+        )
         if image is None:
             return rec
         rec.width, rec.height = verify_jpeg(image)

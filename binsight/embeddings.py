@@ -10,6 +10,7 @@ Folder layout (a DVC output, `data/features/` by default):
     {split}.npy      float32 [n, feature_dim], rows in the order of data/split/{split}.csv
     {split}.csv      id,label of those rows, to check they still match the split
 """
+
 import hashlib
 import math
 from pathlib import Path
@@ -33,8 +34,9 @@ def backbone_digest(backbone):
 
 
 @torch.no_grad()
-def compute_features(backbone, rows, images_dir, image_size, jpeg_draft=True, batch_size=64, num_workers=0,
-                     device="cpu", dtype=None):
+def compute_features(
+    backbone, rows, images_dir, image_size, jpeg_draft=True, batch_size=64, num_workers=0, device="cpu", dtype=None
+):
     """Pooled backbone outputs of the images in `rows` -> float32 array [len(rows), feature_dim].
     The images go through exactly what the train stage feeds a frozen backbone (eval transform),
     at the same precision (`dtype`: the autocast dtype of training, None = fp32)."""
@@ -80,7 +82,10 @@ def cached_features(folder, model_params, train_params, rows_by_split, classes, 
             return None, f"{stored} does not list the bins of the {split} split in its order"
         features = np.load(Path(folder) / f"{split}.npy")
         if features.shape != (len(rows), meta["feature_dim"]):
-            return None, f"{folder}/{split}.npy has shape {features.shape}, expected ({len(rows)}, {meta['feature_dim']})"
+            return (
+                None,
+                f"{folder}/{split}.npy has shape {features.shape}, expected ({len(rows)}, {meta['feature_dim']})",
+            )
         targets = torch.tensor([index[label] for _, label in rows], dtype=torch.long)
         out[split] = (torch.from_numpy(features), targets)
     return out, f"cached {meta['feature_dim']}-d features from {folder}"

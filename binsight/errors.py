@@ -1,4 +1,5 @@
 """One-line errors for users, and the wrapper that prints them instead of a traceback."""
+
 import functools
 import re
 import sys
@@ -48,8 +49,7 @@ def one_line_errors(main):
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(2)
         except KeyboardInterrupt:
-            print("interrupted: finished files are kept; run the same command again to resume",
-                  file=sys.stderr)
+            print("interrupted: finished files are kept; run the same command again to resume", file=sys.stderr)
             sys.exit(130)
 
     return wrapper

@@ -1,13 +1,14 @@
 """Scoring a saved model on a split: its probabilities with and without test-time augmentation,
 the time each took, and the rows of the predictions table."""
+
 import time
 from functools import partial
 
 import numpy as np
 
 from binsight.datasets import BinImages, eval_transform, make_loader
-from binsight.losses import decode
 from binsight.loops import predict
+from binsight.losses import decode
 from binsight.progress import Progress
 
 
@@ -23,8 +24,15 @@ def timed_predictions(model, meta, loader, device, dtype, tta):
     """-> (probabilities [n, K], seconds per image) for one TTA mode."""
     start = time.perf_counter()
     bar = Progress(f"evaluate ({tta} TTA)" if tta != "none" else "evaluate", len(loader.dataset))
-    probs, _ = predict(model, loader, device, dtype, decode=partial(decode, meta["loss"], num_classes=len(meta["classes"])),
-                       tta=tta, progress=bar)
+    probs, _ = predict(
+        model,
+        loader,
+        device,
+        dtype,
+        decode=partial(decode, meta["loss"], num_classes=len(meta["classes"])),
+        tta=tta,
+        progress=bar,
+    )
     return probs, (time.perf_counter() - start) / max(len(probs), 1)
 
 
@@ -38,5 +46,7 @@ def prediction_rows(rows, probs, classes):
 
 
 def per_class_accuracy(y_true, y_pred, classes):
-    return [{"count": str(c), "accuracy": float(np.mean(y_pred[y_true == c] == c)) if np.any(y_true == c) else 0.0}
-            for c in classes]
+    return [
+        {"count": str(c), "accuracy": float(np.mean(y_pred[y_true == c] == c)) if np.any(y_true == c) else 0.0}
+        for c in classes
+    ]

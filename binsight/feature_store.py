@@ -2,6 +2,7 @@
 which computes and loads the vectors with torch). Torch-free, so the stage decides and says
 "nothing to cache" in a blink when the backbone is fine-tuned.
 """
+
 import json
 import shutil
 from pathlib import Path
@@ -15,8 +16,13 @@ from binsight.tables import write_csv, write_json
 FORMAT = 1
 SPLITS = ("train", "val", "test")
 # What the vectors depend on besides the backbone weights (which the digest pins down exactly).
-KEY_PARAMS = (("model", "arch"), ("model", "weights"), ("train", "image_size"), ("train", "jpeg_draft"),
-              ("train", "amp"))
+KEY_PARAMS = (
+    ("model", "arch"),
+    ("model", "weights"),
+    ("train", "image_size"),
+    ("train", "jpeg_draft"),
+    ("train", "amp"),
+)
 
 
 def cacheable(model_params, train_params):

@@ -1,4 +1,5 @@
 """Writes that never leave a half-written file under its final name (temp name, fsync, rename)."""
+
 import contextlib
 import os
 from pathlib import Path

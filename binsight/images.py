@@ -1,4 +1,5 @@
 """Decode checks and fast loading of bin photos."""
+
 import io
 
 from PIL import Image, UnidentifiedImageError

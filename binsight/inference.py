@@ -2,8 +2,10 @@
 
 A `Predictor` loads the model file once and prepares images exactly as evaluate does, by the
 model file's preprocessing contract (decode mode, image size, normalisation, test-time
-augmentation), so the CLI, the server and the test-split predictions agree. A `BatchQueue` gathers single-image requests from many threads into one forward.
+augmentation), so the CLI, the server and the test-split predictions agree. A `BatchQueue` gathers
+single-image requests from many threads into one forward pass.
 """
+
 import hashlib
 import io
 import json
@@ -19,9 +21,9 @@ import yaml
 from PIL import Image, UnidentifiedImageError
 
 from binsight.datasets import eval_transform
-from binsight.loops import amp_dtype, pick_device
 from binsight.errors import BadImage, ConfigError, DataError, check_device_name
 from binsight.images import load_rgb
+from binsight.loops import amp_dtype, pick_device
 from binsight.losses import decode
 from binsight.model import load_model
 from binsight.views import TTA_MODES, average_over_views
@@ -58,8 +60,11 @@ def result(probs, classes):
     """One row of class probabilities -> {"count", "probability", "probabilities": {"1": ..}}."""
     probs = [float(p) for p in probs]
     best = max(range(len(probs)), key=probs.__getitem__)
-    return {"count": int(classes[best]), "probability": round(probs[best], 6),
-            "probabilities": {str(c): round(p, 6) for c, p in zip(classes, probs)}}
+    return {
+        "count": int(classes[best]),
+        "probability": round(probs[best], 6),
+        "probabilities": {str(c): round(p, 6) for c, p in zip(classes, probs)},
+    }
 
 
 def lock_metrics(model_path, lock_path="dvc.lock"):
@@ -134,8 +139,11 @@ class Predictor:
             return []
         x = torch.stack(list(tensors)).to(self.device)
         # One forward at a time: concurrent forwards on one model only fight over the same cores.
-        with self._lock, torch.inference_mode(), torch.autocast(
-                self.device.type, dtype=self._dtype or torch.float32, enabled=self._dtype is not None):
+        with (
+            self._lock,
+            torch.inference_mode(),
+            torch.autocast(self.device.type, dtype=self._dtype or torch.float32, enabled=self._dtype is not None),
+        ):
             probs = average_over_views(lambda v: self.decode(self.model(v)), x, self.tta).float().cpu().tolist()
         return [result(p, self.classes) for p in probs]
 
@@ -151,10 +159,17 @@ class Predictor:
 
     def metadata(self):
         params = self.meta.get("model", {})
-        return {"model": self.version, "file": self.path.name, "classes": self.classes,
-                "image_size": self.image_size, "arch": params.get("arch"), "params": params,
-                "loss": self.meta["loss"], "preprocess": {**self.preprocess, "tta": self.tta},
-                "training": {k: self.meta[k] for k in ("val_acc", "epoch") if k in self.meta}}
+        return {
+            "model": self.version,
+            "file": self.path.name,
+            "classes": self.classes,
+            "image_size": self.image_size,
+            "arch": params.get("arch"),
+            "params": params,
+            "loss": self.meta["loss"],
+            "preprocess": {**self.preprocess, "tta": self.tta},
+            "training": {k: self.meta[k] for k in ("val_acc", "epoch") if k in self.meta},
+        }
 
 
 class BatchQueue:
@@ -220,4 +235,4 @@ class BatchQueue:
             pending = list(job)
             running = self._gather(pending)
             for i in range(0, len(pending), self.max_batch):
-                self._run(pending[i:i + self.max_batch])
+                self._run(pending[i : i + self.max_batch])

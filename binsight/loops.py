@@ -1,4 +1,5 @@
 """Training and inference loops, device and mixed-precision choices. No I/O, no params files."""
+
 import contextlib
 import random
 import time
@@ -28,7 +29,7 @@ def cpu_has_bf16():
 def amp_dtype(setting, device, training=False):
     """The autocast dtype for `train.amp` on this device; None = full precision.
     GPU: auto = bf16 where supported, else fp16. CPU: only an explicit `bf16` while training, on a
-    CPU with native bf16 (about 1.5x faster there); inference on the CPU stays fp32, so evaluate,
+    CPU with native bf16 (elsewhere autocast would run in fp32 anyway); inference on the CPU stays fp32, so evaluate,
     predict and serve give the same answers on it."""
     if setting == "off":
         return None
@@ -43,9 +44,9 @@ def amp_dtype(setting, device, training=False):
 
 def use_channels_last(setting, device, dtype):
     """Whether training keeps the model and its batches channels-last (`train.channels_last`): on a GPU,
-    and on the CPU under bf16 autocast, where oneDNN's bf16 convolutions run faster in it (a ResNet18
-    step at 96 px 1.12x, its val pass 1.7x, on 2 cores: bench/train.py, README). Not in fp32 on the CPU, where
-    it gains nothing for training; evaluate, predict and serve keep the default layout."""
+    and on the CPU under bf16 autocast, where oneDNN's bf16 convolutions run faster in it (bench/train.py
+    times both layouts). Not in fp32 on the CPU, where it gains nothing for training; evaluate, predict
+    and serve keep the default layout."""
     return bool(setting) and (device.type == "cuda" or (device.type == "cpu" and dtype == torch.bfloat16))
 
 
@@ -86,17 +87,18 @@ def softmax(outputs):
 @dataclass
 class Parts:
     """What one training run is made of, on its device: all that a training step and a val pass use."""
+
     model: nn.Module
     optimizer: torch.optim.Optimizer
     criterion: nn.Module
     device: torch.device
-    dtype: object = None        # autocast precision, or None for fp32
+    dtype: object = None  # autocast precision, or None for fp32
     channels_last: bool = False
-    decode: object = softmax    # head outputs -> class probabilities (binsight.losses.decode)
-    scheduler: object = None    # stepped after every optimizer step
-    scaler: object = None       # GradScaler, for fp16
-    ema: object = None          # AveragedModel of the module that learns, when train.ema > 0
-    trained: nn.Module = None   # the module that learns: the model, or its head alone on cached features
+    decode: object = softmax  # head outputs -> class probabilities (binsight.losses.decode)
+    scheduler: object = None  # stepped after every optimizer step
+    scaler: object = None  # GradScaler, for fp16
+    ema: object = None  # AveragedModel of the module that learns, when train.ema > 0
+    trained: nn.Module = None  # the module that learns: the model, or its head alone on cached features
 
     def __post_init__(self):
         self.trained = self.trained or self.model
@@ -162,8 +164,9 @@ def train_one_epoch(model, loader, parts, world=None, profiler=None, progress=No
     if device.type == "cuda":
         torch.cuda.synchronize()
     loss_sum, correct, seen = sums.tolist()
-    return EpochStats(loss_sum / max(seen, 1), correct / max(seen, 1), int(seen),
-                      time.perf_counter() - start, data_wait)
+    return EpochStats(
+        loss_sum / max(seen, 1), correct / max(seen, 1), int(seen), time.perf_counter() - start, data_wait
+    )
 
 
 @torch.no_grad()

@@ -15,6 +15,7 @@ evaluate, predict and serve treat all of them alike (the predicted count is the 
                 between the two nearest counts (linear interpolation), so argmax = rounding to the
                 nearest count, clamped to the known counts.
 """
+
 import torch
 import torch.nn.functional as F
 
@@ -117,10 +118,10 @@ class AuxTargetLoss(torch.nn.Module):
         self.register_buffer("std", std.float())
 
     def forward(self, outputs, targets, aux=None):
-        loss = self.counting(outputs[:, :self.count_outputs], targets)
+        loss = self.counting(outputs[:, : self.count_outputs], targets)
         if aux is None:
             return loss
-        extra = outputs[:, self.count_outputs:].float()
+        extra = outputs[:, self.count_outputs :].float()
         products = F.cross_entropy(extra[:, :PRODUCT_CLASSES], aux[:, 0].long())
         z = (aux[:, 1:] - self.mean) / self.std
         known = ~z.isnan()

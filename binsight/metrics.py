@@ -2,6 +2,7 @@
 
 Plain numpy over the confusion matrix: the same definitions as scikit-learn's
 precision_recall_fscore_support (zero_division=0), without its ~2 s import in every evaluate."""
+
 import numpy as np
 
 
@@ -35,9 +36,11 @@ def count_metrics(y_true, y_pred, classes):
         "accuracy": float(np.mean(y_true == y_pred)),
         "balanced_accuracy": float(recall[support > 0].mean()),
         "macro_f1": float(f1[support > 0].mean()),
-        "rmse": float(np.sqrt(np.mean(err ** 2))),
+        "rmse": float(np.sqrt(np.mean(err**2))),
         "mae": float(np.mean(np.abs(err))),
         "off_by_one_accuracy": float(np.mean(np.abs(err) <= 1)),
-        "per_class": {str(c): {"precision": float(p), "recall": float(r), "support": int(s)}
-                      for c, p, r, s in zip(classes, precision, recall, support)},
+        "per_class": {
+            str(c): {"precision": float(p), "recall": float(r), "support": int(s)}
+            for c, p, r, s in zip(classes, precision, recall, support)
+        },
     }

@@ -5,6 +5,7 @@ classes, the loss (how the head's outputs decode to a count) and the preprocessi
 (image size, resize, JPEG draft decode, mean/std, test-time augmentation), so evaluate, predict
 and serve need nothing but the file and treat every image alike.
 """
+
 import os
 from pathlib import Path
 
@@ -24,8 +25,9 @@ RESIZE = "bilinear, to a square (aspect ratio not kept: nothing is cropped away)
 
 
 class BinCounter(nn.Module):
-    def __init__(self, backbone, feature_dim, num_classes, hidden=(), dropout=0.0, freeze_backbone=False,
-                 aux_outputs=0):
+    def __init__(
+        self, backbone, feature_dim, num_classes, hidden=(), dropout=0.0, freeze_backbone=False, aux_outputs=0
+    ):
         super().__init__()
         self.backbone = backbone
         self.feature_dim = feature_dim
@@ -84,7 +86,9 @@ def resolve_weights(arch, weights):
         return enum[weights]
     except KeyError:
         names = ", ".join(w.name for w in enum)
-        raise ConfigError(f"model.weights={weights!r} is not allowed for {arch}: expected imagenet, none, {names}") from None
+        raise ConfigError(
+            f"model.weights={weights!r} is not allowed for {arch}: expected imagenet, none, {names}"
+        ) from None
 
 
 def pretrained_state_dict(weights):
@@ -96,13 +100,19 @@ def pretrained_state_dict(weights):
         url = weights.url
         target = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
         reason = str(getattr(exc, "reason", exc)).splitlines()[0]
-        raise DataError(f"pretrained weights {weights} are not at {target} and cannot be downloaded ({reason}): "
-                        f"download {url} there (TORCH_HOME moves the cache), or set model.weights: none") from None
+        raise DataError(
+            f"pretrained weights {weights} are not at {target} and cannot be downloaded ({reason}): "
+            f"download {url} there (TORCH_HOME moves the cache), or set model.weights: none"
+        ) from None
 
 
 # The archs model.width applies to (binsight.params.SCALABLE_ARCHS names the same ones without importing torch).
-RESNET_LAYOUTS = {"resnet18": (BasicBlock, (2, 2, 2, 2)), "resnet34": (BasicBlock, (3, 4, 6, 3)),
-                  "resnet50": (Bottleneck, (3, 4, 6, 3)), "resnet101": (Bottleneck, (3, 4, 23, 3))}
+RESNET_LAYOUTS = {
+    "resnet18": (BasicBlock, (2, 2, 2, 2)),
+    "resnet34": (BasicBlock, (3, 4, 6, 3)),
+    "resnet50": (Bottleneck, (3, 4, 6, 3)),
+    "resnet101": (Bottleneck, (3, 4, 23, 3)),
+}
 
 
 def scaled_resnet(arch, width):
@@ -116,10 +126,13 @@ def scaled_resnet(arch, width):
     net.conv1, net.bn1 = nn.Conv2d(3, base, kernel_size=7, stride=2, padding=3, bias=False), nn.BatchNorm2d(base)
     inplanes = base
     for i, depth in enumerate(depths):
-        planes, stride = base * 2 ** i, 1 if i == 0 else 2
+        planes, stride = base * 2**i, 1 if i == 0 else 2
         out = planes * block.expansion
-        down = None if stride == 1 and inplanes == out else nn.Sequential(conv1x1(inplanes, out, stride),
-                                                                           nn.BatchNorm2d(out))
+        down = (
+            None
+            if stride == 1 and inplanes == out
+            else nn.Sequential(conv1x1(inplanes, out, stride), nn.BatchNorm2d(out))
+        )
         layers = [block(inplanes, planes, stride, down)] + [block(out, planes) for _ in range(depth - 1)]
         setattr(net, f"layer{i + 1}", nn.Sequential(*layers))
         inplanes = out
@@ -133,16 +146,19 @@ def scaled_resnet(arch, width):
     return net
 
 
-def build_model(arch, weights, num_classes, hidden=(), dropout=0.0, freeze_backbone=False, pretrained=True,
-                width=1.0, aux_outputs=0):
+def build_model(
+    arch, weights, num_classes, hidden=(), dropout=0.0, freeze_backbone=False, pretrained=True, width=1.0, aux_outputs=0
+):
     """A BinCounter with `num_classes` outputs. `pretrained=False` skips loading weights (for
     rebuilding a saved model). `width` != 1: a narrower or wider ResNet (scaled_resnet), from scratch."""
     resolved = resolve_weights(arch, weights)
     try:
         net = torchvision.models.get_model(arch, weights=None) if width == 1 else scaled_resnet(arch, width)
     except (ValueError, KeyError):
-        raise ConfigError(f"model.arch={arch!r} is not a torchvision model"
-                          + (" with a width (resnet18/34/50/101 only)" if width != 1 else "")) from None
+        raise ConfigError(
+            f"model.arch={arch!r} is not a torchvision model"
+            + (" with a width (resnet18/34/50/101 only)" if width != 1 else "")
+        ) from None
     if resolved is not None and width != 1:
         raise ConfigError(f"model.width={width:g} needs model.weights: none (pretrained weights fit width 1 only)")
     if resolved is not None and pretrained:
@@ -153,22 +169,45 @@ def build_model(arch, weights, num_classes, hidden=(), dropout=0.0, freeze_backb
 
 def model_from_params(model_params, num_classes, pretrained=True, loss="ce", aux_outputs=0):
     """The model for `num_classes` counts, its head as wide as `loss` needs (binsight.losses)."""
-    return build_model(model_params["arch"], model_params["weights"], output_size(loss, num_classes),
-                       model_params["head"]["hidden"], model_params["head"]["dropout"],
-                       model_params["freeze_backbone"], pretrained, model_params.get("width", 1.0), aux_outputs)
+    return build_model(
+        model_params["arch"],
+        model_params["weights"],
+        output_size(loss, num_classes),
+        model_params["head"]["hidden"],
+        model_params["head"]["dropout"],
+        model_params["freeze_backbone"],
+        pretrained,
+        model_params.get("width", 1.0),
+        aux_outputs,
+    )
 
 
 def preprocessing(image_size, jpeg_draft=True, tta="none"):
     """The preprocessing contract stored in a model file and honoured by evaluate, predict, serve."""
-    return {"image_size": int(image_size), "resize": RESIZE, "jpeg_draft": bool(jpeg_draft),
-            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "tta": tta}
+    return {
+        "image_size": int(image_size),
+        "resize": RESIZE,
+        "jpeg_draft": bool(jpeg_draft),
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+        "tta": tta,
+    }
 
 
 def save_model(path, model, classes, model_params, image_size, extra=None, loss="ce", preprocess=None):
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("aux.")}  # training-only head
-    payload = {"format": MODEL_FORMAT, "state_dict": state, "classes": list(classes),
-               "model": model_params, "image_size": image_size, "mean": IMAGENET_MEAN, "std": IMAGENET_STD,
-               "loss": loss, "preprocess": preprocess or preprocessing(image_size), **(extra or {})}
+    payload = {
+        "format": MODEL_FORMAT,
+        "state_dict": state,
+        "classes": list(classes),
+        "model": model_params,
+        "image_size": image_size,
+        "mean": IMAGENET_MEAN,
+        "std": IMAGENET_STD,
+        "loss": loss,
+        "preprocess": preprocess or preprocessing(image_size),
+        **(extra or {}),
+    }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 

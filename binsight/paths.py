@@ -1,4 +1,5 @@
 """Where the train stage reads and writes: dvc.yaml's paths, overridable from the command line."""
+
 from dataclasses import dataclass
 
 

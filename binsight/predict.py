@@ -10,6 +10,7 @@ With --json, one object per line: {"path", "count", "probability", "probabilitie
 Images are decoded in parallel and run through the model in batches, on the GPU when there is one.
 An unreadable image is reported on stderr and skipped; the exit status is then 2.
 """
+
 import argparse
 import json
 import os
@@ -52,7 +53,7 @@ def format_line(path, res):
 
 def chunks(items, size):
     for i in range(0, len(items), size):
-        yield items[i:i + size]
+        yield items[i : i + size]
 
 
 def predict_paths(predictor, paths, batch_size, workers):
@@ -76,16 +77,23 @@ def predict_paths(predictor, paths, batch_size, workers):
 
 @one_line_errors
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="binsight predict", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="binsight predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders of images, or - for stdin")
-    parser.add_argument("--model", default="models/model.pt", help="a model file from the train stage (default: %(default)s)")
+    parser.add_argument(
+        "--model", default="models/model.pt", help="a model file from the train stage (default: %(default)s)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object per image")
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: %(default)s)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the GPU when there is one)")
-    parser.add_argument("--tta", choices=("none", "flips", "dihedral"), default=None,
-                        help="test-time augmentation: average over flipped/rotated views (default: what the model "
-                             "file says, i.e. what evaluate used; each view costs one more forward pass)")
+    parser.add_argument(
+        "--tta",
+        choices=("none", "flips", "dihedral"),
+        default=None,
+        help="test-time augmentation: average over flipped/rotated views (default: what the model "
+        "file says, i.e. what evaluate used; each view costs one more forward pass)",
+    )
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
@@ -96,6 +104,7 @@ def main(argv=None):
         raise DataError(f"no .jpg, .jpeg or .png images in {' '.join(args.paths)}")
     require_model_file(args.model)
     from binsight.inference import Predictor  # torch: seconds to import, so only once the input is known good
+
     predictor = Predictor(args.model, args.device, tta=args.tta)
     failed = 0
     workers = min(8, os.cpu_count() or 1)

@@ -1,4 +1,5 @@
 """A torch.profiler window over the first training steps, written where people can open it."""
+
 from pathlib import Path
 
 import torch
@@ -12,8 +13,13 @@ class StepProfiler:
     def __init__(self, folder, device, active=3):
         self.folder, self.steps, self.written = Path(folder), 0, False
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-        self._prof = profile(activities=activities, schedule=schedule(wait=0, warmup=1, active=active, repeat=1),
-                             on_trace_ready=self._write, profile_memory=True, record_shapes=False)
+        self._prof = profile(
+            activities=activities,
+            schedule=schedule(wait=0, warmup=1, active=active, repeat=1),
+            on_trace_ready=self._write,
+            profile_memory=True,
+            record_shapes=False,
+        )
 
     def _write(self, prof):
         self.folder.mkdir(parents=True, exist_ok=True)

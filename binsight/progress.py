@@ -4,6 +4,7 @@ On a terminal: a tqdm bar with images/s and an ETA. Otherwise (`dvc repro` and q
 capture the output): one plain line every N batches (env BINSIGHT_LOG_EVERY, default 50) and one
 at the end, so a log shows the run is alive and how fast it goes. Off on all but the main process.
 """
+
 import os
 import sys
 import time
@@ -31,8 +32,16 @@ class Progress:
         self.start = time.perf_counter()
         self.bar = None
         if enabled and self.stream.isatty():
-            self.bar = tqdm(total=total_images, desc=desc, unit="img", file=self.stream, leave=False,
-                            dynamic_ncols=True, smoothing=0.1, mininterval=mininterval)
+            self.bar = tqdm(
+                total=total_images,
+                desc=desc,
+                unit="img",
+                file=self.stream,
+                leave=False,
+                dynamic_ncols=True,
+                smoothing=0.1,
+                mininterval=mininterval,
+            )
 
     def update(self, images):
         if not self.enabled:
@@ -48,8 +57,12 @@ class Progress:
         elapsed = time.perf_counter() - self.start
         rate = self.done / elapsed if elapsed > 0 else 0.0
         left = (self.total - self.done) / rate if rate > 0 and self.total else 0.0
-        print(f"{self.desc}: {self.done}/{self.total} images, {rate:.0f} img/s, "
-              f"ETA {int(left // 60)}m{int(left % 60):02d}s", file=self.stream, flush=True)
+        print(
+            f"{self.desc}: {self.done}/{self.total} images, {rate:.0f} img/s, "
+            f"ETA {int(left // 60)}m{int(left % 60):02d}s",
+            file=self.stream,
+            flush=True,
+        )
 
     def close(self):
         if self.bar is not None:

@@ -7,6 +7,7 @@ variable (every run you start yourself) nothing is reported and nothing is stopp
 and SQLAlchemy are never imported: every train stage imports this module, and they would add
 ~0.15 s to each start.
 """
+
 import json
 import os
 import random
@@ -28,13 +29,18 @@ def check_pruner(p):
     require(p["pruner"] in PRUNERS, "tune.pruner", p["pruner"], " | ".join(PRUNERS))
     for key in ("prune_warmup_epochs", "prune_startup_trials"):
         require(isinstance(p[key], int) and p[key] >= 0, f"tune.{key}", p[key], "an integer >= 0")
-    require(p["pruner"] == "none" or p["direction"] == "maximize", "tune.pruner", p["pruner"],
-            "none when tune.direction is minimize (the pruner watches val accuracy, which is maximized)")
+    require(
+        p["pruner"] == "none" or p["direction"] == "maximize",
+        "tune.pruner",
+        p["pruner"],
+        "none when tune.direction is minimize (the pruner watches val accuracy, which is maximized)",
+    )
 
 
 def make_pruner(kind, warmup_epochs=0, startup_trials=0):
     """Optuna's pruner for `tune.pruner`; steps are 0-based epochs."""
     import optuna
+
     if kind == "median":  # stop when the best val acc so far is below the median of finished trials at this epoch
         return optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=warmup_epochs)
     if kind == "hyperband":
@@ -48,6 +54,7 @@ def open_storage(url, heartbeat=True):
     study. SQLite waits up to a minute for a lock: workers and their training runs share the file."""
     import optuna
     import sqlalchemy
+
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     beat = {"heartbeat_interval": 10, "grace_period": 60} if heartbeat else {}
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
@@ -82,6 +89,7 @@ class TrialLink:
 
     def __init__(self, storage, study, trial_number, pruner):
         import optuna
+
         rdb = open_storage(storage, heartbeat=False)
         self.study = optuna.load_study(study_name=study, storage=rdb, pruner=make_pruner(**pruner))
         self.trial = optuna.trial.Trial(self.study, trial_id(rdb, study, trial_number))

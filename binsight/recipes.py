@@ -7,42 +7,97 @@
                   sized for 2 CPU cores and no downloadable weights (12 bf16 epochs at 96 px; 8 fp32
                   epochs on a CPU without native bf16, which fit the bare loop's time there too)
 """
+
 import argparse
 import subprocess
 
 NOTEBOOK = {
-    "model.arch": "resnet50", "model.weights": "IMAGENET1K_V1", "model.freeze_backbone": True, "model.width": 1.0,
-    "model.head.hidden": [512], "model.head.dropout": 0.2, "model.tta": "none",
-    "lr": 0.001, "batch_size": 64, "epochs": 10,
-    "train.optimizer": "adam", "train.weight_decay": 0.0, "train.scheduler": "none", "train.warmup_epochs": 0,
-    "train.loss": "ce", "train.balance": "none", "train.ema": 0.0, "train.aux_weight": 0.0, "train.augment": "none",
-    "train.image_size": 224, "train.label_smoothing": 0.0, "train.patience": 5,
+    "model.arch": "resnet50",
+    "model.weights": "IMAGENET1K_V1",
+    "model.freeze_backbone": True,
+    "model.width": 1.0,
+    "model.head.hidden": [512],
+    "model.head.dropout": 0.2,
+    "model.tta": "none",
+    "lr": 0.001,
+    "batch_size": 64,
+    "epochs": 10,
+    "train.optimizer": "adam",
+    "train.weight_decay": 0.0,
+    "train.scheduler": "none",
+    "train.warmup_epochs": 0,
+    "train.loss": "ce",
+    "train.balance": "none",
+    "train.ema": 0.0,
+    "train.aux_weight": 0.0,
+    "train.augment": "none",
+    "train.image_size": 224,
+    "train.label_smoothing": 0.0,
+    "train.patience": 5,
 }
 
 # The study's winner (docs/results.md): at the bare loop's wall time, 12 epochs at
 # 96 px in bf16 beat 6 epochs at 112 px in fp32. bf16 pays only on a CPU with native bf16; on
 # another, `binsight recipe cpu-scratch` runs FP32_EPOCHS instead, which take the same time.
 CPU_SCRATCH = {
-    "model.arch": "resnet18", "model.weights": "none", "model.freeze_backbone": False, "model.width": 1.0,
-    "model.head.hidden": [], "model.head.dropout": 0.0, "model.tta": "flips",
-    "lr": 0.002, "batch_size": 32, "epochs": 12, "train.backbone_lr": None,
-    "train.optimizer": "adamw", "train.weight_decay": 0.05, "train.scheduler": "cosine", "train.warmup_epochs": 1,
-    "train.loss": "ce", "train.balance": "none", "train.ema": 0.0, "train.aux_weight": 0.0, "train.augment": "flips",
-    "train.label_smoothing": 0.0, "train.jpeg_draft": True,
-    "train.image_size": 96, "train.amp": "bf16", "train.cache_images": True, "train.patience": 100,
+    "model.arch": "resnet18",
+    "model.weights": "none",
+    "model.freeze_backbone": False,
+    "model.width": 1.0,
+    "model.head.hidden": [],
+    "model.head.dropout": 0.0,
+    "model.tta": "flips",
+    "lr": 0.002,
+    "batch_size": 32,
+    "epochs": 12,
+    "train.backbone_lr": None,
+    "train.optimizer": "adamw",
+    "train.weight_decay": 0.05,
+    "train.scheduler": "cosine",
+    "train.warmup_epochs": 1,
+    "train.loss": "ce",
+    "train.balance": "none",
+    "train.ema": 0.0,
+    "train.aux_weight": 0.0,
+    "train.augment": "flips",
+    "train.label_smoothing": 0.0,
+    "train.jpeg_draft": True,
+    "train.image_size": 96,
+    "train.amp": "bf16",
+    "train.cache_images": True,
+    "train.patience": 100,
 }
 FP32_EPOCHS = 8
 
 # params.yaml's defaults (tests/test_recipes.py keeps the two equal), written out so that `binsight recipe gpu`
 # gives them even after `dvc exp run` has applied another experiment's params to the workspace.
 GPU = {
-    "model.arch": "resnet50", "model.weights": "imagenet", "model.freeze_backbone": False, "model.width": 1.0,
-    "model.head.hidden": [], "model.head.dropout": 0.2, "model.tta": "flips",
-    "lr": 0.001, "batch_size": 64, "epochs": 15, "train.backbone_lr": 0.0001,
-    "train.optimizer": "adamw", "train.weight_decay": 0.05, "train.scheduler": "cosine", "train.warmup_epochs": 1,
-    "train.loss": "neighbour", "train.neighbour_weight": 0.2, "train.balance": "none", "train.ema": 0.0,
-    "train.aux_weight": 0.0, "train.augment": "flips", "train.label_smoothing": 0.0, "train.jpeg_draft": True,
-    "train.image_size": 224, "train.amp": "auto", "train.patience": 5,
+    "model.arch": "resnet50",
+    "model.weights": "imagenet",
+    "model.freeze_backbone": False,
+    "model.width": 1.0,
+    "model.head.hidden": [],
+    "model.head.dropout": 0.2,
+    "model.tta": "flips",
+    "lr": 0.001,
+    "batch_size": 64,
+    "epochs": 15,
+    "train.backbone_lr": 0.0001,
+    "train.optimizer": "adamw",
+    "train.weight_decay": 0.05,
+    "train.scheduler": "cosine",
+    "train.warmup_epochs": 1,
+    "train.loss": "neighbour",
+    "train.neighbour_weight": 0.2,
+    "train.balance": "none",
+    "train.ema": 0.0,
+    "train.aux_weight": 0.0,
+    "train.augment": "flips",
+    "train.label_smoothing": 0.0,
+    "train.jpeg_draft": True,
+    "train.image_size": 224,
+    "train.amp": "auto",
+    "train.patience": 5,
 }
 
 RECIPES = {"notebook": NOTEBOOK, "gpu": GPU, "cpu-scratch": CPU_SCRATCH}
@@ -71,6 +126,7 @@ def overrides(name, native_bf16=None):
     if name == "cpu-scratch":
         if native_bf16 is None:
             from binsight.loops import cpu_has_bf16
+
             native_bf16 = cpu_has_bf16()
         if not native_bf16:
             recipe["epochs"] = FP32_EPOCHS
@@ -79,19 +135,38 @@ def overrides(name, native_bf16=None):
 
 def main(argv=None):
     """`binsight recipe NAME`: run (or queue, or print) `dvc exp run -n NAME -S ...` for a recipe."""
-    parser = argparse.ArgumentParser(prog="binsight recipe", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="binsight recipe", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("name", choices=sorted(RECIPES), help="which recipe")
     parser.add_argument("--queue", action="store_true", help="queue it (`dvc queue start` runs it)")
     parser.add_argument("--dry-run", action="store_true", help="print the command, run nothing")
-    parser.add_argument("-n", "--name", dest="exp_name",
-                        help="the experiment's name (default: the recipe's; DVC refuses a name that is taken, "
-                             "so give each seed of a study its own)")
-    parser.add_argument("-S", "--set-param", action="append", default=[], metavar="KEY=VALUE",
-                        help="more overrides on top of the recipe, as for `dvc exp run -S`")
+    parser.add_argument(
+        "-n",
+        "--name",
+        dest="exp_name",
+        help="the experiment's name (default: the recipe's; DVC refuses a name that is taken, "
+        "so give each seed of a study its own)",
+    )
+    parser.add_argument(
+        "-S",
+        "--set-param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="more overrides on top of the recipe, as for `dvc exp run -S`",
+    )
     args = parser.parse_args(argv)
-    cmd = ["dvc", "exp", "run", *(["--queue"] if args.queue else []), "-n", args.exp_name or args.name,
-           *set_flags(overrides(args.name)), *[flag for kv in args.set_param for flag in ("-S", kv)]]
+    cmd = [
+        "dvc",
+        "exp",
+        "run",
+        *(["--queue"] if args.queue else []),
+        "-n",
+        args.exp_name or args.name,
+        *set_flags(overrides(args.name)),
+        *[flag for kv in args.set_param for flag in ("-S", kv)],
+    ]
     print(" ".join(cmd), flush=True)
     if args.dry_run:
         return 0

@@ -6,6 +6,7 @@ the model counted wrong). A section whose inputs do not exist yet says so instea
 the page already works after `dvc repro explore`. Figures are matplotlib PNGs and photos JPEG
 thumbnails, embedded as data: URIs: no script, no external CSS, fonts or images.
 """
+
 import base64
 import csv
 import html
@@ -13,7 +14,7 @@ import io
 import json
 import re
 import subprocess
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import matplotlib
@@ -25,16 +26,31 @@ from PIL import Image, UnidentifiedImageError  # noqa: E402
 
 from binsight.errors import DataError  # noqa: E402
 
-SECTIONS = (("summary", "Summary"), ("exploration", "Data exploration"), ("training", "Training"),
-            ("confusion", "Confusion matrix"), ("misclassified", "Misclassified test images"))
+SECTIONS = (
+    ("summary", "Summary"),
+    ("exploration", "Data exploration"),
+    ("training", "Training"),
+    ("confusion", "Confusion matrix"),
+    ("misclassified", "Misclassified test images"),
+)
 MISCLASSIFIED_NAME = re.compile(r"^(?P<id>.+)_true(?P<true>[^_]+)_pred(?P<pred>[^_]+)$")
-STYLE = {"font.size": 9, "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
-         "grid.alpha": 0.3, "axes.titlesize": 10, "axes.titleweight": "bold", "figure.dpi": 100,
-         "savefig.dpi": 110, "axes.prop_cycle": matplotlib.cycler(color=plt.get_cmap("tab10").colors)}
+STYLE = {
+    "font.size": 9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.titlesize": 10,
+    "axes.titleweight": "bold",
+    "figure.dpi": 100,
+    "savefig.dpi": 110,
+    "axes.prop_cycle": matplotlib.cycler(color=plt.get_cmap("tab10").colors),
+}
 FIGSIZE = (5.4, 3.5)
 
 
 # ---- inputs -----------------------------------------------------------------------------------
+
 
 def read_json(path):
     """Parsed JSON, or None when the file does not exist (a stage that has not run yet)."""
@@ -72,8 +88,12 @@ def table_rows(obj, prefix="", width=6):
     out = []
     for key, value in obj.items():
         name = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, dict) and value and len(value) <= width and \
-                not any(isinstance(v, (dict, list)) for v in value.values()):
+        if (
+            isinstance(value, dict)
+            and value
+            and len(value) <= width
+            and not any(isinstance(v, (dict, list)) for v in value.values())
+        ):
             out.append((name, value))
         elif isinstance(value, dict):
             out.extend(table_rows(value, name, width))
@@ -150,6 +170,7 @@ def misclassified_images(folder):
 
 # ---- rendering --------------------------------------------------------------------------------
 
+
 def png_uri(fig):
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight", metadata={"Software": None})
@@ -170,13 +191,13 @@ def thumbnail_uri(path, size=256):
 
 
 def figure_html(uri, caption, alt):
-    return (f'<figure><img src="{uri}" alt="{html.escape(alt)}">'
-            f"<figcaption>{caption}</figcaption></figure>")
+    return f'<figure><img src="{uri}" alt="{html.escape(alt)}"><figcaption>{caption}</figcaption></figure>'
 
 
 def missing_html(needs):
-    return (f'<p class="missing">not available yet: run <code>dvc repro</code> '
-            f"(needs {html.escape(', '.join(needs))})</p>")
+    return (
+        f'<p class="missing">not available yet: run <code>dvc repro</code> (needs {html.escape(", ".join(needs))})</p>'
+    )
 
 
 def fmt(value):
@@ -206,11 +227,17 @@ def metrics_table(title, source, obj):
 
 
 def summary_section(explore, train, evaluate):
-    return '<div class="cards">' + "".join([
-        metrics_table("Test", evaluate / "metrics.json", read_json(evaluate / "metrics.json")),
-        metrics_table("Training", train / "metrics.json", read_json(train / "metrics.json")),
-        metrics_table("Dataset", explore / "summary.json", read_json(explore / "summary.json")),
-    ]) + "</div>"
+    return (
+        '<div class="cards">'
+        + "".join(
+            [
+                metrics_table("Test", evaluate / "metrics.json", read_json(evaluate / "metrics.json")),
+                metrics_table("Training", train / "metrics.json", read_json(train / "metrics.json")),
+                metrics_table("Dataset", explore / "summary.json", read_json(explore / "summary.json")),
+            ]
+        )
+        + "</div>"
+    )
 
 
 def exploration_figures(explore):
@@ -249,8 +276,9 @@ def exploration_figures(explore):
         figs.append((png_uri(fig), f"{len(res):,} images", "image resolutions"))
     items = read_table(explore / "items.csv")
     if items:
-        known = [(float(r["volume_in3"]), float(r["weight_lb"])) for r in items
-                 if r.get("volume_in3") and r.get("weight_lb")]
+        known = [
+            (float(r["volume_in3"]), float(r["weight_lb"])) for r in items if r.get("volume_in3") and r.get("weight_lb")
+        ]
         fig, ax = plt.subplots(figsize=FIGSIZE)
         if known:
             v, w = zip(*known)
@@ -259,8 +287,14 @@ def exploration_figures(explore):
             for axis in (ax.xaxis, ax.yaxis):
                 axis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
         ax.set(title="Products: volume vs weight", xlabel="volume (in³)", ylabel="weight (lb)")
-        figs.append((png_uri(fig), f"{len(known):,} of {len(items):,} products have all measurements "
-                     "(the rest have null values in the metadata)", "product measurements"))
+        figs.append(
+            (
+                png_uri(fig),
+                f"{len(known):,} of {len(items):,} products have all measurements "
+                "(the rest have null values in the metadata)",
+                "product measurements",
+            )
+        )
     return figs
 
 
@@ -307,23 +341,31 @@ def confusion_section(evaluate):
     peak = max(max(row) for row in matrix) if total else 0
     for i, row in enumerate(matrix):
         for j, count in enumerate(row):
-            ax.text(j, i, str(count), ha="center", va="center", fontsize=8,
-                    color="white" if count > peak / 2 else "black")
+            ax.text(
+                j, i, str(count), ha="center", va="center", fontsize=8, color="white" if count > peak / 2 else "black"
+            )
     ax.set_xticks(range(len(labels)), labels)
     ax.set_yticks(range(len(labels)), labels)
     ax.set(title="Test confusion matrix", xlabel="predicted count", ylabel="true count")
     accuracy = correct / total if total else 0.0
-    head = "<tr><th>true \\ predicted</th>" + "".join(f"<th>{html.escape(p)}</th>" for p in labels) + \
-           "<th>recall</th></tr>"
+    head = (
+        "<tr><th>true \\ predicted</th>"
+        + "".join(f"<th>{html.escape(p)}</th>" for p in labels)
+        + "<th>recall</th></tr>"
+    )
     body = "".join(
-        f"<tr><th>{html.escape(a)}</th>" + "".join(f"<td>{c}</td>" for c in row)
+        f"<tr><th>{html.escape(a)}</th>"
+        + "".join(f"<td>{c}</td>" for c in row)
         + f"<td>{(row[i] / sum(row) if sum(row) else 0):.3f}</td></tr>"
-        for i, (a, row) in enumerate(zip(labels, matrix)))
+        for i, (a, row) in enumerate(zip(labels, matrix))
+    )
     table = f'<table class="confusion">{head}{body}</table>'
-    text = f'<p>{correct:,} of {total:,} test bins counted right (accuracy {accuracy:.3f}).</p>'
-    return ('<div class="grid">' + figure_html(png_uri(fig), "rows: true count, columns: predicted count",
-                                               "confusion matrix")
-            + f'<div>{text}{table}</div></div>')
+    text = f"<p>{correct:,} of {total:,} test bins counted right (accuracy {accuracy:.3f}).</p>"
+    return (
+        '<div class="grid">'
+        + figure_html(png_uri(fig), "rows: true count, columns: predicted count", "confusion matrix")
+        + f"<div>{text}{table}</div></div>"
+    )
 
 
 def misclassified_section(evaluate, max_images):
@@ -334,8 +376,12 @@ def misclassified_section(evaluate, max_images):
     shown = images[:max_images]
     figs = []
     for path, info in shown:
-        caption = (f"bin {html.escape(info['id'])}: true <b>{html.escape(info['true'])}</b>, "
-                   f"predicted <b>{html.escape(info['pred'])}</b>" if info else html.escape(path.stem))
+        caption = (
+            f"bin {html.escape(info['id'])}: true <b>{html.escape(info['true'])}</b>, "
+            f"predicted <b>{html.escape(info['pred'])}</b>"
+            if info
+            else html.escape(path.stem)
+        )
         figs.append(figure_html(thumbnail_uri(path), caption, f"misclassified {path.stem}"))
     note = f"<p>Showing {len(shown)} of {len(images)} images from <code>{html.escape(str(folder))}</code>.</p>"
     return note + '<div class="photos">' + "".join(figs) + "</div>"
@@ -377,20 +423,23 @@ def git_revision():
 def page(bodies, generated, revision=None):
     """The whole HTML document from {section id: inner HTML}."""
     nav = "".join(f'<a href="#{sid}">{html.escape(title)}</a>' for sid, title in SECTIONS)
-    sections = "".join(f'<section id="{sid}"><h2>{html.escape(title)}</h2>{bodies[sid]}</section>'
-                       for sid, title in SECTIONS)
+    sections = "".join(
+        f'<section id="{sid}"><h2>{html.escape(title)}</h2>{bodies[sid]}</section>' for sid, title in SECTIONS
+    )
     where = f" · workspace at commit {html.escape(revision)}" if revision else ""
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>binsight report</title><style>{CSS}</style></head><body>"
-            f"<header><h1>binsight: counting items in Amazon bin photos</h1>"
-            f"<p>Report generated {html.escape(generated)}{where}</p></header>"
-            f"<nav>{nav}</nav><main>{sections}</main></body></html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>binsight report</title><style>{CSS}</style></head><body>"
+        f"<header><h1>binsight: counting items in Amazon bin photos</h1>"
+        f"<p>Report generated {html.escape(generated)}{where}</p></header>"
+        f"<nav>{nav}</nav><main>{sections}</main></body></html>\n"
+    )
 
 
 def build_report(explore, train, evaluate, max_images=48, generated=None, revision=None):
     explore, train, evaluate = Path(explore), Path(train), Path(evaluate)
-    generated = generated or datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    generated = generated or datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     with plt.rc_context(STYLE):
         bodies = {
             "summary": summary_section(explore, train, evaluate),

@@ -1,4 +1,5 @@
 """An S3 client for the ABID bucket: anonymous by default, any S3-compatible endpoint."""
+
 import boto3
 from botocore import UNSIGNED
 from botocore.config import Config

@@ -1,4 +1,5 @@
 """The `tune:` section of params.yaml (search space, objective, pruner) and the study's leaderboard."""
+
 import optuna
 from optuna.trial import TrialState
 
@@ -18,30 +19,54 @@ def flatten_space(space, prefix=""):
         elif isinstance(value, dict) and value:
             flat.update(flatten_space(value, name + "."))
         else:
-            raise ConfigError(f"tune.space.{name}={value!r} is not allowed: expected a list of choices or "
-                              "{low, high[, log]}")
+            raise ConfigError(
+                f"tune.space.{name}={value!r} is not allowed: expected a list of choices or {{low, high[, log]}}"
+            )
     return flat
 
 
 def check_tune(p):
-    p = {"metric": "best/val_acc", "direction": "maximize", "seed": 0, "pruner": "median", "prune_warmup_epochs": 2,
-         "prune_startup_trials": 2, **(p or {})}
-    require(isinstance(p["metric"], str) and p["metric"] and not p["metric"].startswith("test"), "tune.metric",
-            p["metric"], "a key of dvclive/train/metrics.json such as best/val_acc (never a test metric)")
+    p = {
+        "metric": "best/val_acc",
+        "direction": "maximize",
+        "seed": 0,
+        "pruner": "median",
+        "prune_warmup_epochs": 2,
+        "prune_startup_trials": 2,
+        **(p or {}),
+    }
+    require(
+        isinstance(p["metric"], str) and p["metric"] and not p["metric"].startswith("test"),
+        "tune.metric",
+        p["metric"],
+        "a key of dvclive/train/metrics.json such as best/val_acc (never a test metric)",
+    )
     require(p["direction"] in ("maximize", "minimize"), "tune.direction", p["direction"], "maximize or minimize")
     require(isinstance(p["seed"], int), "tune.seed", p["seed"], "an integer")
-    require(isinstance(p.get("space"), dict) and p["space"], "tune.space", p.get("space"),
-            "a mapping of params to search, e.g. {train: {lr: {low: 0.001, high: 0.1, log: true}}}")
+    require(
+        isinstance(p.get("space"), dict) and p["space"],
+        "tune.space",
+        p.get("space"),
+        "a mapping of params to search, e.g. {train: {lr: {low: 0.001, high: 0.1, log: true}}}",
+    )
     space = flatten_space(p["space"])
     for name, spec in space.items():
         key = f"tune.space.{name}"
         if isinstance(spec, list):
-            require(spec and all(isinstance(c, (bool, int, float, str)) for c in spec), key, spec,
-                    "a non-empty list of numbers or strings")
+            require(
+                spec and all(isinstance(c, (bool, int, float, str)) for c in spec),
+                key,
+                spec,
+                "a non-empty list of numbers or strings",
+            )
             continue
         low, high, log = spec.get("low"), spec.get("high"), spec.get("log", False)
-        require(set(spec) <= {"low", "high", "log"} and is_number(low) and is_number(high) and low <= high, key,
-                spec, "{low, high[, log]} with low <= high")
+        require(
+            set(spec) <= {"low", "high", "log"} and is_number(low) and is_number(high) and low <= high,
+            key,
+            spec,
+            "{low, high[, log]} with low <= high",
+        )
         require(isinstance(log, bool) and (not log or low > 0), key, spec, "log: true only with low > 0")
     check_pruner(p)
     return {**p, "space": space}
@@ -82,8 +107,10 @@ def leaderboard(study, names, metric):
     rest = [t for t in study.trials if t.state != TrialState.COMPLETE]
     rows = []
     for rank, t in enumerate(done + rest, 1):
-        row = {"rank": rank if t.state == TrialState.COMPLETE else "-",
-               "experiment": t.user_attrs.get("experiment", f"trial-{t.number + 1}")}
+        row = {
+            "rank": rank if t.state == TrialState.COMPLETE else "-",
+            "experiment": t.user_attrs.get("experiment", f"trial-{t.number + 1}"),
+        }
         row.update({n: cli_value(t.params[n]) if n in t.params else "" for n in names})
         row[metric] = f"{t.value:.4f}" if t.state == TrialState.COMPLETE else ""
         row["state"] = state_text(t)
@@ -96,7 +123,8 @@ def state_text(trial):
     if trial.state == TrialState.PRUNED:
         return f"pruned at epoch {trial.user_attrs.get('pruned_at_epoch', '?')}"
     return {TrialState.COMPLETE: "complete", TrialState.FAIL: "failed", TrialState.RUNNING: "running"}.get(
-        trial.state, trial.state.name.lower())
+        trial.state, trial.state.name.lower()
+    )
 
 
 def format_table(rows):

@@ -1,9 +1,10 @@
-"""HTTP server for the trained counter: the seed's endpoint, without a cloud account.
+"""HTTP server for the trained counter: what the notebook deployed as a SageMaker endpoint, without a cloud account.
 
     python -m binsight.serve --model models/model.pt --host 127.0.0.1 --port 8080
 
     curl -s --data-binary @bin.jpg -H 'Content-Type: image/jpeg' localhost:8080/predict
-    curl -s -d '{"url": "s3://aft-vbi-pds/bin-images/00013.jpg"}' -H 'Content-Type: application/json' localhost:8080/predict
+    curl -s -d '{"url": "s3://aft-vbi-pds/bin-images/00013.jpg"}' -H 'Content-Type: application/json' \\
+        localhost:8080/predict
     curl -s -F image=@a.jpg -F image=@b.png localhost:8080/predict            # a batch
     curl -s localhost:8080/health ; curl -s localhost:8080/metadata
 
@@ -20,6 +21,7 @@ ABID bucket): any other gets 403. With --token (or env BINSIGHT_SERVE_TOKEN), /p
 /metadata need `Authorization: Bearer <token>` (401 without it); /health stays open for probes
 and says whether the model is loaded and the forward-pass worker is alive (503 when not).
 """
+
 import argparse
 import asyncio
 import hmac
@@ -61,11 +63,11 @@ class BodyTooLarge(ApiError):
 
 @dataclass
 class Settings:
-    max_body: int = 10 * 2**20        # bytes
-    max_files: int = 256              # images per multipart or {"urls": [...]} request
-    s3_client: object = None          # a boto3 client, or None to refuse s3:// URLs
+    max_body: int = 10 * 2**20  # bytes
+    max_files: int = 256  # images per multipart or {"urls": [...]} request
+    s3_client: object = None  # a boto3 client, or None to refuse s3:// URLs
     allowed_buckets: frozenset = frozenset({ABID_BUCKET})  # s3:// URLs may only read these
-    token: str = None                 # bearer token every request but /health must carry; None = open
+    token: str = None  # bearer token every request but /health must carry; None = open
     metrics: dict = field(default_factory=dict)
 
 
@@ -74,7 +76,7 @@ def media_type(content_type):
 
 
 def parse_s3_url(url):
-    """"s3://bucket/key" -> (bucket, key); ApiError 400 for anything else."""
+    """ "s3://bucket/key" -> (bucket, key); ApiError 400 for anything else."""
     parsed = urlparse(url) if isinstance(url, str) else None
     if not parsed or parsed.scheme != "s3" or not parsed.netloc or not parsed.path.strip("/"):
         raise ApiError(400, f"expected an s3://bucket/key URL, got {url!r}")
@@ -87,8 +89,11 @@ def fetch_s3(client, url, max_bytes, allowed_buckets=frozenset({ABID_BUCKET})):
     if client is None:
         raise ApiError(400, "s3:// URLs are turned off on this server")
     if bucket not in allowed_buckets:
-        raise ApiError(403, f"bucket {bucket!r} is not allowed on this server (allowed: "
-                            f"{', '.join(sorted(allowed_buckets))}; see --allow-bucket)")
+        raise ApiError(
+            403,
+            f"bucket {bucket!r} is not allowed on this server (allowed: "
+            f"{', '.join(sorted(allowed_buckets))}; see --allow-bucket)",
+        )
     try:
         obj = client.get_object(Bucket=bucket, Key=key)
         if obj.get("ContentLength", 0) > max_bytes:
@@ -149,14 +154,18 @@ class RequireToken:
             return await self.app(scope, receive, send)
         given = dict(scope["headers"]).get(b"authorization", b"")
         if not hmac.compare_digest(given, self.expected):
-            response = JSONResponse({"error": "missing or wrong bearer token (Authorization: Bearer <token>)"},
-                                    status_code=401, headers={"WWW-Authenticate": "Bearer"})
+            response = JSONResponse(
+                {"error": "missing or wrong bearer token (Authorization: Bearer <token>)"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
             return await response(scope, receive, send)
         return await self.app(scope, receive, send)
 
 
 def register_error_handlers(app):
     """Every refusal and failure answers JSON {"error": ...} with its status."""
+
     @app.exception_handler(ApiError)
     async def api_error(request, exc):
         return error_response(exc)
@@ -177,8 +186,9 @@ def register_error_handlers(app):
 async def predict_many(predictor, batcher, images):
     """Image bytes -> result dicts. Decoding runs in worker threads (PIL releases the GIL);
     forwards go through the micro-batching queue."""
-    tensors = await asyncio.gather(*(run_in_threadpool(predictor.tensor, data) for data in images),
-                                   return_exceptions=True)
+    tensors = await asyncio.gather(
+        *(run_in_threadpool(predictor.tensor, data) for data in images), return_exceptions=True
+    )
     for i, t in enumerate(tensors):
         if isinstance(t, BaseException):
             if isinstance(t, BadImage) and len(images) > 1:
@@ -201,8 +211,9 @@ async def images_from_json(request, settings):
             raise ApiError(413, f"{len(urls)} URLs, more than the {settings.max_files} allowed (--max-files)")
     else:
         raise ApiError(400, 'expected {"url": "s3://bucket/key"} or {"urls": [...]}')
-    images = await asyncio.gather(*(run_in_threadpool(fetch_s3, settings.s3_client, u, settings.max_body,
-                                                      settings.allowed_buckets) for u in urls))
+    images = await asyncio.gather(
+        *(run_in_threadpool(fetch_s3, settings.s3_client, u, settings.max_body, settings.allowed_buckets) for u in urls)
+    )
     return images, names
 
 
@@ -220,8 +231,9 @@ async def images_from_form(request, settings):
 
 def create_app(predictor, batcher, settings):
     """The FastAPI app around a loaded Predictor and its BatchQueue."""
-    app = FastAPI(title="binsight", description="Counts the items (1-5) in Amazon bin photos.",
-                  version=predictor.version)
+    app = FastAPI(
+        title="binsight", description="Counts the items (1-5) in Amazon bin photos.", version=predictor.version
+    )
     register_error_handlers(app)
 
     @app.post("/predict")
@@ -234,8 +246,11 @@ def create_app(predictor, batcher, settings):
         elif kind == "multipart/form-data":
             images, names = await images_from_form(request, settings)
         else:
-            raise ApiError(415, f"Content-Type {kind or '(none)'} is not accepted: send image/jpeg, image/png, "
-                                "application/json {\"url\": \"s3://...\"} or multipart/form-data")
+            raise ApiError(
+                415,
+                f"Content-Type {kind or '(none)'} is not accepted: send image/jpeg, image/png, "
+                'application/json {"url": "s3://..."} or multipart/form-data',
+            )
         results = await predict_many(predictor, batcher, images)
         if names is None:  # one image: the seed endpoint's answer
             return {**results[0], "model": predictor.version}
@@ -245,16 +260,27 @@ def create_app(predictor, batcher, settings):
     @app.get("/health")
     async def health():
         loaded, working = predictor.model is not None, batcher.alive()
-        body = {"status": "ok" if loaded and working else "unavailable", "model_loaded": loaded,
-                "batch_worker_alive": working, "model": predictor.version, "device": str(predictor.device),
-                "forward_passes": batcher.batches}
+        body = {
+            "status": "ok" if loaded and working else "unavailable",
+            "model_loaded": loaded,
+            "batch_worker_alive": working,
+            "model": predictor.version,
+            "device": str(predictor.device),
+            "forward_passes": batcher.batches,
+        }
         return JSONResponse(body, status_code=200 if loaded and working else 503)
 
     @app.get("/metadata")
     async def metadata():
-        return {**predictor.metadata(), "metrics": settings.metrics,
-                "serving": {"max_body_mb": settings.max_body / 2**20, "max_batch": batcher.max_batch,
-                            "max_files": settings.max_files}}
+        return {
+            **predictor.metadata(),
+            "metrics": settings.metrics,
+            "serving": {
+                "max_body_mb": settings.max_body / 2**20,
+                "max_batch": batcher.max_batch,
+                "max_files": settings.max_files,
+            },
+        }
 
     app.add_middleware(LimitBody, max_bytes=settings.max_body)
     if settings.token:
@@ -263,31 +289,68 @@ def create_app(predictor, batcher, settings):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="binsight serve", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="models/model.pt", help="a model file from the train stage (default: %(default)s)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 for every interface (default: %(default)s)")
+    parser = argparse.ArgumentParser(
+        prog="binsight serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--model", default="models/model.pt", help="a model file from the train stage (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 for every interface (default: %(default)s)"
+    )
     parser.add_argument("--port", type=int, default=8080, help="(default: %(default)s)")
-    parser.add_argument("--max-body-mb", type=float, default=10.0, help="larger request bodies get 413 (default: %(default)s)")
+    parser.add_argument(
+        "--max-body-mb", type=float, default=10.0, help="larger request bodies get 413 (default: %(default)s)"
+    )
     parser.add_argument("--max-files", type=int, default=256, help="images per batch request (default: %(default)s)")
-    parser.add_argument("--max-batch", type=int, default=32, help="images per forward pass across concurrent requests (default: %(default)s)")
-    parser.add_argument("--max-wait-ms", type=float, default=0.0,
-                        help="how long a forward pass waits for more requests to join it; 0 = take what is queued (default: %(default)s)")
+    parser.add_argument(
+        "--max-batch",
+        type=int,
+        default=32,
+        help="images per forward pass across concurrent requests (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=0.0,
+        help="how long a forward pass waits for more requests to join it; 0 = take what is queued "
+        "(default: %(default)s)",
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the GPU when there is one)")
-    parser.add_argument("--tta", choices=("none", "flips", "dihedral"), default=None,
-                        help="test-time augmentation: average over flipped/rotated views (default: what the model "
-                             "file says, i.e. what evaluate used; each view costs one more forward pass)")
-    parser.add_argument("--s3-endpoint", default=os.environ.get("AWS_ENDPOINT_URL"),
-                        help="S3-compatible endpoint for s3:// URLs (default: env AWS_ENDPOINT_URL, else AWS)")
+    parser.add_argument(
+        "--tta",
+        choices=("none", "flips", "dihedral"),
+        default=None,
+        help="test-time augmentation: average over flipped/rotated views (default: what the model "
+        "file says, i.e. what evaluate used; each view costs one more forward pass)",
+    )
+    parser.add_argument(
+        "--s3-endpoint",
+        default=os.environ.get("AWS_ENDPOINT_URL"),
+        help="S3-compatible endpoint for s3:// URLs (default: env AWS_ENDPOINT_URL, else AWS)",
+    )
     parser.add_argument("--s3-region", default="us-east-1", help="(default: %(default)s)")
-    parser.add_argument("--s3-signed", action="store_true", help="sign S3 requests with the usual AWS credentials (default: anonymous)")
-    parser.add_argument("--allow-bucket", action="append", default=None, metavar="BUCKET",
-                        help=f"a bucket s3:// URLs may read; repeat for more (default: {ABID_BUCKET}); others get 403")
-    parser.add_argument("--token", default=os.environ.get(TOKEN_ENV) or None,
-                        help=f"require `Authorization: Bearer TOKEN` on /predict and /metadata (default: env {TOKEN_ENV}; "
-                             "unset = no token); set it whenever --host is not 127.0.0.1")
-    parser.add_argument("--dvc-lock", default="dvc.lock",
-                        help="/metadata shows the dvclive metrics that this lock file records for the model (default: %(default)s)")
+    parser.add_argument(
+        "--s3-signed", action="store_true", help="sign S3 requests with the usual AWS credentials (default: anonymous)"
+    )
+    parser.add_argument(
+        "--allow-bucket",
+        action="append",
+        default=None,
+        metavar="BUCKET",
+        help=f"a bucket s3:// URLs may read; repeat for more (default: {ABID_BUCKET}); others get 403",
+    )
+    parser.add_argument(
+        "--token",
+        default=os.environ.get(TOKEN_ENV) or None,
+        help=f"require `Authorization: Bearer TOKEN` on /predict and /metadata (default: env {TOKEN_ENV}; "
+        "unset = no token); set it whenever --host is not 127.0.0.1",
+    )
+    parser.add_argument(
+        "--dvc-lock",
+        default="dvc.lock",
+        help="/metadata shows the dvclive metrics that this lock file records for the model (default: %(default)s)",
+    )
     parser.add_argument("--no-access-log", action="store_true", help="no log line per request")
     args = parser.parse_args(argv)
     for name in ("max_body_mb", "max_files", "max_batch"):
@@ -301,12 +364,17 @@ def parse_args(argv=None):
 def build(args):
     """-> (app, its forward-pass worker, the predictor) for parsed `args`: what `main` serves."""
     from binsight.inference import BatchQueue, Predictor, lock_metrics
+
     predictor = Predictor(args.model, args.device, tta=args.tta)
     batcher = BatchQueue(predictor.predict_tensors, args.max_batch, args.max_wait_ms / 1000)
-    settings = Settings(max_body=int(args.max_body_mb * 2**20), max_files=args.max_files,
-                        s3_client=make_client(args.s3_region, args.s3_endpoint, anonymous=not args.s3_signed, retries=3),
-                        allowed_buckets=frozenset(args.allow_bucket or [ABID_BUCKET]), token=args.token,
-                        metrics=lock_metrics(args.model, args.dvc_lock))
+    settings = Settings(
+        max_body=int(args.max_body_mb * 2**20),
+        max_files=args.max_files,
+        s3_client=make_client(args.s3_region, args.s3_endpoint, anonymous=not args.s3_signed, retries=3),
+        allowed_buckets=frozenset(args.allow_bucket or [ABID_BUCKET]),
+        token=args.token,
+        metrics=lock_metrics(args.model, args.dvc_lock),
+    )
     return create_app(predictor, batcher, settings), batcher, predictor
 
 
@@ -318,11 +386,18 @@ def main(argv=None):
     # torch takes seconds to import: only now (in build), so --help and a wrong path answer at once
     app, batcher, predictor = build(args)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.token:
-        print(f"serve: warning: listening on {args.host} without --token: anyone who reaches it can use it",
-              file=sys.stderr, flush=True)
+        print(
+            f"serve: warning: listening on {args.host} without --token: anyone who reaches it can use it",
+            file=sys.stderr,
+            flush=True,
+        )
     meta = predictor.metadata()
-    print(f"serve: model {predictor.version} ({meta['arch']}, {meta['image_size']} px, counts {meta['classes']}) "
-          f"on {predictor.device}", file=sys.stderr, flush=True)
+    print(
+        f"serve: model {predictor.version} ({meta['arch']}, {meta['image_size']} px, counts {meta['classes']}) "
+        f"on {predictor.device}",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         uvicorn.run(app, host=args.host, port=args.port, access_log=not args.no_access_log, log_level="info")
     finally:

@@ -3,6 +3,7 @@
 Within each class the ids are ordered by sha256(seed:id): the same on every machine and Python
 version (no RNG stream involved), and adding bins to the list does not reshuffle the others.
 """
+
 import hashlib
 
 SPLITS = ("train", "val", "test")
@@ -30,6 +31,6 @@ def stratified_split(items, ratios, seed):
         sizes = split_sizes(len(ids), ratios)
         start = 0
         for name in SPLITS:
-            out[name].extend((i, label) for i in ids[start:start + sizes[name]])
+            out[name].extend((i, label) for i in ids[start : start + sizes[name]])
             start += sizes[name]
     return {name: sorted(rows) for name, rows in out.items()}

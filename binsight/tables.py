@@ -1,4 +1,5 @@
 """Small CSV/JSON readers and writers shared by the stages (atomic, sorted, stable)."""
+
 import csv
 import io
 import json
@@ -45,6 +46,8 @@ def read_split(split_dir, name, images_dir):
         raise DataError(f"{path} is empty: no bins to {'train on' if name == 'train' else 'evaluate'}")
     missing = [bin_id for bin_id, _ in rows if not (Path(images_dir) / f"{bin_id}.jpg").exists()]
     if missing:
-        raise DataError(f"{len(missing)} images listed in {path} are missing from {images_dir} "
-                        f"(first: {missing[0]}.jpg); run `dvc repro fetch` or `dvc pull`")
+        raise DataError(
+            f"{len(missing)} images listed in {path} are missing from {images_dir} "
+            f"(first: {missing[0]}.jpg); run `dvc repro fetch` or `dvc pull`"
+        )
     return rows

@@ -6,6 +6,7 @@
 `stages/train.py` reads params and calls `fit`. Each step takes the run's context (`Run`: paths,
 params, classes, process group) and what it works on (`Parts`: model, optimizer, loss, device).
 """
+
 import contextlib
 import copy
 import json
@@ -25,18 +26,25 @@ from binsight.distributed import BalancedShardSampler, ShardSampler
 from binsight.embeddings import FeatureBatches, cached_features
 from binsight.errors import BinsightError, ConfigError
 from binsight.files import atomic_write_text
+from binsight.loops import (
+    Parts,
+    amp_dtype,
+    evaluate_split,
+    pick_device,
+    seed_everything,
+    train_one_epoch,
+    use_channels_last,
+)
 from binsight.losses import AuxTargetLoss, CountingLoss, class_weights, decode, output_size, standardizer
-from binsight.loops import (Parts, amp_dtype, evaluate_split, pick_device, seed_everything, train_one_epoch,
-                            use_channels_last)
 from binsight.model import model_from_params, preprocessing, save_model
 from binsight.paths import Paths
 from binsight.profiling import StepProfiler
-from binsight.pruning import TrialLink, TrialPruned
 from binsight.progress import Progress as ProgressBar
+from binsight.pruning import TrialLink, TrialPruned
 from binsight.tables import read_split
 
 COLLAPSE_EPOCHS = 2  # warn when val predictions are all one class this many epochs in a row
-LOADER_BOUND = 0.5   # warn when the loop waits for data more than this fraction of an epoch
+LOADER_BOUND = 0.5  # warn when the loop waits for data more than this fraction of an epoch
 
 
 class TrainingDiverged(BinsightError):
@@ -47,6 +55,7 @@ class TrainingDiverged(BinsightError):
 class Run:
     """What every step of one training run reads: where it reads and writes, its params, its classes
     (the counts the model tells apart), its process group and its fingerprint (binsight.checkpoint)."""
+
     paths: Paths
     model_params: dict
     train_params: dict
@@ -62,17 +71,18 @@ class Run:
 
 @dataclass
 class EpochResult:
-    epoch: int              # from 0; the log, the curves and the model file count from 1
-    stats: object           # binsight.loops.EpochStats of the training pass
+    epoch: int  # from 0; the log, the curves and the model file count from 1
+    stats: object  # binsight.loops.EpochStats of the training pass
     lr: float
     val_loss: float
     val_acc: float
-    pred_hist: list         # val predictions per class
+    pred_hist: list  # val predictions per class
 
 
 @dataclass
 class RunState:
     """What a checkpoint carries across a kill: where the run is and the best epoch so far."""
+
     start: int = 0
     best_acc: float = -1.0
     best_epoch: int = -1
@@ -80,7 +90,7 @@ class RunState:
     bad_epochs: int = 0
     collapsed: int = 0
     history: dict = field(default_factory=dict)
-    rng: dict = None        # the random streams after the last checkpointed epoch (rank 0's)
+    rng: dict = None  # the random streams after the last checkpointed epoch (rank 0's)
 
 
 def make_optimizer(model, train_params):
@@ -89,8 +99,10 @@ def make_optimizer(model, train_params):
     if model.freeze_backbone:
         groups = [{"params": head, "lr": lr}]
     else:
-        groups = [{"params": list(model.backbone.parameters()), "lr": train_params["backbone_lr"] or lr},
-                  {"params": head, "lr": lr}]
+        groups = [
+            {"params": list(model.backbone.parameters()), "lr": train_params["backbone_lr"] or lr},
+            {"params": head, "lr": lr},
+        ]
     if train_params["optimizer"] == "sgd":
         return torch.optim.SGD(groups, momentum=train_params["momentum"], weight_decay=train_params["weight_decay"])
     cls = torch.optim.AdamW if train_params["optimizer"] == "adamw" else torch.optim.Adam
@@ -122,7 +134,8 @@ def lr_factor(step, train_params, steps_per_epoch):
 def make_scheduler(optimizer, train_params, steps_per_epoch):
     """Stepped after every optimizer step (a smooth schedule even for a few epochs)."""
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, train_params, max(steps_per_epoch, 1)))
+        optimizer, lambda step: lr_factor(step, train_params, max(steps_per_epoch, 1))
+    )
 
 
 def collapse_streak(streak, pred_hist):
@@ -135,46 +148,63 @@ def fit(paths, model_params, train_params, world):
     run = Run(paths, model_params, train_params, world)
     started = time.perf_counter()
     train_rows, val_rows, run.classes = load_data(paths)
-    aux = torch.tensor(read_aux_targets(train_rows, paths.metadata), dtype=torch.float32).reshape(-1, 3) \
-        if train_params["aux_weight"] else None
+    aux = (
+        torch.tensor(read_aux_targets(train_rows, paths.metadata), dtype=torch.float32).reshape(-1, 3)
+        if train_params["aux_weight"]
+        else None
+    )
     parts = build_parts(run, train_rows, aux)
     loaders, cached = make_loaders(run, parts, train_rows, val_rows, aux)
     add_schedule_and_ema(parts, train_params, len(loaders["train"]))
-    run.run_id = fingerprint(model_params, train_params, [Path(paths.split) / "train.csv", Path(paths.split) / "val.csv"])
+    run.run_id = fingerprint(
+        model_params, train_params, [Path(paths.split) / "train.csv", Path(paths.split) / "val.csv"]
+    )
     progress = resume_or_start(run, parts, (len(train_rows), len(val_rows)))
-    net = DistributedDataParallel(parts.trained, device_ids=[parts.device.index] if parts.device.type == "cuda"
-                                  else None) if world.enabled else parts.trained
+    net = (
+        DistributedDataParallel(parts.trained, device_ids=[parts.device.index] if parts.device.type == "cuda" else None)
+        if world.enabled
+        else parts.trained
+    )
     if progress.rng is not None and world.rank == 0:
         restore_rng(progress.rng)  # continue the random streams: the same batches as an uninterrupted run
     else:
         seed_everything(train_params["seed"] + 1000 * world.rank + progress.start)  # other augmentation per rank
     live = open_live(run, progress)
     tuner = TrialLink.from_env() if world.is_main and not world.enabled else None  # set by `binsight tune`
-    profiler = StepProfiler(Path(paths.live) / "profile", parts.device) \
-        if train_params["profile"] and world.is_main else None
+    profiler = (
+        StepProfiler(Path(paths.live) / "profile", parts.device) if train_params["profile"] and world.is_main else None
+    )
     for epoch in range(progress.start, train_params["epochs"]):
         loaders["sampler"].set_epoch(epoch)
         lr = parts.optimizer.param_groups[-1]["lr"]
-        with (profiler or contextlib.nullcontext()):
-            bar = ProgressBar(f"train epoch {epoch + 1}/{train_params['epochs']}", len(loaders["sampler"]),
-                              enabled=world.is_main)
+        with profiler or contextlib.nullcontext():
+            bar = ProgressBar(
+                f"train epoch {epoch + 1}/{train_params['epochs']}", len(loaders["sampler"]), enabled=world.is_main
+            )
             stats = train_one_epoch(net, loaders["train"], parts, world, profiler, bar)
         profiler = close_profiler(profiler, run.say)
         if not math.isfinite(stats.loss):
             if tuner is not None and tuner.report(float("nan"), epoch):
                 raise TrialPruned(f"pruned by binsight tune at epoch {epoch + 1}: the training loss is {stats.loss}")
-            raise TrainingDiverged(f"training loss is {stats.loss} at epoch {epoch + 1} with lr {lr:g}: "
-                                   "lower lr (or set train.amp: off) and run again")
-        val_loss, val_acc, pred_hist = evaluate_split(parts.eval_module(), loaders["val"], parts, len(run.classes),
-                                                      world)
+            raise TrainingDiverged(
+                f"training loss is {stats.loss} at epoch {epoch + 1} with lr {lr:g}: "
+                "lower lr (or set train.amp: off) and run again"
+            )
+        val_loss, val_acc, pred_hist = evaluate_split(
+            parts.eval_module(), loaders["val"], parts, len(run.classes), world
+        )
         stop = record_epoch(run, parts, progress, EpochResult(epoch, stats, lr, val_loss, val_acc, pred_hist), live)
         if stats.data_wait_fraction > LOADER_BOUND and cached is None:
-            run.say(f"train: warning: the data loader is the bottleneck ({stats.data_wait_fraction:.0%} of the "
-                    f"epoch waited for batches); raise train.num_workers (now {train_params['num_workers']})",
-                    flush=True)
+            run.say(
+                f"train: warning: the data loader is the bottleneck ({stats.data_wait_fraction:.0%} of the "
+                f"epoch waited for batches); raise train.num_workers (now {train_params['num_workers']})",
+                flush=True,
+            )
         if tuner is not None and tuner.report(val_acc, epoch) and not stop:
-            raise TrialPruned(f"pruned by binsight tune at epoch {epoch + 1}/{train_params['epochs']}: val acc "
-                              f"{val_acc:.3f} trails the study's other trials at this epoch")
+            raise TrialPruned(
+                f"pruned by binsight tune at epoch {epoch + 1}/{train_params['epochs']}: val acc "
+                f"{val_acc:.3f} trails the study's other trials at this epoch"
+            )
         if stop:
             break
         world.barrier()
@@ -197,22 +227,33 @@ def build_parts(run, train_rows, aux=None):
     channels_last = use_channels_last(train_params["channels_last"], device, dtype)
     loss = train_params["loss"]
     count_outputs = output_size(loss, len(classes))
-    model = model_from_params(model_params, len(classes), loss=loss,
-                              aux_outputs=AUX_OUTPUTS if aux is not None else 0).to(device)
+    model = model_from_params(
+        model_params, len(classes), loss=loss, aux_outputs=AUX_OUTPUTS if aux is not None else 0
+    ).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, train_params)
     index = {c: i for i, c in enumerate(classes)}
-    weights = class_weights([index[label] for _, label in train_rows], len(classes)) \
-        if train_params["balance"] == "weighted_loss" else None
-    criterion = CountingLoss(loss, len(classes), weights, train_params["label_smoothing"],
-                             train_params["neighbour_weight"])
+    weights = (
+        class_weights([index[label] for _, label in train_rows], len(classes))
+        if train_params["balance"] == "weighted_loss"
+        else None
+    )
+    criterion = CountingLoss(
+        loss, len(classes), weights, train_params["label_smoothing"], train_params["neighbour_weight"]
+    )
     if aux is not None:
         criterion = AuxTargetLoss(criterion, count_outputs, train_params["aux_weight"], *standardizer(aux))
-    return Parts(model=model, optimizer=optimizer, criterion=criterion.to(device), device=device, dtype=dtype,
-                 channels_last=channels_last, decode=lambda outputs: decode(loss, outputs[:, :count_outputs],
-                                                                            len(classes)),
-                 scaler=torch.amp.GradScaler("cuda") if dtype == torch.float16 else None)
+    return Parts(
+        model=model,
+        optimizer=optimizer,
+        criterion=criterion.to(device),
+        device=device,
+        dtype=dtype,
+        channels_last=channels_last,
+        decode=lambda outputs: decode(loss, outputs[:, :count_outputs], len(classes)),
+        scaler=torch.amp.GradScaler("cuda") if dtype == torch.float16 else None,
+    )
 
 
 def process_device(world):
@@ -220,9 +261,11 @@ def process_device(world):
     if not (world.enabled and torch.cuda.is_available()):
         return pick_device()
     if world.local_rank >= torch.cuda.device_count():
-        raise ConfigError(f"process {world.local_rank} of this node has no GPU of its own ({torch.cuda.device_count()} "
-                          "visible): set train.distributed.nproc_per_node to the GPU count, or backend: gloo with "
-                          "CUDA_VISIBLE_DEVICES= to train on the CPU")
+        raise ConfigError(
+            f"process {world.local_rank} of this node has no GPU of its own ({torch.cuda.device_count()} "
+            "visible): set train.distributed.nproc_per_node to the GPU count, or backend: gloo with "
+            "CUDA_VISIBLE_DEVICES= to train on the CPU"
+        )
     return torch.device("cuda", world.local_rank)
 
 
@@ -231,7 +274,10 @@ def add_schedule_and_ema(parts, train_params, steps_per_epoch):
     parts.scheduler = make_scheduler(parts.optimizer, train_params, steps_per_epoch)
     if train_params["ema"] > 0:
         parts.ema = torch.optim.swa_utils.AveragedModel(
-            parts.trained, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(train_params["ema"]), use_buffers=True)
+            parts.trained,
+            multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(train_params["ema"]),
+            use_buffers=True,
+        )
 
 
 def make_loaders(run, parts, train_rows, val_rows, aux=None):
@@ -242,52 +288,76 @@ def make_loaders(run, parts, train_rows, val_rows, aux=None):
     size, batch = train_params["image_size"], train_params["batch_size"]
     pin = train_params["pin_memory"] and parts.device.type == "cuda"
     if train_params["balance"] == "sampler":  # every count equally often, drawn with replacement
-        train_sampler = BalancedShardSampler([label for _, label in train_rows], world.rank, world.world_size,
-                                             seed=train_params["seed"])
+        train_sampler = BalancedShardSampler(
+            [label for _, label in train_rows], world.rank, world.world_size, seed=train_params["seed"]
+        )
     else:
-        train_sampler = ShardSampler(len(train_rows), world.rank, world.world_size, shuffle=True,
-                                     seed=train_params["seed"])
+        train_sampler = ShardSampler(
+            len(train_rows), world.rank, world.world_size, shuffle=True, seed=train_params["seed"]
+        )
     val_sampler = ShardSampler(len(val_rows), world.rank, world.world_size, shuffle=False)
-    cached, why = cached_features(paths.features, model_params, train_params,
-                                  {"train": train_rows, "val": val_rows}, run.classes, parts.model.backbone)
+    cached, why = cached_features(
+        paths.features,
+        model_params,
+        train_params,
+        {"train": train_rows, "val": val_rows},
+        run.classes,
+        parts.model.backbone,
+    )
     say(f"train: {'head only on ' if cached else 'images; no cached features: '}{why}")
     if cached is not None:
         # A frozen backbone without augmentation computes the same vectors every epoch: fit the head
         # alone on featurize's copy of them (same init, same batches), then save the whole model.
         parts.trained = parts.model.head
-        return {"train": FeatureBatches(*cached["train"], batch, train_sampler, parts.device),
-                "val": FeatureBatches(*cached["val"], batch, val_sampler, parts.device),
-                "sampler": train_sampler}, cached
+        return {
+            "train": FeatureBatches(*cached["train"], batch, train_sampler, parts.device),
+            "val": FeatureBatches(*cached["val"], batch, val_sampler, parts.device),
+            "sampler": train_sampler,
+        }, cached
     draft, augment = train_params["jpeg_draft"], train_params["augment"]
     workers, seed = train_params["num_workers"], train_params["seed"]
     if train_params["cache_images"]:
         train_ds = InMemoryImages(train_rows, paths.images, run.classes, size, draft, aux=aux)
         val_ds = InMemoryImages(val_rows, paths.images, run.classes, size, draft)
-        say(f"train: {len(train_ds) + len(val_ds)} images decoded once and kept in memory "
-            f"({(train_ds.pixels.numel() + val_ds.pixels.numel()) / 2**20:.0f} MiB)")
-        return {"train": InMemoryBatches(train_ds, batch, train_sampler, augment),
-                "val": InMemoryBatches(val_ds, batch, val_sampler), "sampler": train_sampler}, None
+        say(
+            f"train: {len(train_ds) + len(val_ds)} images decoded once and kept in memory "
+            f"({(train_ds.pixels.numel() + val_ds.pixels.numel()) / 2**20:.0f} MiB)"
+        )
+        return {
+            "train": InMemoryBatches(train_ds, batch, train_sampler, augment),
+            "val": InMemoryBatches(val_ds, batch, val_sampler),
+            "sampler": train_sampler,
+        }, None
     train_ds = BinImages(train_rows, paths.images, run.classes, train_transform(size, augment), size, draft, aux)
     val_ds = BinImages(val_rows, paths.images, run.classes, eval_transform(size), size, draft)
-    return {"train": make_loader(train_ds, batch, False, workers, pin, seed, train_sampler),
-            "val": make_loader(val_ds, batch, False, workers, pin, sampler=val_sampler),
-            "sampler": train_sampler}, None
+    return {
+        "train": make_loader(train_ds, batch, False, workers, pin, seed, train_sampler),
+        "val": make_loader(val_ds, batch, False, workers, pin, sampler=val_sampler),
+        "sampler": train_sampler,
+    }, None
 
 
 def resume_or_start(run, parts, sizes):
     """The checkpoint's progress when it belongs to this run (its state loaded into `parts`), else a fresh start."""
     paths, model_params, train_params, world, say = run.paths, run.model_params, run.train_params, run.world, run.say
-    state, why = load_resumable(paths.checkpoint, run.run_id) if train_params["resume"] \
-        else (None, "train.resume is false")
+    state, why = (
+        load_resumable(paths.checkpoint, run.run_id) if train_params["resume"] else (None, "train.resume is false")
+    )
     if state is not None and state.get("trained", "model") != trained_name(parts):
-        state, why = None, f"checkpoint holds the {state.get('trained', 'model')}'s weights, this run trains the " \
-                           f"{trained_name(parts)}"
+        state, why = (
+            None,
+            f"checkpoint holds the {state.get('trained', 'model')}'s weights, this run trains the "
+            f"{trained_name(parts)}",
+        )
     if state is None:
-        dtype = (f" with {str(parts.dtype).split('.')[-1]}" if parts.dtype else "") + \
-            (", channels-last" if parts.channels_last else "")
+        dtype = (f" with {str(parts.dtype).split('.')[-1]}" if parts.dtype else "") + (
+            ", channels-last" if parts.channels_last else ""
+        )
         procs = f" x{world.world_size} processes" if world.enabled else ""
-        say(f"train: starting fresh ({why}); {model_params['arch']} on {parts.device}{dtype}{procs}, "
-            f"{sizes[0]} train / {sizes[1]} val")
+        say(
+            f"train: starting fresh ({why}); {model_params['arch']} on {parts.device}{dtype}{procs}, "
+            f"{sizes[0]} train / {sizes[1]} val"
+        )
         return RunState()
     parts.trained.load_state_dict(state["model"])
     parts.optimizer.load_state_dict(state["optimizer"])
@@ -296,14 +366,26 @@ def resume_or_start(run, parts, sizes):
         parts.scaler.load_state_dict(state["scaler"])
     if parts.ema is not None and state.get("ema"):
         parts.ema.load_state_dict(state["ema"])
-    progress = RunState(start=state["epoch"] + 1, best_acc=state["best_acc"], best_epoch=state["best_epoch"],
-                        best_state=state["best_state"], bad_epochs=state["bad_epochs"],
-                        collapsed=state.get("collapsed", 0), history=state.get("history", {}), rng=state.get("rng"))
-    say(f"train: resuming at epoch {progress.start + 1}/{train_params['epochs']} from {paths.checkpoint} "
-        f"(best val acc so far {progress.best_acc:.3f} at epoch {progress.best_epoch + 1})")
+    progress = RunState(
+        start=state["epoch"] + 1,
+        best_acc=state["best_acc"],
+        best_epoch=state["best_epoch"],
+        best_state=state["best_state"],
+        bad_epochs=state["bad_epochs"],
+        collapsed=state.get("collapsed", 0),
+        history=state.get("history", {}),
+        rng=state.get("rng"),
+    )
+    say(
+        f"train: resuming at epoch {progress.start + 1}/{train_params['epochs']} from {paths.checkpoint} "
+        f"(best val acc so far {progress.best_acc:.3f} at epoch {progress.best_epoch + 1})"
+    )
     if progress.best_state is not None and world.is_main:  # `dvc repro` removed the old model file before this run
-        save_best(run, _with_state(parts, progress.best_state), {"val_acc": progress.best_acc,
-                                                                 "epoch": progress.best_epoch + 1})
+        save_best(
+            run,
+            _with_state(parts, progress.best_state),
+            {"val_acc": progress.best_acc, "epoch": progress.best_epoch + 1},
+        )
     return progress
 
 
@@ -343,17 +425,27 @@ def close_profiler(profiler, say):
     """The profiler records the first epoch only; say where its trace went."""
     if profiler is None:
         return None
-    say(f"train: profiler trace in {profiler.folder}/trace.json (open it in https://ui.perfetto.dev), "
-        f"top operators in {profiler.folder}/ops.txt" if profiler.written else
-        f"train: warning: {profiler.steps} steps are too few to profile (needs 2 or more)")
+    say(
+        f"train: profiler trace in {profiler.folder}/trace.json (open it in https://ui.perfetto.dev), "
+        f"top operators in {profiler.folder}/ops.txt"
+        if profiler.written
+        else f"train: warning: {profiler.steps} steps are too few to profile (needs 2 or more)"
+    )
     return None
 
 
 def save_best(run, model, extra):
     model_params, train_params = run.model_params, run.train_params
-    save_model(run.paths.model, model, run.classes, model_params, train_params["image_size"], extra,
-               loss=train_params["loss"],
-               preprocess=preprocessing(train_params["image_size"], train_params["jpeg_draft"], model_params["tta"]))
+    save_model(
+        run.paths.model,
+        model,
+        run.classes,
+        model_params,
+        train_params["image_size"],
+        extra,
+        loss=train_params["loss"],
+        preprocess=preprocessing(train_params["image_size"], train_params["jpeg_draft"], model_params["tta"]),
+    )
 
 
 def record_epoch(run, parts, progress, result, live):
@@ -363,8 +455,10 @@ def record_epoch(run, parts, progress, result, live):
     progress.collapsed = collapse_streak(progress.collapsed, result.pred_hist)
     if progress.collapsed >= COLLAPSE_EPOCHS:
         only = run.classes[max(range(len(run.classes)), key=result.pred_hist.__getitem__)]
-        say(f"train: warning: every val image got count {only} for {progress.collapsed} epochs in a row; the model "
-            "has collapsed to one class (try a lower lr or train.label_smoothing)")
+        say(
+            f"train: warning: every val image got count {only} for {progress.collapsed} epochs in a row; the model "
+            "has collapsed to one class (try a lower lr or train.label_smoothing)"
+        )
     if result.val_acc > progress.best_acc:
         progress.best_acc, progress.best_epoch, progress.bad_epochs = result.val_acc, epoch, 0
         progress.best_state = parts.model_state()
@@ -381,21 +475,35 @@ def record_epoch(run, parts, progress, result, live):
         progress.history[epoch] = epoch_metrics(stats, result.val_loss, result.val_acc, result.lr, parts.device)
     if world.is_main and (stop or (epoch + 1) % every == 0):
         # only what learns: on cached features the head (KBs), not a ResNet50 (~100 MB)
-        save_checkpoint(run.paths.checkpoint, model=parts.trained.state_dict(), trained=trained_name(parts),
-                        optimizer=parts.optimizer.state_dict(),
-                        scheduler=parts.scheduler.state_dict(),
-                        scaler=parts.scaler.state_dict() if parts.scaler else None,
-                        ema=parts.ema.state_dict() if parts.ema is not None else None,
-                        epoch=epoch, best_acc=progress.best_acc, best_epoch=progress.best_epoch,
-                        best_state=progress.best_state, bad_epochs=progress.bad_epochs,
-                        collapsed=progress.collapsed, fingerprint=run.run_id, completed=stop,
-                        params={"model": run.model_params, "train": train_params}, classes=run.classes,
-                        history=progress.history, rng=rng_state())
+        save_checkpoint(
+            run.paths.checkpoint,
+            model=parts.trained.state_dict(),
+            trained=trained_name(parts),
+            optimizer=parts.optimizer.state_dict(),
+            scheduler=parts.scheduler.state_dict(),
+            scaler=parts.scaler.state_dict() if parts.scaler else None,
+            ema=parts.ema.state_dict() if parts.ema is not None else None,
+            epoch=epoch,
+            best_acc=progress.best_acc,
+            best_epoch=progress.best_epoch,
+            best_state=progress.best_state,
+            bad_epochs=progress.bad_epochs,
+            collapsed=progress.collapsed,
+            fingerprint=run.run_id,
+            completed=stop,
+            params={"model": run.model_params, "train": train_params},
+            classes=run.classes,
+            history=progress.history,
+            rng=rng_state(),
+        )
     if world.is_main:
         _log_epoch(live, epoch, progress.history[epoch])
-    say(f"epoch {epoch + 1}/{train_params['epochs']}  train loss {stats.loss:.4f} acc {stats.acc:.3f}  "
+    say(
+        f"epoch {epoch + 1}/{train_params['epochs']}  train loss {stats.loss:.4f} acc {stats.acc:.3f}  "
         f"val loss {result.val_loss:.4f} acc {result.val_acc:.3f}  lr {result.lr:.2g}  "
-        f"{stats.images_per_s:.0f} img/s  data wait {stats.data_wait_fraction:.0%}", flush=True)
+        f"{stats.images_per_s:.0f} img/s  data wait {stats.data_wait_fraction:.0%}",
+        flush=True,
+    )
     if early:
         say(f"train: early stop, no better val accuracy for {progress.bad_epochs} epochs")
     return stop
@@ -411,9 +519,16 @@ def finish(live, progress, model_path, say, seconds):
 
 
 def epoch_metrics(stats, val_loss, val_acc, lr, device):
-    metrics = {"train/loss": stats.loss, "train/acc": stats.acc, "val/loss": val_loss, "val/acc": val_acc,
-               "train/lr": lr, "train/images_per_s": stats.images_per_s, "train/images_seen": stats.images,
-               "train/data_wait_fraction": stats.data_wait_fraction}
+    metrics = {
+        "train/loss": stats.loss,
+        "train/acc": stats.acc,
+        "val/loss": val_loss,
+        "val/acc": val_acc,
+        "train/lr": lr,
+        "train/images_per_s": stats.images_per_s,
+        "train/images_seen": stats.images,
+        "train/data_wait_fraction": stats.data_wait_fraction,
+    }
     if device.type == "cuda":
         metrics["train/max_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     return metrics

@@ -1,5 +1,6 @@
 """One tuning trial = one `dvc exp run --temp`: its own temp copy of the repo, its own GPU (or its
 share of the CPU threads), the workspace untouched. Used by binsight.tune's workers."""
+
 import json
 import os
 import subprocess
@@ -23,6 +24,7 @@ def visible_gpus(environ=None):
     if "CUDA_VISIBLE_DEVICES" in environ:
         return [g.strip() for g in environ["CUDA_VISIBLE_DEVICES"].split(",") if g.strip() and g.strip() != "-1"]
     import torch
+
     return [str(i) for i in range(torch.cuda.device_count())]
 
 
@@ -44,8 +46,9 @@ def run_experiment(name, values, log_path, env):
     with open(log_path, "w") as log:
         log.write("$ " + " ".join(cmd) + "\n")
         log.flush()
-        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                              env={**os.environ, **env})
+        proc = subprocess.run(
+            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env={**os.environ, **env}
+        )
     lines = [line.strip() for line in log_path.read_text().splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith(("ERROR", "error:"))]
     return proc.returncode == 0, (errors or lines or [""])[-1]

@@ -18,6 +18,7 @@ is marked failed and the study goes on. The study lives in `--storage` (default:
 tune/), so a second run, or another machine on the same database, continues it. At the end: a
 leaderboard, tune/<study>.csv, tune/best_params.yaml and the `dvc exp apply` command of the best.
 """
+
 import argparse
 import os
 import queue
@@ -45,19 +46,36 @@ class TrialFailed(BinsightError):
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="binsight tune", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trials", type=int, default=20, help="trials to run now, on this machine (default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=1, help="trials at once on this machine, each on its own GPU "
-                        "(round-robin) or its share of the CPU threads (default: %(default)s)")
-    parser.add_argument("--study", default="tune", help="study name, the prefix of the experiment names; an "
-                        "existing study gets more trials (default: %(default)s)")
-    parser.add_argument("--storage", default=None, help="Optuna storage URL shared by every machine of the study, "
-                        "e.g. postgresql://user:pw@host/db or sqlite:////shared/tune.db "
-                        "(default: sqlite:///<out>/<study>.db)")
+    parser = argparse.ArgumentParser(
+        prog="binsight tune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--trials", type=int, default=20, help="trials to run now, on this machine (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="trials at once on this machine, each on its own GPU "
+        "(round-robin) or its share of the CPU threads (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--study",
+        default="tune",
+        help="study name, the prefix of the experiment names; an "
+        "existing study gets more trials (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--storage",
+        default=None,
+        help="Optuna storage URL shared by every machine of the study, "
+        "e.g. postgresql://user:pw@host/db or sqlite:////shared/tune.db "
+        "(default: sqlite:///<out>/<study>.db)",
+    )
     parser.add_argument("--timeout", type=float, default=None, help="start no trial after this many seconds")
-    parser.add_argument("--out", default="tune", help="default storage, logs, leaderboard, best_params.yaml "
-                        "(default: %(default)s)")
+    parser.add_argument(
+        "--out", default="tune", help="default storage, logs, leaderboard, best_params.yaml (default: %(default)s)"
+    )
     parser.add_argument("--apply", action="store_true", help="`dvc exp apply` the best trial at the end")
     args = parser.parse_args(argv)
     if args.trials < 1 or args.workers < 1:
@@ -72,7 +90,7 @@ def storage_url(args, out):
     because each trial runs in its own temp directory."""
     url = args.storage or f"sqlite:///{out.resolve() / f'{args.study}.db'}"
     if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
-        url = f"sqlite:///{Path(url[len('sqlite:///'):]).resolve()}"
+        url = f"sqlite:///{Path(url[len('sqlite:///') :]).resolve()}"
     return url
 
 
@@ -80,19 +98,28 @@ def open_study(args, tune_params):
     """The study in `--storage`, created or continued; -> (study, out dir, storage URL, baseline commit)."""
     head = subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], capture_output=True, text=True)
     if head.returncode != 0:
-        raise ConfigError("tune runs DVC experiments, which need a git repository with a commit: "
-                          "`git add -A && git commit -m baseline` first")
+        raise ConfigError(
+            "tune runs DVC experiments, which need a git repository with a commit: "
+            "`git add -A && git commit -m baseline` first"
+        )
     out = Path(args.out)
     (out / "logs").mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = storage_url(args, out)
     try:
-        study = optuna.create_study(study_name=args.study, storage=open_storage(url), load_if_exists=True,
-                                    direction=tune_params["direction"], pruner=make_pruner(**pruner_of(tune_params)))
+        study = optuna.create_study(
+            study_name=args.study,
+            storage=open_storage(url),
+            load_if_exists=True,
+            direction=tune_params["direction"],
+            pruner=make_pruner(**pruner_of(tune_params)),
+        )
     except (ImportError, ValueError, RuntimeError, sqlalchemy.exc.SQLAlchemyError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"--storage {url}: cannot open it ({reason}); check the URL, that the database is "
-                          "reachable, and its driver (PostgreSQL: pip install psycopg2-binary)") from None
+        raise ConfigError(
+            f"--storage {url}: cannot open it ({reason}); check the URL, that the database is "
+            "reachable, and its driver (PostgreSQL: pip install psycopg2-binary)"
+        ) from None
     # Reproducible, yet a continued study must not replay the random start-up trials of its first run;
     # constant_liar keeps parallel workers from sampling the same point.
     study.sampler = optuna.samplers.TPESampler(seed=tune_params["seed"] + len(study.trials), constant_liar=True)
@@ -101,8 +128,11 @@ def open_study(args, tune_params):
 
 def pruner_of(tune_params):
     """`tune.pruner` and its settings as make_pruner takes them (and link_env passes them on)."""
-    return {"kind": tune_params["pruner"], "warmup_epochs": tune_params["prune_warmup_epochs"],
-            "startup_trials": tune_params["prune_startup_trials"]}
+    return {
+        "kind": tune_params["pruner"],
+        "warmup_epochs": tune_params["prune_warmup_epochs"],
+        "startup_trials": tune_params["prune_startup_trials"],
+    }
 
 
 class Workers:
@@ -131,9 +161,12 @@ class Workers:
             eta = sum(self.durations) / len(self.durations) * left / self.n
             if self.timeout is not None:
                 eta = min(eta, max(self.timeout - (time.perf_counter() - self.start), 0))
-            print(f"tune: trial {self.finished}/{self.trials} {trial.user_attrs.get('experiment', '?')} "
-                  f"{trial.user_attrs.get('status', trial.state.name.lower())} in {duration(seconds)} | "
-                  f"{best_so_far(study)} | ETA {duration(eta)}", flush=True)
+            print(
+                f"tune: trial {self.finished}/{self.trials} {trial.user_attrs.get('experiment', '?')} "
+                f"{trial.user_attrs.get('status', trial.state.name.lower())} in {duration(seconds)} | "
+                f"{best_so_far(study)} | ETA {duration(eta)}",
+                flush=True,
+            )
 
 
 def objective(study, trial, tune_params, ctx):
@@ -145,10 +178,14 @@ def objective(study, trial, tune_params, ctx):
     values = {name: suggest(trial, name, spec) for name, spec in tune_params["space"].items()}
     slot = workers.slots.get()
     try:
-        print(f"tune: {exp}: {' '.join(f'{k}={cli_value(v)}' for k, v in values.items())} "
-              f"(worker {slot + 1}) ...", flush=True)
-        env = {**worker_env(slot, workers.n, workers.gpus, workers.cpus),
-               **link_env(url, study.study_name, trial.number, pruner_of(tune_params))}
+        print(
+            f"tune: {exp}: {' '.join(f'{k}={cli_value(v)}' for k, v in values.items())} (worker {slot + 1}) ...",
+            flush=True,
+        )
+        env = {
+            **worker_env(slot, workers.n, workers.gpus, workers.cpus),
+            **link_env(url, study.study_name, trial.number, pruner_of(tune_params)),
+        }
         t0 = time.perf_counter()
         ok, last = run_experiment(exp, values, out / "logs" / f"{exp}.log", env)
         trial.set_user_attr("seconds", time.perf_counter() - t0)
@@ -192,9 +229,16 @@ def report(study, args, tune_params, out):
         raise ConfigError(f"no trial finished: see the logs in {out / 'logs'}")
     best = study.best_trial
     name = best.user_attrs["experiment"]
-    result = {"study": args.study, "experiment": name, "apply": f"dvc exp apply {name}", "metric": metric,
-              "direction": tune_params["direction"], "value": best.value, "trials": finished,
-              "params": nested({k: yaml.safe_load(cli_value(v)) for k, v in best.params.items()})}
+    result = {
+        "study": args.study,
+        "experiment": name,
+        "apply": f"dvc exp apply {name}",
+        "metric": metric,
+        "direction": tune_params["direction"],
+        "value": best.value,
+        "trials": finished,
+        "params": nested({k: yaml.safe_load(cli_value(v)) for k, v in best.params.items()}),
+    }
     atomic_write_text(out / "best_params.yaml", yaml.safe_dump(result, sort_keys=False))
     print(f"\ntune: best {metric} {best.value:.4f} by {name} -> {out / 'best_params.yaml'}")
     if args.apply:
@@ -211,15 +255,24 @@ def main(argv=None):
     study, out, url, baseline = open_study(args, tune_params)
     workers = Workers(args.workers, args.trials, args.timeout)
     earlier = len(study.trials)
-    print(f"tune: study {args.study!r} in {url.split('@')[-1]}, {args.trials} trial{'s' if args.trials > 1 else ''} "
-          f"of {', '.join(tune_params['space'])} by {tune_params['direction']} {tune_params['metric']}, "
-          f"{args.workers} worker{'s' if args.workers > 1 else ''} ({workers.where()}), pruner {tune_params['pruner']}"
-          f"{f' (continuing after {earlier} earlier trials)' if earlier else ''}", flush=True)
+    print(
+        f"tune: study {args.study!r} in {url.split('@')[-1]}, {args.trials} trial{'s' if args.trials > 1 else ''} "
+        f"of {', '.join(tune_params['space'])} by {tune_params['direction']} {tune_params['metric']}, "
+        f"{args.workers} worker{'s' if args.workers > 1 else ''} ({workers.where()}), pruner {tune_params['pruner']}"
+        f"{f' (continuing after {earlier} earlier trials)' if earlier else ''}",
+        flush=True,
+    )
     ctx = (workers, out, url, baseline, args.study)
     try:
-        study.optimize(lambda trial: objective(study, trial, tune_params, ctx), n_trials=args.trials,
-                       n_jobs=args.workers, timeout=args.timeout, catch=(TrialFailed,), callbacks=[workers.done],
-                       gc_after_trial=False)
+        study.optimize(
+            lambda trial: objective(study, trial, tune_params, ctx),
+            n_trials=args.trials,
+            n_jobs=args.workers,
+            timeout=args.timeout,
+            catch=(TrialFailed,),
+            callbacks=[workers.done],
+            gc_after_trial=False,
+        )
     except KeyboardInterrupt:
         print("\ntune: interrupted; the results so far:", flush=True)
     report(study, args, tune_params, out)

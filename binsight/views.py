@@ -7,6 +7,7 @@ probabilities over the views).
     flips     itself, left-right, up-down, both (= 180°)  (4 views)
     dihedral  the 8 symmetries: 4 rotations by 90°, each with and without a left-right flip
 """
+
 import torch
 
 from binsight.choices import TTA_MODES  # noqa: F401 (re-exported)

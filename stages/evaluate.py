@@ -11,6 +11,7 @@ misclassified images; data/predictions/test.csv; and metrics.json, the headline 
 `dvc exp show` and `dvc metrics show` list: test and validation accuracy, nothing else, so the
 table of experiments stays narrow (everything else: `dvc metrics show dvclive/evaluate/metrics.json`).
 """
+
 import argparse
 
 import numpy as np
@@ -41,11 +42,23 @@ def parse_args(argv):
 
 
 def log_plots(live, y_true, y_pred, classes, rows, images_dir, max_images):
-    live.log_sklearn_plot("confusion_matrix", [str(v) for v in y_true], [str(v) for v in y_pred],
-                          name="confusion_matrix.json", title="Test confusion matrix (item count)",
-                          x_label="true count", y_label="predicted count")
-    live.log_plot("per_class_accuracy", per_class_accuracy(y_true, y_pred, classes), x="count", y="accuracy",
-                  template="bar_horizontal", title="Test accuracy per item count")
+    live.log_sklearn_plot(
+        "confusion_matrix",
+        [str(v) for v in y_true],
+        [str(v) for v in y_pred],
+        name="confusion_matrix.json",
+        title="Test confusion matrix (item count)",
+        x_label="true count",
+        y_label="predicted count",
+    )
+    live.log_plot(
+        "per_class_accuracy",
+        per_class_accuracy(y_true, y_pred, classes),
+        x="count",
+        y="accuracy",
+        template="bar_horizontal",
+        title="Test accuracy per item count",
+    )
     wrong = [i for i in range(len(rows)) if y_pred[i] != y_true[i]]
     for i in wrong[:max_images]:
         bin_id, label = rows[i]
@@ -75,8 +88,11 @@ def main(argv=None):
     y_pred = np.array([classes[i] for i in probs.argmax(1)])
     scores = count_metrics(y_true, y_pred, classes)
     single_scores = count_metrics(y_true, np.array([classes[i] for i in single.argmax(1)]), classes)
-    write_csv(args.predictions, prediction_rows(rows, probs, classes),
-              ["id", "label", "pred", "prob", *(f"p{c}" for c in classes)])
+    write_csv(
+        args.predictions,
+        prediction_rows(rows, probs, classes),
+        ["id", "label", "pred", "prob", *(f"p{c}" for c in classes)],
+    )
 
     with Live(dir=args.live, save_dvc_exp=False, dvcyaml=False) as live:  # `dvc exp run` records experiments
         for name in HEADLINE:
@@ -90,11 +106,17 @@ def main(argv=None):
         live.log_metric("test/single_view/ms_per_image", 1000 * single_s, plot=False)
         log_plots(live, y_true, y_pred, classes, rows, args.images, eval_params["misclassified"])
     write_json(args.headline, {"test_acc": scores["accuracy"], "val_acc": meta.get("val_acc")})
-    print(f"evaluate: test accuracy {scores['accuracy']:.3f}, balanced {scores['balanced_accuracy']:.3f}, "
-          f"macro-F1 {scores['macro_f1']:.3f}, RMSE {scores['rmse']:.3f}, off-by-one "
-          f"{scores['off_by_one_accuracy']:.3f} on {len(rows)} bins"
-          + (f"; TTA {tta} ({1000 * tta_s:.1f} ms/image) vs one view {single_scores['accuracy']:.3f} "
-             f"({1000 * single_s:.1f} ms/image)" if tta != "none" else ""))
+    print(
+        f"evaluate: test accuracy {scores['accuracy']:.3f}, balanced {scores['balanced_accuracy']:.3f}, "
+        f"macro-F1 {scores['macro_f1']:.3f}, RMSE {scores['rmse']:.3f}, off-by-one "
+        f"{scores['off_by_one_accuracy']:.3f} on {len(rows)} bins"
+        + (
+            f"; TTA {tta} ({1000 * tta_s:.1f} ms/image) vs one view {single_scores['accuracy']:.3f} "
+            f"({1000 * single_s:.1f} ms/image)"
+            if tta != "none"
+            else ""
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -7,20 +7,35 @@ class_counts.csv (bins per label), file_sizes.csv (file-size histogram), resolut
 (id,label,width,height), items.csv (one row per product: dimensions, weight; empty when the
 metadata has null) and summary.json (`dvc metrics show`).
 """
+
 import argparse
 from pathlib import Path
 
 from binsight.abid import parse_metadata
+from binsight.dataset_stats import (
+    CLASS_COLUMNS,
+    ITEM_COLUMNS,
+    RESOLUTION_COLUMNS,
+    SIZE_COLUMNS,
+    bins_from_manifest,
+    class_counts,
+    item_rows,
+    resolution_rows,
+    size_histogram,
+    summary,
+)
 from binsight.errors import DataError, one_line_errors
-from binsight.dataset_stats import (CLASS_COLUMNS, ITEM_COLUMNS, RESOLUTION_COLUMNS, SIZE_COLUMNS, bins_from_manifest,
-                              class_counts, item_rows, resolution_rows, size_histogram, summary)
 from binsight.params import is_int, load_params, require, section
 from binsight.tables import read_csv, write_csv, write_json
 
 
 def check_explore(p):
-    require(is_int(p.get("size_bins")) and 1 <= p["size_bins"] <= 1000, "explore.size_bins",
-            p.get("size_bins"), "an integer from 1 to 1000")
+    require(
+        is_int(p.get("size_bins")) and 1 <= p["size_bins"] <= 1000,
+        "explore.size_bins",
+        p.get("size_bins"),
+        "an integer from 1 to 1000",
+    )
     return p
 
 
@@ -65,8 +80,10 @@ def main(argv=None):
     write_csv(out / "items.csv", blank_none(items), ITEM_COLUMNS)
     stats = summary(bins, metadata, items)
     write_json(out / "summary.json", stats)
-    print(f"explore: {stats['n_bins']} bins {stats['bins_per_class']}, {stats['mean_items_per_bin']:g} items "
-          f"per bin, {stats['products']['n']} products -> {out}/")
+    print(
+        f"explore: {stats['n_bins']} bins {stats['bins_per_class']}, {stats['mean_items_per_bin']:g} items "
+        f"per bin, {stats['products']['n']} products -> {out}/"
+    )
 
 
 if __name__ == "__main__":

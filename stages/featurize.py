@@ -8,6 +8,7 @@ change of lr or batch_size reruns train and evaluate but never this stage. When 
 backbone is fine-tuned or the images are augmented the features cannot be cached: the stage then
 only writes data/features/meta.json saying so, and train reads images as before.
 """
+
 import argparse
 import time
 
@@ -39,6 +40,7 @@ def main(argv=None):
     from binsight.embeddings import backbone_digest, compute_features
     from binsight.loops import amp_dtype, pick_device, seed_everything
     from binsight.model import model_from_params
+
     # The same seed and build as the train stage: a backbone without pretrained weights gets the
     # same random init there, and the digest in meta.json proves it.
     seed_everything(train_params["seed"])
@@ -48,16 +50,35 @@ def main(argv=None):
     backbone = model.backbone.to(device)
     start = time.perf_counter()
     dtype = amp_dtype(train_params["amp"], device, training=True)  # the precision the image path trains at
-    arrays = {split: compute_features(backbone, rows[split], args.images, train_params["image_size"],
-                                      train_params["jpeg_draft"], args.batch_size, train_params["num_workers"], device,
-                                      dtype) for split in SPLITS}
+    arrays = {
+        split: compute_features(
+            backbone,
+            rows[split],
+            args.images,
+            train_params["image_size"],
+            train_params["jpeg_draft"],
+            args.batch_size,
+            train_params["num_workers"],
+            device,
+            dtype,
+        )
+        for split in SPLITS
+    }
     seconds = time.perf_counter() - start
     n = sum(len(r) for r in rows.values())
-    meta = {"cached": True, **feature_key(model_params, train_params), "feature_dim": model.feature_dim,
-            "backbone_sha256": backbone_digest(backbone), "splits": {s: len(r) for s, r in rows.items()}}
+    meta = {
+        "cached": True,
+        **feature_key(model_params, train_params),
+        "feature_dim": model.feature_dim,
+        "backbone_sha256": backbone_digest(backbone),
+        "splits": {s: len(r) for s, r in rows.items()},
+    }
     write_features(args.out, meta, arrays, rows)
-    print(f"featurize: {n} images -> {model.feature_dim}-d {model_params['arch']} features at {train_params['image_size']} px "
-          f"in {seconds:.1f}s on {device} ({n / max(seconds, 1e-9):.0f} img/s) -> {args.out}")
+    print(
+        f"featurize: {n} images -> {model.feature_dim}-d {model_params['arch']} features at "
+        f"{train_params['image_size']} px in {seconds:.1f}s on {device} ({n / max(seconds, 1e-9):.0f} img/s) "
+        f"-> {args.out}"
+    )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ the bucket, `fetch.local_dir`), verify them, write a manifest.
 Outputs: data/raw/images/<id>.jpg, data/raw/metadata/<id>.json, data/raw/manifest.csv and
 data/fetch_report.json (every bin that was missing, corrupt or mislabelled, and why).
 """
+
 import argparse
 import urllib.error
 import urllib.request
@@ -27,8 +28,10 @@ def read_file_list(source):
                 data = resp.read()
         except (urllib.error.URLError, TimeoutError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise BinsightError(f"cannot download the subset list {source} ({reason}); offline? "
-                                "save a copy and set fetch.file_list to its path") from None
+            raise BinsightError(
+                f"cannot download the subset list {source} ({reason}); offline? "
+                "save a copy and set fetch.file_list to its path"
+            ) from None
     else:
         path = Path(source)
         if not path.is_file():
@@ -41,8 +44,7 @@ def summary_line(report, moved, report_path):
     """fetch: 290 ok, 5 bad (corrupt_image: 2, missing_image: 3), 580 objects downloaded; report in ..."""
     reasons = ", ".join(f"{reason}: {n}" for reason, n in report["bad_reasons"].items())
     bad = f"{report['bad']} bad" + (f" ({reasons})" if reasons else "")
-    return (f"fetch: {report['ok']} ok, {bad}, {report['downloaded_objects']} objects {moved}; "
-            f"report in {report_path}")
+    return f"fetch: {report['ok']} ok, {bad}, {report['downloaded_objects']} objects {moved}; report in {report_path}"
 
 
 @one_line_errors
@@ -57,11 +59,15 @@ def main(argv=None):
     p = section(load_params(args.params), "fetch", check_fetch)
     labels = limit_per_class(read_file_list(p["file_list"]), p["limit_per_class"])
     folder = local_folder(p["local_dir"])
-    client = None if folder else make_client(p["region"], p["endpoint_url"], p["anonymous"], p["concurrency"],
-                                             p["retries"])
+    client = (
+        None if folder else make_client(p["region"], p["endpoint_url"], p["anonymous"], p["concurrency"], p["retries"])
+    )
     downloader = Downloader(client, p["bucket"], p["prefix"], args.out, attempts=p["retries"], folder=folder)
-    where = f"the local copy {folder}/{p['prefix']}" if folder else \
-        f"s3://{p['bucket']}/{p['prefix']} ({p['endpoint_url'] or 'AWS'})"
+    where = (
+        f"the local copy {folder}/{p['prefix']}"
+        if folder
+        else f"s3://{p['bucket']}/{p['prefix']} ({p['endpoint_url'] or 'AWS'})"
+    )
     print(f"fetch: {len(labels)} bins from {where}, {p['concurrency']} at a time")
     records = downloader.fetch_all(labels, p["concurrency"], progress=not args.no_progress)
 
@@ -70,8 +76,10 @@ def main(argv=None):
     write_json(args.report, report)
     print(summary_line(report, "copied" if folder else "downloaded", args.report))
     if report["bad_fraction"] > p["max_bad_fraction"]:
-        raise DataError(f"{report['bad']} of {report['requested']} bins ({report['bad_fraction']:.1%}) are bad, "
-                        f"more than fetch.max_bad_fraction={p['max_bad_fraction']:g}; see {args.report}")
+        raise DataError(
+            f"{report['bad']} of {report['requested']} bins ({report['bad_fraction']:.1%}) are bad, "
+            f"more than fetch.max_bad_fraction={p['max_bad_fraction']:g}; see {args.report}"
+        )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
 Sections: summary, exploration, training curves, test confusion matrix, misclassified photos.
 A section whose stage has not run yet says so (see binsight/report.py).
 """
+
 import argparse
 import re
 
@@ -18,7 +19,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--explore", default="data/explore", help="explore stage outputs (default: %(default)s)")
     parser.add_argument("--train", default="dvclive/train", help="training dvclive folder (default: %(default)s)")
-    parser.add_argument("--evaluate", default="dvclive/evaluate", help="evaluation dvclive folder (default: %(default)s)")
+    parser.add_argument(
+        "--evaluate", default="dvclive/evaluate", help="evaluation dvclive folder (default: %(default)s)"
+    )
     parser.add_argument("--out", default="reports/index.html", help="the HTML file (default: %(default)s)")
     parser.add_argument("--max-images", type=int, default=48, help="misclassified photos shown (default: %(default)s)")
     args = parser.parse_args(argv)
@@ -28,8 +31,10 @@ def main(argv=None):
     text = build_report(args.explore, args.train, args.evaluate, args.max_images, revision=git_revision())
     atomic_write_text(args.out, text)
     missing = re.findall(r'<section id="(\w+)"><h2>[^<]*</h2><p class="missing">', text)
-    print(f"report: {args.out} ({len(text) / 1024:.0f} KiB)"
-          + (f"; not available yet: {', '.join(missing)}" if missing else ""))
+    print(
+        f"report: {args.out} ({len(text) / 1024:.0f} KiB)"
+        + (f"; not available yet: {', '.join(missing)}" if missing else "")
+    )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
 
 Outputs data/split/{train,val,test}.csv with columns id,label.
 """
+
 import argparse
 from pathlib import Path
 

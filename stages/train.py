@@ -7,6 +7,7 @@ Outputs: models/model.pt (best val accuracy: weights + what rebuilds them), mode
 (last epoch, to resume a killed run), dvclive/train/ (params, per-epoch metrics and plots).
 The steps are in binsight/training.py.
 """
+
 import argparse
 import os
 import sys
@@ -24,24 +25,33 @@ def parse_args(argv):
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--split", default=defaults.split, help="folder with train.csv and val.csv")
     parser.add_argument("--images", default=defaults.images)
-    parser.add_argument("--metadata", default=defaults.metadata, help="folder with <id>.json, read for the metadata "
-                        "targets when train.aux_weight > 0 (default: %(default)s)")
+    parser.add_argument(
+        "--metadata",
+        default=defaults.metadata,
+        help="folder with <id>.json, read for the metadata targets when train.aux_weight > 0 (default: %(default)s)",
+    )
     parser.add_argument("--model", default=defaults.model, help="best model (default: %(default)s)")
     parser.add_argument("--checkpoint", default=defaults.checkpoint, help="resumable state (default: %(default)s)")
     parser.add_argument("--live", default=defaults.live, help="dvclive folder (default: %(default)s)")
-    parser.add_argument("--features", default=defaults.features, help="featurize's cached embeddings, used when "
-                        "valid and train.use_features is auto (default: %(default)s)")
+    parser.add_argument(
+        "--features",
+        default=defaults.features,
+        help="featurize's cached embeddings, used when valid and train.use_features is auto (default: %(default)s)",
+    )
     return parser.parse_args(argv)
 
 
 def relaunch_distributed(dist_params, argv):
     """Several processes asked for and not under torchrun yet: start torchrun in our place."""
     if dist_params["nnodes"] > 1:
-        raise ConfigError(f"train.distributed.nnodes={dist_params['nnodes']}: start `torchrun "
-                          f"--nnodes={dist_params['nnodes']} --nproc_per_node={dist_params['nproc_per_node']} "
-                          "--rdzv-backend=c10d --rdzv-endpoint=HOST:29400 -m stages.train` on every node")
+        raise ConfigError(
+            f"train.distributed.nnodes={dist_params['nnodes']}: start `torchrun "
+            f"--nnodes={dist_params['nnodes']} --nproc_per_node={dist_params['nproc_per_node']} "
+            "--rdzv-backend=c10d --rdzv-endpoint=HOST:29400 -m stages.train` on every node"
+        )
     if dist_params["nproc_per_node"] > 1:
         from binsight.distributed import torchrun_command
+
         cmd = torchrun_command(dist_params["nproc_per_node"], "stages.train", argv)
         print(f"train: launching {dist_params['nproc_per_node']} processes: {' '.join(cmd[1:])}", flush=True)
         os.execv(sys.executable, cmd)
@@ -62,11 +72,19 @@ def main(argv=None):
     # torch takes seconds to import: only now, so a bad param or path is reported at once
     from binsight.distributed import init_world, under_torchrun
     from binsight.training import fit
+
     if not under_torchrun():
         relaunch_distributed(train_params["distributed"], argv)
     world = init_world(train_params["distributed"]["backend"])
-    paths = Paths(split=args.split, images=args.images, metadata=args.metadata, model=args.model,
-                  checkpoint=args.checkpoint, live=args.live, features=args.features)
+    paths = Paths(
+        split=args.split,
+        images=args.images,
+        metadata=args.metadata,
+        model=args.model,
+        checkpoint=args.checkpoint,
+        live=args.live,
+        features=args.features,
+    )
     try:
         fit(paths, model_params, train_params, world)
     finally:

@@ -25,15 +25,18 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
 
     torch.set_num_threads(THREADS)
 
+
 @pytest.fixture(scope="session")
 def s3_server():
     with MotoS3() as server:
         yield server
 
+
 @pytest.fixture(scope="session")
 def abid_bucket(s3_server):
     """The ABID bucket on the local S3 server: 80 generated bins per class, planted faults, real samples."""
     return build_bucket(s3_server.url, n_per_class=80)
+
 
 def reproduced(request, model, train):
     """-> build(path): a project with these model and train params, its file list the bucket's clean
@@ -52,6 +55,7 @@ def reproduced(request, model, train):
 
     return build
 
+
 @pytest.fixture(scope="session")
 def trained_project(tmp_path_factory, request):
     """A project that ran the whole pipeline (`dvc repro`) on the generated bins with a small
@@ -59,12 +63,14 @@ def trained_project(tmp_path_factory, request):
     `clone_project` to change it."""
     return built_once(tmp_path_factory, "trained", reproduced(request, SMALL_MODEL, SMALL_TRAIN))
 
+
 @pytest.fixture(scope="session")
 def frozen_project(tmp_path_factory, request):
     """A project with a frozen backbone: fetch (80 generated bins per class) -> split -> featurize ->
     train -> evaluate, committed, built once per run, for the featurize, queue and tune tests (on
     cached embeddings each experiment takes seconds). Read-only: copy it with `clone_project`."""
     return built_once(tmp_path_factory, "frozen", reproduced(request, FROZEN_MODEL, FROZEN_TRAIN))
+
 
 @pytest.fixture
 def clone_project(tmp_path):
@@ -76,6 +82,7 @@ def pytest_collection_modifyitems(items):
     """End-to-end tests first, then the other slow ones: under `make test`'s workers the long runs start
     early, so no worker is handed one while the others are about to finish (a stable sort: within a
     tier, the order of the files)."""
+
     def tier(item):
         return 0 if item.get_closest_marker("e2e") else 1 if item.get_closest_marker("slow") else 2
 

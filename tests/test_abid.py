@@ -1,12 +1,20 @@
 """The ABID parsers on the real subset list (abid/file_list.json) and the 27 real sample bins
 shipped in tests/data/abid_sample."""
+
 import hashlib
 import json
 
 import pytest
 
-from binsight.abid import (bin_id_from_path, image_key, limit_per_class, metadata_key, parse_file_list,
-                         parse_file_list_bytes, parse_metadata)
+from binsight.abid import (
+    bin_id_from_path,
+    image_key,
+    limit_per_class,
+    metadata_key,
+    parse_file_list,
+    parse_file_list_bytes,
+    parse_metadata,
+)
 from binsight.errors import DataError
 from tests.support.bucket import REAL_SAMPLE, REPO, SUBSET_LIST
 
@@ -17,6 +25,7 @@ def test_shipped_subset_list_is_the_one_noted_and_the_default():
     assert hashlib.sha256(SUBSET_LIST.read_bytes()).hexdigest() == SUBSET_SHA256
     assert SUBSET_SHA256 in (REPO / "abid" / "README.md").read_text()
     import yaml
+
     assert yaml.safe_load((REPO / "params.yaml").read_text())["fetch"]["file_list"] == "abid/file_list.json"
 
 
@@ -29,10 +38,16 @@ def test_real_file_list_parses_all_ids_with_their_counts():
     assert labels["09915"] == 1 and labels["100313"] == 1  # leading zeros kept, prefix dropped
 
 
-@pytest.mark.parametrize("path,expected", [
-    ("data/metadata/100313.json", "100313"), ("metadata/09915.json", "09915"), ("09915", "09915"),
-    ("s3://aft-vbi-pds/metadata/523.json", "523"), ("C:\\abid\\metadata\\77.json", "77"),
-])
+@pytest.mark.parametrize(
+    "path,expected",
+    [
+        ("data/metadata/100313.json", "100313"),
+        ("metadata/09915.json", "09915"),
+        ("09915", "09915"),
+        ("s3://aft-vbi-pds/metadata/523.json", "523"),
+        ("C:\\abid\\metadata\\77.json", "77"),
+    ],
+)
 def test_bin_id_is_the_basename_whatever_the_prefix(path, expected):
     assert bin_id_from_path(path) == expected
 
@@ -80,9 +95,22 @@ def test_every_real_sample_metadata_parses_including_null_measurements():
 
 
 def test_metadata_units_are_converted_and_garbage_rejected():
-    meta = parse_metadata(json.dumps({"EXPECTED_QUANTITY": 1, "BIN_FCSKU_DATA": {"A": {
-        "quantity": 1, "length": {"unit": "CM", "value": 25.4}, "weight": {"unit": "KG", "value": 1},
-        "width": {"unit": "furlong", "value": 3}, "height": None}}}).encode())
+    meta = parse_metadata(
+        json.dumps(
+            {
+                "EXPECTED_QUANTITY": 1,
+                "BIN_FCSKU_DATA": {
+                    "A": {
+                        "quantity": 1,
+                        "length": {"unit": "CM", "value": 25.4},
+                        "weight": {"unit": "KG", "value": 1},
+                        "width": {"unit": "furlong", "value": 3},
+                        "height": None,
+                    }
+                },
+            }
+        ).encode()
+    )
     item = meta.items[0]
     assert item.length_in == pytest.approx(10.0) and item.weight_lb == pytest.approx(2.20462)
     assert item.width_in is None and item.height_in is None

@@ -1,5 +1,6 @@
 """The metadata targets of train.aux_weight: what is read from a bin's metadata, the loss term, and
 the second head that trains beside the count but stays out of the model file."""
+
 import json
 import math
 
@@ -16,14 +17,18 @@ from binsight.params import check_train_with_model
 
 def sku(qty, length=2.0, width=3.0, height=4.0, weight=0.5):
     size = {"length": length, "width": width, "height": height}
-    return {"quantity": qty, **{k: None if v is None else {"unit": "IN", "value": v} for k, v in size.items()},
-            "weight": None if weight is None else {"unit": "pounds", "value": weight}}
+    return {
+        "quantity": qty,
+        **{k: None if v is None else {"unit": "IN", "value": v} for k, v in size.items()},
+        "weight": None if weight is None else {"unit": "pounds", "value": weight},
+    }
 
 
 def meta(*skus):
     items = {f"B{i:09d}": s for i, s in enumerate(skus)}
-    return parse_metadata(json.dumps({"BIN_FCSKU_DATA": items,
-                                      "EXPECTED_QUANTITY": sum(s["quantity"] for s in skus)}).encode())
+    return parse_metadata(
+        json.dumps({"BIN_FCSKU_DATA": items, "EXPECTED_QUANTITY": sum(s["quantity"] for s in skus)}).encode()
+    )
 
 
 def test_products_volume_and_weight_are_read_from_the_metadata():
@@ -57,7 +62,7 @@ def test_the_loss_adds_the_metadata_term_skips_unknown_totals_and_is_the_countin
     nan = float("nan")
     targets = torch.tensor([[0.0, 1.0, 2.0], [1.0, 3.0, 4.0], [2.0, 9.0, nan], [4.0, nan, nan]])
     mean, std = standardizer(targets)  # over the rows with both totals
-    assert mean.tolist() == pytest.approx([2.0, 3.0]) and std.tolist() == pytest.approx([2 ** 0.5] * 2)
+    assert mean.tolist() == pytest.approx([2.0, 3.0]) and std.tolist() == pytest.approx([2**0.5] * 2)
     counting = CountingLoss("ce", 5)
     loss = AuxTargetLoss(counting, 5, 1.0, mean, std)
     outputs = torch.randn(4, 5 + AUX_OUTPUTS, requires_grad=True)
@@ -73,8 +78,13 @@ def test_the_loss_adds_the_metadata_term_skips_unknown_totals_and_is_the_countin
 
 def test_the_second_head_trains_beside_the_count_and_stays_out_of_the_model_file(tmp_path):
     torch.manual_seed(0)
-    params = {"arch": "resnet18", "weights": "none", "freeze_backbone": False, "width": 0.25,
-              "head": {"hidden": [], "dropout": 0.0}}
+    params = {
+        "arch": "resnet18",
+        "weights": "none",
+        "freeze_backbone": False,
+        "width": 0.25,
+        "head": {"hidden": [], "dropout": 0.0},
+    }
     model = build_model("resnet18", "none", 5, width=0.25, aux_outputs=AUX_OUTPUTS).eval()
     x = torch.randn(2, 3, 32, 32)
     outputs = model(x)
@@ -94,11 +104,13 @@ def test_both_loaders_serve_each_image_with_its_own_metadata_targets(tmp_path):
     from binsight.distributed import ShardSampler
     from binsight.tables import read_split
     from tests.support.dataset import write_dataset
+
     write_dataset(tmp_path, n_per_class=3)
     rows = read_split(tmp_path / "data/split", "train", tmp_path / "data/raw/images")
     aux = torch.tensor(read_aux_targets(rows, tmp_path / "data/raw/metadata"))
-    expected = [aux_targets(parse_metadata((tmp_path / f"data/raw/metadata/{i}.json").read_bytes()))[0]
-                for i, _ in rows]
+    expected = [
+        aux_targets(parse_metadata((tmp_path / f"data/raw/metadata/{i}.json").read_bytes()))[0] for i, _ in rows
+    ]
     classes = [1, 2, 3, 4, 5]
     sampler = ShardSampler(len(rows), 0, 1, shuffle=True, seed=3)
     order = list(sampler)

@@ -1,4 +1,5 @@
 """`binsight`: the command list, and a mistyped command named with the choices."""
+
 from binsight import cli
 
 
@@ -13,5 +14,7 @@ def test_an_unknown_command_is_named_with_the_choices(capsys):
     assert cli.main(["nope"]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""  # usage and error both go to stderr: a script reading stdout gets nothing
-    assert captured.err.strip().splitlines()[-1] == \
-        "binsight: unknown command 'nope': expected one of predict, serve, tune, recipe"
+    assert (
+        captured.err.strip().splitlines()[-1]
+        == "binsight: unknown command 'nope': expected one of predict, serve, tune, recipe"
+    )

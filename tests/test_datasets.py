@@ -1,11 +1,12 @@
 """Images kept in memory give the very tensors that decoding every time gives, and their batch
 augmentation only ever flips or turns a photo (never crops, so no item leaves the frame)."""
+
 import torch
 
 from binsight.datasets import BinImages, InMemoryBatches, InMemoryImages, augment_batch, eval_transform
 from binsight.distributed import ShardSampler
-from tests.support.bucket import REAL_SAMPLE
 from binsight.views import dihedral
+from tests.support.bucket import REAL_SAMPLE
 
 SIZE = 48
 

@@ -1,4 +1,5 @@
 """torchrun (DDP, gloo, 2 CPU processes), the shard sampler, profiling and the collapse warning."""
+
 import csv
 import json
 
@@ -37,9 +38,19 @@ def test_collapse_streak_counts_one_class_epochs():
 
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory):
-    project = make_project(tmp_path_factory.mktemp("ddp") / "proj", commit=False, params={
-        "model": SMALL_MODEL,
-        "train": {**SMALL_TRAIN, "epochs": 2, "profile": True, "distributed": {"nproc_per_node": 2, "backend": "gloo"}}})
+    project = make_project(
+        tmp_path_factory.mktemp("ddp") / "proj",
+        commit=False,
+        params={
+            "model": SMALL_MODEL,
+            "train": {
+                **SMALL_TRAIN,
+                "epochs": 2,
+                "profile": True,
+                "distributed": {"nproc_per_node": 2, "backend": "gloo"},
+            },
+        },
+    )
     splits = write_dataset(project, n_per_class=9)
     git_commit(project, "ddp project")
     proc = run(python_m("stages.train"), project, timeout=600)

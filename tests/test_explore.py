@@ -1,6 +1,7 @@
 """The explore stage on bins fetched from a real S3 server (generated bins + the real ABID sample),
 through the real `dvc repro explore`; every figure is checked against counts made here from the
 bucket's own objects."""
+
 import csv
 import io
 import json
@@ -44,9 +45,14 @@ def truth(abid_bucket):
 @pytest.fixture(scope="module")
 def explored(tmp_path_factory, abid_bucket):
     b = abid_bucket
-    project = make_project(tmp_path_factory.mktemp("explore") / "proj", commit=False, params={
-        "fetch": {"file_list": "file_list.json", "endpoint_url": b.url, "max_bad_fraction": 0.1},
-        "explore": {"size_bins": SIZE_BINS}})
+    project = make_project(
+        tmp_path_factory.mktemp("explore") / "proj",
+        commit=False,
+        params={
+            "fetch": {"file_list": "file_list.json", "endpoint_url": b.url, "max_bad_fraction": 0.1},
+            "explore": {"size_bins": SIZE_BINS},
+        },
+    )
     b.write_file_list(project / "file_list.json", listed_clean(b), b.real, b.faults)  # the faults must not be counted
     git_commit(project, "explore test project")
     dvc(project, "repro", "explore")
@@ -88,10 +94,13 @@ def test_resolutions_are_the_true_image_sizes(explored, truth):
 def test_items_list_every_product_and_keep_nulls_empty(explored, truth, abid_bucket):
     rows = read_rows(explored / "data/explore/items.csv")
     per_bin = Counter(r["bin_id"] for r in rows)
-    assert per_bin == Counter({i: len(m["BIN_FCSKU_DATA"]) for i, m in truth["meta"].items()
-                               if m["BIN_FCSKU_DATA"]})
-    null_weights = {(i, asin) for i, m in truth["meta"].items() for asin, sku in m["BIN_FCSKU_DATA"].items()
-                    if sku.get("weight") is None}
+    assert per_bin == Counter({i: len(m["BIN_FCSKU_DATA"]) for i, m in truth["meta"].items() if m["BIN_FCSKU_DATA"]})
+    null_weights = {
+        (i, asin)
+        for i, m in truth["meta"].items()
+        for asin, sku in m["BIN_FCSKU_DATA"].items()
+        if sku.get("weight") is None
+    }
     assert null_weights, "the data should include products with a null weight"
     assert {(r["bin_id"], r["asin"]) for r in rows if r["weight_lb"] == ""} == null_weights
     real_nulls = {i for i, _ in null_weights if i in abid_bucket.real}
@@ -112,8 +121,9 @@ def test_summary_matches_the_bucket_and_dvc_lists_it(explored, truth):
     labels, meta = truth["labels"], truth["meta"]
     assert s["n_bins"] == len(labels)
     assert s["bins_per_class"] == {str(k): v for k, v in sorted(Counter(labels.values()).items())}
-    assert s["mean_items_per_bin"] == pytest.approx(statistics.fmean(m["EXPECTED_QUANTITY"] for m in meta.values()),
-                                                    abs=1e-4)
+    assert s["mean_items_per_bin"] == pytest.approx(
+        statistics.fmean(m["EXPECTED_QUANTITY"] for m in meta.values()), abs=1e-4
+    )
     assert s["file_size_kib"]["median"] == pytest.approx(statistics.median(truth["bytes"].values()) / 1024, abs=1e-3)
     assert s["width_px"]["max"] == max(w for w, _ in truth["sizes"].values())
     skus = [sku for m in meta.values() for sku in m["BIN_FCSKU_DATA"].values()]
@@ -129,8 +139,17 @@ def test_summary_matches_the_bucket_and_dvc_lists_it(explored, truth):
 @pytest.mark.e2e
 def test_dvc_renders_the_explore_plots(explored, truth):
     out = explored / "plots_html"
-    dvc(explored, "plots", "show", "-o", str(out), "data/explore/class_counts.csv", "data/explore/file_sizes.csv",
-        "data/explore/resolutions.csv", "data/explore/items.csv")
+    dvc(
+        explored,
+        "plots",
+        "show",
+        "-o",
+        str(out),
+        "data/explore/class_counts.csv",
+        "data/explore/file_sizes.csv",
+        "data/explore/resolutions.csv",
+        "data/explore/items.csv",
+    )
     html = (out / "index.html").read_text()
     for name in ("class_counts.csv", "file_sizes.csv", "resolutions.csv", "items.csv"):
         assert f"data/explore/{name}" in html
@@ -152,10 +171,21 @@ def test_rerun_is_skipped_and_params_change_reruns(explored):
 def test_missing_metadata_is_a_one_line_error(explored, tmp_path):
     manifest = read_rows(explored / "data/raw/manifest.csv")
     (tmp_path / "meta").mkdir()
-    (tmp_path / "manifest.csv").write_text("id,label,width,height,bytes\n" + "".join(
-        f"{r['id']},{r['label']},{r['width']},{r['height']},{r['bytes']}\n" for r in manifest[:3]))
-    proc = call("stages.explore", "--manifest", str(tmp_path / "manifest.csv"),
-                "--metadata", str(tmp_path / "meta"), "--out", str(tmp_path / "out"), cwd=explored, check=False)
+    (tmp_path / "manifest.csv").write_text(
+        "id,label,width,height,bytes\n"
+        + "".join(f"{r['id']},{r['label']},{r['width']},{r['height']},{r['bytes']}\n" for r in manifest[:3])
+    )
+    proc = call(
+        "stages.explore",
+        "--manifest",
+        str(tmp_path / "manifest.csv"),
+        "--metadata",
+        str(tmp_path / "meta"),
+        "--out",
+        str(tmp_path / "out"),
+        cwd=explored,
+        check=False,
+    )
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert f"{manifest[0]['id']}.json not found" in proc.stderr and "dvc repro fetch" in proc.stderr
 
@@ -164,8 +194,11 @@ def test_missing_metadata_is_a_one_line_error(explored, tmp_path):
 def test_bad_size_bins_is_a_one_line_error(explored, tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text("explore: {size_bins: 0}\n")
-    proc = run([sys.executable, "-m", "stages.explore", "--params", str(params), "--out", str(tmp_path / "o")],
-               explored, check=False)
+    proc = run(
+        [sys.executable, "-m", "stages.explore", "--params", str(params), "--out", str(tmp_path / "o")],
+        explored,
+        check=False,
+    )
     assert proc.returncode == 2 and "explore.size_bins=0 is not allowed" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert "usage:" in call("stages.explore", "--help", cwd=explored).stdout
@@ -181,8 +214,13 @@ def test_histogram_edges_are_exact():
 
 def test_bad_manifest_row_and_empty_manifest_are_data_errors():
     from binsight.errors import DataError
+
     with pytest.raises(DataError, match="manifest line 3"):
-        bins_from_manifest([{"id": "1", "label": "1", "width": "5", "height": "5", "bytes": "9"},
-                            {"id": "2", "label": "x", "width": "5", "height": "5", "bytes": "9"}])
+        bins_from_manifest(
+            [
+                {"id": "1", "label": "1", "width": "5", "height": "5", "bytes": "9"},
+                {"id": "2", "label": "x", "width": "5", "height": "5", "bytes": "9"},
+            ]
+        )
     with pytest.raises(DataError, match="manifest is empty"):
         summary([], {}, [])

@@ -1,5 +1,6 @@
 """The featurize stage and train's cached-embedding path: same head as on images, skipped by DVC
 when only lr or batch_size change, and never trusted when stale."""
+
 import csv
 import json
 
@@ -7,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from stages import featurize
-from binsight.tables import read_split
-from binsight.loops import seed_everything
-from binsight.errors import ConfigError
 from binsight.embeddings import cached_features
+from binsight.errors import ConfigError
+from binsight.loops import seed_everything
 from binsight.model import model_from_params
 from binsight.params import check_model, load_params, train_section
+from binsight.tables import read_split
+from stages import featurize
 from tests.support.dataset import write_dataset
 from tests.support.project import call, clone, dvc, git_commit, kill_when_written, make_project, python_m, set_params
 from tests.support.tuning import FROZEN_MODEL, FROZEN_TRAIN
@@ -21,8 +22,7 @@ from tests.support.tuning import FROZEN_MODEL, FROZEN_TRAIN
 
 @pytest.fixture
 def project(tmp_path):
-    proj = make_project(tmp_path / "proj", commit=False,
-                        params={"model": FROZEN_MODEL, "train": FROZEN_TRAIN})
+    proj = make_project(tmp_path / "proj", commit=False, params={"model": FROZEN_MODEL, "train": FROZEN_TRAIN})
     write_dataset(proj, n_per_class=8)
     git_commit(proj, "small frozen project")
     return proj
@@ -50,8 +50,16 @@ def test_head_on_cached_embeddings_matches_the_image_path(project):
     logs, models = {}, {}
     for mode in ("auto", "never"):  # same seed, same head init, same batches; only the input differs
         set_params(project, {"train": {"use_features": mode}})
-        logs[mode] = call("stages.train", "--live", f"live_{mode}", "--model", f"{mode}.pt",
-                          "--checkpoint", f"ckpt_{mode}.pt", cwd=project).stdout
+        logs[mode] = call(
+            "stages.train",
+            "--live",
+            f"live_{mode}",
+            "--model",
+            f"{mode}.pt",
+            "--checkpoint",
+            f"ckpt_{mode}.pt",
+            cwd=project,
+        ).stdout
         models[mode] = torch.load(project / f"{mode}.pt", weights_only=False)["state_dict"]
     assert "train: head only on cached 512-d features" in logs["auto"], logs["auto"]
     assert "train: images; no cached features: train.use_features is never" in logs["never"], logs["never"]
@@ -66,8 +74,18 @@ def test_head_on_cached_embeddings_matches_the_image_path(project):
 
 def test_not_cacheable_writes_only_a_meta_saying_why(project, capsys):
     set_params(project, {"model": {"freeze_backbone": False}})
-    featurize.main(["--params", str(project / "params.yaml"), "--split", str(project / "data/split"),
-                    "--images", str(project / "data/raw/images"), "--out", str(project / "data/features")])
+    featurize.main(
+        [
+            "--params",
+            str(project / "params.yaml"),
+            "--split",
+            str(project / "data/split"),
+            "--images",
+            str(project / "data/raw/images"),
+            "--out",
+            str(project / "data/features"),
+        ]
+    )
     assert "nothing to cache (model.freeze_backbone is false" in capsys.readouterr().out
     assert [p.name for p in (project / "data/features").iterdir()] == ["meta.json"]
     meta = json.loads((project / "data/features/meta.json").read_text())
@@ -87,13 +105,21 @@ def test_stale_or_mismatched_features_are_never_used(project):
         return model_from_params(model_params, 5).backbone
 
     got, why = cached_features(folder, model_params, train_params, rows, classes, backbone())
-    assert got is not None and got["train"][0].shape == (len(rows["train"]), 512) and got["val"][1].tolist() == \
-        [classes.index(label) for _, label in rows["val"]], why
+    assert (
+        got is not None
+        and got["train"][0].shape == (len(rows["train"]), 512)
+        and got["val"][1].tolist() == [classes.index(label) for _, label in rows["val"]]
+    ), why
     cases = [
-        ((model_params, {**train_params, "image_size": 96}, rows, backbone()), "not {'arch': 'resnet18', 'weights': 'none', "
-                                                           "'image_size': 96"),
+        (
+            (model_params, {**train_params, "image_size": 96}, rows, backbone()),
+            "not {'arch': 'resnet18', 'weights': 'none', 'image_size': 96",
+        ),
         ((model_params, train_params, rows, backbone(seed=7)), "other backbone weights"),
-        ((model_params, train_params, {**rows, "train": rows["train"][1:]}, backbone()), "does not list the bins of the train split"),
+        (
+            (model_params, train_params, {**rows, "train": rows["train"][1:]}, backbone()),
+            "does not list the bins of the train split",
+        ),
         ((model_params, {**train_params, "augment": True}, rows, backbone()), "train.augment is true"),
         ((model_params, {**train_params, "use_features": "never"}, rows, backbone()), "train.use_features is never"),
         ((model_params, train_params, rows, backbone()), "no "),  # folder missing
@@ -139,9 +165,10 @@ def test_head_only_checkpoint_every_n_epochs_resumes_to_the_uninterrupted_result
     whole = torch.load(runs["straight"] / "models/model.pt", weights_only=False)["state_dict"]
     ckpt = torch.load(runs["straight"] / "models/checkpoint.pt", weights_only=False)
     assert ckpt["trained"] == "head" and ckpt["epoch"] == 40
-    assert set(ckpt["model"]) == {k[len("head."):] for k in whole if k.startswith("head.")}
-    assert (runs["straight"] / "models/checkpoint.pt").stat().st_size * 20 < \
-        (runs["straight"] / "models/model.pt").stat().st_size
+    assert set(ckpt["model"]) == {k[len("head.") :] for k in whole if k.startswith("head.")}
+    assert (runs["straight"] / "models/checkpoint.pt").stat().st_size * 20 < (
+        runs["straight"] / "models/model.pt"
+    ).stat().st_size
 
     proj, path = runs["killed"], runs["killed"] / "models/checkpoint.pt"
     kill_when_written(python_m("stages.train"), proj, path)

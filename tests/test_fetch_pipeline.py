@@ -1,4 +1,5 @@
 """fetch + split through the real `dvc repro`, against a real S3 server on loopback."""
+
 import csv
 import hashlib
 import json
@@ -114,8 +115,13 @@ def test_killed_fetch_resumes_without_downloading_verified_files_again(tmp_path,
     bins = dict(sorted(b.clean.items())[:120])  # a third of the bucket: enough to kill mid-way
     with S3Proxy(b.url, delay=0.03) as slow:
         project = new_project(tmp_path, b, slow.url, [bins], concurrency=4)
-        proc = subprocess.Popen([sys.executable, "-m", "stages.fetch", "--no-progress"], cwd=project, env=env(),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "stages.fetch", "--no-progress"],
+            cwd=project,
+            env=env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         images = project / "data/raw/images"
         deadline = time.time() + 60
         while time.time() < deadline and len(list(images.glob("*.jpg"))) < len(bins) // 3:
@@ -150,15 +156,20 @@ def test_transient_5xx_are_retried(tmp_path, abid_bucket):
     assert {r["id"] for r in read_rows(project / "data/raw/manifest.csv")} == set(few)
 
 
-@pytest.mark.parametrize("override,message", [
-    ({"concurrency": 0}, "fetch.concurrency=0 is not allowed"),
-    ({"bucket": "no-such-bucket-here"}, "no-such-bucket-here"),
-    ({"file_list": "missing.json"}, "missing.json is not a file"),
-    # offline (a closed port on loopback): where to look, and the other way in (README: A local copy of
-    # the bucket); one attempt, as botocore's backoff over the default 5 would only make the test wait
-    ({"endpoint_url": "http://127.0.0.1:9", "retries": 1},
-     "offline? check fetch.endpoint_url, or fetch from a local copy of the bucket: -S fetch.local_dir="),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ({"concurrency": 0}, "fetch.concurrency=0 is not allowed"),
+        ({"bucket": "no-such-bucket-here"}, "no-such-bucket-here"),
+        ({"file_list": "missing.json"}, "missing.json is not a file"),
+        # offline (a closed port on loopback): where to look, and the other way in (README: A local copy of
+        # the bucket); one attempt, as botocore's backoff over the default 5 would only make the test wait
+        (
+            {"endpoint_url": "http://127.0.0.1:9", "retries": 1},
+            "offline? check fetch.endpoint_url, or fetch from a local copy of the bucket: -S fetch.local_dir=",
+        ),
+    ],
+)
 @pytest.mark.slow
 def test_bad_params_give_one_line_error(tmp_path, abid_bucket, override, message):
     b = abid_bucket

@@ -2,6 +2,7 @@
 they run in subprocesses that see the GPUs pytest was started with, where there is one, and are skipped
 elsewhere, saying so. The test process itself and every other test stay on the CPU (tests/conftest.py),
 because the suite compares numbers across stages exactly."""
+
 import json
 import random
 import sys
@@ -11,8 +12,8 @@ import pytest
 import torch
 
 from binsight.evaluation import split_loader, timed_predictions
-from binsight.tables import read_split
 from binsight.model import load_model
+from binsight.tables import read_split
 from tests.support.dataset import SMALL_MODEL, SMALL_TRAIN, write_dataset
 from tests.support.project import git_commit, make_project, run, visible_gpus
 from tests.support.serving import Server, untrained_model
@@ -26,8 +27,11 @@ needs_two = pytest.mark.skipif(len(GPUS) < 2, reason="NCCL DDP needs 2 GPUs")
 
 
 def gpu_project(tmp_path, **train):
-    project = make_project(tmp_path / "proj", commit=False, params={
-        "model": SMALL_MODEL, "train": {**SMALL_TRAIN, "epochs": 3, "cache_images": True, **train}})
+    project = make_project(
+        tmp_path / "proj",
+        commit=False,
+        params={"model": SMALL_MODEL, "train": {**SMALL_TRAIN, "epochs": 3, "cache_images": True, **train}},
+    )
     write_dataset(project, n_per_class=12)
     git_commit(project, "gpu project")
     return project
@@ -69,8 +73,9 @@ def test_the_server_picks_the_gpu_and_answers_as_on_the_cpu(tmp_path):
     for device, args in (("cuda", []), ("cpu", ["--device", "cpu"])):
         with Server(model, tmp_path / f"{device}.log", *args, as_tests_run=True, gpu=True) as server:
             assert httpx.get(f"{server.url}/health", timeout=60).json()["device"].startswith(device)
-            answer = httpx.post(f"{server.url}/predict", content=jpeg, headers={"Content-Type": "image/jpeg"},
-                                timeout=120)
+            answer = httpx.post(
+                f"{server.url}/predict", content=jpeg, headers={"Content-Type": "image/jpeg"}, timeout=120
+            )
             assert answer.status_code == 200, answer.text
             answers[device] = answer.json()["probabilities"]
     assert answers["cuda"] == pytest.approx(answers["cpu"], abs=0.02)

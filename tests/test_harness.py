@@ -1,5 +1,6 @@
 """The test helpers' own contract: a stage called in-process (`call`) answers as the same stage started
 as a process, and leaves the test process as it found it; subprocesses keep the caller's PYTHONPATH."""
+
 import os
 import sys
 
@@ -48,7 +49,9 @@ def test_a_stage_called_in_process_answers_as_a_started_one(probe_folder, arg, s
 def test_a_call_leaves_the_directory_the_environment_and_stdin_as_they_were(probe_folder):
     cwd, stdin = os.getcwd(), sys.stdin
     assert "PROBE" not in os.environ
-    assert call("binsight_probe", "stdin", cwd=probe_folder, stdin=b"bytes", PROBE="p").stdout.endswith("read b'bytes'\n")
+    assert call("binsight_probe", "stdin", cwd=probe_folder, stdin=b"bytes", PROBE="p").stdout.endswith(
+        "read b'bytes'\n"
+    )
     with pytest.raises(ValueError, match="boom"):  # a crash is the test's to see, with its traceback
         call("binsight_probe", "raise", cwd=probe_folder)
     assert os.getcwd() == cwd and sys.stdin is stdin and "PROBE" not in os.environ

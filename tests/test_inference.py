@@ -1,5 +1,6 @@
 """The shared inference logic: decoding, result dicts, the Predictor, the micro-batching queue, and
 the metrics that dvc.lock ties to a model file."""
+
 import csv
 import hashlib
 import io
@@ -48,13 +49,16 @@ def gif_bytes():
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("make,expected", [
-    (lambda jpeg: b"", "empty"),
-    (lambda jpeg: b"this is not an image at all", "not a JPEG or PNG"),
-    (lambda jpeg: jpeg[: len(jpeg) * 2 // 3], "truncated"),
-    (lambda jpeg: jpeg[:200], "does not decode"),
-    (lambda jpeg: gif_bytes(), "not a JPEG or PNG"),
-])
+@pytest.mark.parametrize(
+    "make,expected",
+    [
+        (lambda jpeg: b"", "empty"),
+        (lambda jpeg: b"this is not an image at all", "not a JPEG or PNG"),
+        (lambda jpeg: jpeg[: len(jpeg) * 2 // 3], "truncated"),
+        (lambda jpeg: jpeg[:200], "does not decode"),
+        (lambda jpeg: gif_bytes(), "not a JPEG or PNG"),
+    ],
+)
 def test_decode_refuses_bad_bytes_with_a_reason(bins, make, expected):
     jpeg = next(iter(bins.values()))[1]
     with pytest.raises(BadImage, match=expected):
@@ -70,8 +74,11 @@ def test_decode_refuses_images_over_the_pixel_limit():
 
 def test_result_names_the_most_likely_count():
     out = result([0.1, 0.2, 0.5, 0.15, 0.05], [1, 2, 3, 4, 5])
-    assert out == {"count": 3, "probability": 0.5,
-                   "probabilities": {"1": 0.1, "2": 0.2, "3": 0.5, "4": 0.15, "5": 0.05}}
+    assert out == {
+        "count": 3,
+        "probability": 0.5,
+        "probabilities": {"1": 0.1, "2": 0.2, "3": 0.5, "4": 0.15, "5": 0.05},
+    }
 
 
 def test_predictor_reports_the_model_file_hash_and_its_metadata(predictor):
@@ -212,4 +219,3 @@ def test_predictor_is_safe_to_call_from_many_threads(predictor, bins):
     for t in threads:
         t.join()
     assert not errors
-

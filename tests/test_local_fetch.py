@@ -2,6 +2,7 @@
 local S3 server are synced to a folder with boto3, as `aws s3 sync` would, and fetching from that
 folder must give the same manifest and the same fault report as fetching from S3, with no S3 server
 involved."""
+
 import json
 from pathlib import Path
 

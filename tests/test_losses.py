@@ -1,17 +1,18 @@
 """The counting losses: head widths, label <-> class mapping, decoding to a count as documented in
 binsight/losses.py, and a small fit through the real training code on generated bins."""
+
 import json
 
 import pytest
 import torch
 
-from binsight.losses import LOSSES, CountingLoss, class_weights, decode, neighbour_targets, ordinal_levels, output_size
+from binsight.evaluation import split_loader, timed_predictions
 from binsight.loops import seed_everything
+from binsight.losses import LOSSES, CountingLoss, class_weights, decode, neighbour_targets, ordinal_levels, output_size
 from binsight.model import load_model, model_from_params
+from binsight.tables import read_split
 from tests.support.dataset import SMALL_MODEL, write_dataset
 from tests.support.project import call, git_commit, make_project, set_params
-from binsight.evaluation import split_loader, timed_predictions
-from binsight.tables import read_split
 
 K = 5
 
@@ -69,7 +70,7 @@ def test_neighbour_targets_spread_mass_to_existing_neighbours():
 
 def test_neighbour_loss_prefers_a_near_miss_to_a_far_one():
     near = torch.tensor([[0.0, 0.0, 0.0, 5.0, 0.0]])  # true class 2, guesses 3
-    far = torch.tensor([[5.0, 0.0, 0.0, 0.0, 0.0]])   # guesses 0
+    far = torch.tensor([[5.0, 0.0, 0.0, 0.0, 0.0]])  # guesses 0
     target = torch.tensor([2])
     nb = CountingLoss("neighbour", K, neighbour_weight=0.3)
     ce = CountingLoss("ce", K)
@@ -101,9 +102,21 @@ def test_each_loss_fits_generated_bins_better_than_chance(fit_project, loss):
     """The real train stage with each loss, 48 px, cached images; val accuracy is what it picks the
     best epoch by, and the saved model decodes on the held-out split to counts better than chance."""
     proj = fit_project
-    params = {"model": {**SMALL_MODEL}, "train": {"epochs": 6, "batch_size": 8, "image_size": 48, "num_workers": 0,
-                                                    "lr": 0.002, "optimizer": "adamw", "loss": loss,
-                                                    "cache_images": True, "augment": "flips", "resume": False}}
+    params = {
+        "model": {**SMALL_MODEL},
+        "train": {
+            "epochs": 6,
+            "batch_size": 8,
+            "image_size": 48,
+            "num_workers": 0,
+            "lr": 0.002,
+            "optimizer": "adamw",
+            "loss": loss,
+            "cache_images": True,
+            "augment": "flips",
+            "resume": False,
+        },
+    }
     set_params(proj, params)
     out = f"models/{loss}.pt"
     call("stages.train", "--model", out, "--live", f"live_{loss}", "--checkpoint", f"ckpt_{loss}.pt", cwd=proj)
@@ -123,9 +136,22 @@ def test_metadata_targets_fit_generated_bins_better_than_chance(fit_project):
     """train.aux_weight through the real train stage: the second head learns from data/raw/metadata
     beside the count, the checkpoint keeps it, and the model file (without it) counts better than chance."""
     proj = fit_project
-    params = {"model": {**SMALL_MODEL}, "train": {"epochs": 6, "batch_size": 8, "image_size": 48, "num_workers": 0,
-                                                    "lr": 0.002, "optimizer": "adamw", "loss": "ce", "aux_weight": 1.0,
-                                                    "cache_images": True, "augment": "flips", "resume": False}}
+    params = {
+        "model": {**SMALL_MODEL},
+        "train": {
+            "epochs": 6,
+            "batch_size": 8,
+            "image_size": 48,
+            "num_workers": 0,
+            "lr": 0.002,
+            "optimizer": "adamw",
+            "loss": "ce",
+            "aux_weight": 1.0,
+            "cache_images": True,
+            "augment": "flips",
+            "resume": False,
+        },
+    }
     set_params(proj, params)
     call("stages.train", "--model", "models/aux.pt", "--live", "live_aux", "--checkpoint", "ckpt_aux.pt", cwd=proj)
     head = torch.load(proj / "ckpt_aux.pt", weights_only=False)["model"]["aux.weight"]

@@ -1,4 +1,5 @@
 """The whole pipeline through the real `dvc repro` on generated bins served by a local S3 server."""
+
 import csv
 import json
 import re
@@ -59,8 +60,10 @@ def test_dvc_metrics_exp_and_plots_show_the_results(trained_project, clone_proje
     project = clone_project(trained_project)  # dvc writes its temp files there: never in the shared one
     headline = load_json(trained_project / "metrics.json")
     evaluated = load_json(trained_project / "dvclive/evaluate/metrics.json")
-    assert headline == {"test_acc": evaluated["test"]["accuracy"],
-                        "val_acc": load_json(trained_project / "dvclive/train/metrics.json")["best/val_acc"]}
+    assert headline == {
+        "test_acc": evaluated["test"]["accuracy"],
+        "val_acc": load_json(trained_project / "dvclive/train/metrics.json")["best/val_acc"],
+    }
     shown = dvc(project, "metrics", "show").stdout
     assert "test_acc" in shown and "val_acc" in shown and "n_bins" not in shown, shown
     # the rest is one command away
@@ -92,7 +95,8 @@ def test_dvc_plots_show_draws_every_chart_offline(trained_project, clone_project
 
 @pytest.mark.e2e
 def test_user_commands_set_the_notebooks_hyperparameters_as_written_and_rerun_only_what_they_change(
-        trained_project, clone_project):
+    trained_project, clone_project
+):
     """`dvc repro` again does nothing. `dvc exp run -S lr=0.01 -S batch_size=... -S epochs=...`: the
     three tuned hyperparameters are top-level params, only train, evaluate and report rerun, and
     training uses them (dvclive logs the train section it ran with). Then `dvc exp show`, as a
@@ -100,8 +104,9 @@ def test_user_commands_set_the_notebooks_hyperparameters_as_written_and_rerun_on
     project = clone_project(trained_project)
     again = dvc(project, "repro").stdout
     assert "Running stage" not in again, again
-    out = dvc(project, "exp", "run", "-n", "as-written-lr-0.01", "-S", "lr=0.01", "-S", "batch_size=8",
-              "-S", "epochs=1").stdout
+    out = dvc(
+        project, "exp", "run", "-n", "as-written-lr-0.01", "-S", "lr=0.01", "-S", "batch_size=8", "-S", "epochs=1"
+    ).stdout
     assert stages_run(out) == ["train", "evaluate", "report"], out  # the report shows the new metrics
     logged = yaml.safe_load((project / "dvclive/train/params.yaml").read_text())
     assert logged["train"]["lr"] == 0.01 and logged["train"]["batch_size"] == 8 and logged["train"]["epochs"] == 1
@@ -115,8 +120,9 @@ def test_user_commands_set_the_notebooks_hyperparameters_as_written_and_rerun_on
     row = next(line for line in screen if "[as-written-lr-0.01]" in line).split("]", 1)[1].split()
     created = next(k for k, token in enumerate(row) if token in ("AM", "PM"))  # "06:20 PM"
     metrics = load_json(project / "metrics.json")
-    assert [float(v) for v in row[created + 1:created + 6]] == pytest.approx([metrics["test_acc"], metrics["val_acc"], 0.01, 8, 1],
-                                                        abs=1e-4), screen
+    assert [float(v) for v in row[created + 1 : created + 6]] == pytest.approx(
+        [metrics["test_acc"], metrics["val_acc"], 0.01, 8, 1], abs=1e-4
+    ), screen
     # Without a pager (piped, in CI, `--no-pager`) DVC fits all ~120 columns into the width and every cell
     # reads "…": `make exps` (README) keeps the metrics and the params that differ, every cell whole.
     hidden = re.search(r"^EXP_HIDDEN := (.*)$", (REPO / "Makefile").read_text(), re.M)[1].replace("$$", "$")
@@ -135,6 +141,7 @@ def test_user_commands_set_the_notebooks_hyperparameters_as_written_and_rerun_on
 def test_a_hyperparameter_set_twice_is_refused_with_the_fix(tmp_path):
     from binsight.errors import ConfigError
     from binsight.params import load_params, train_section
+
     params = load_params(REPO / "params.yaml")
     assert train_section(params)["lr"] == params["lr"]
     with pytest.raises(ConfigError, match=r"lr is set twice.*keep the top-level one \(`dvc exp run -S lr=...`\)"):

@@ -1,5 +1,6 @@
 """`binsight predict`: files, folders and stdin, text and JSON lines, bad input, and different answers
 for different photos (a model that gives every photo the same count is broken)."""
+
 import csv
 import json
 
@@ -38,7 +39,7 @@ def folder(tmp_path_factory):
 
 @pytest.mark.slow
 def test_predictions_over_the_test_split_are_not_constant(trained_project):
-    """The seed's endpoint gave every image the same answer. A model above chance must not."""
+    """A broken model gives every image the same answer; one above chance must not."""
     accuracy = json.loads((trained_project / "dvclive/evaluate/metrics.json").read_text())["test"]["accuracy"]
     assert accuracy > 0.2, "the trained test model is no better than chance; this check needs one that is"
     rows = list(csv.DictReader(open(trained_project / "data/split/test.csv")))
@@ -106,12 +107,15 @@ def test_unreadable_images_are_named_and_the_rest_still_counted(model, folder, t
     assert err == [f"error: {bad}: not a JPEG or PNG image", "error: 1 of 3 images could not be read"]
 
 
-@pytest.mark.parametrize("args,expected", [
-    (["--model", "{tmp}/missing.pt", "{img}"], "missing.pt not found: train a model first"),
-    (["--model", "{model}", "{tmp}/nothing.jpg"], "nothing.jpg not found"),
-    (["--model", "{model}", "--device", "gpu", "{img}"], "is not a device"),
-    (["--model", "{model}", "{tmp}"], "no .jpg, .jpeg or .png images"),
-])
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["--model", "{tmp}/missing.pt", "{img}"], "missing.pt not found: train a model first"),
+        (["--model", "{model}", "{tmp}/nothing.jpg"], "nothing.jpg not found"),
+        (["--model", "{model}", "--device", "gpu", "{img}"], "is not a device"),
+        (["--model", "{model}", "{tmp}"], "no .jpg, .jpeg or .png images"),
+    ],
+)
 def test_user_mistakes_are_one_line_errors(model, folder, tmp_path, args, expected):
     img = sorted(folder.glob("*.jpg"))[0]
     proc = predict(*[a.format(tmp=tmp_path, model=model, img=img) for a in args])

@@ -1,6 +1,7 @@
 """One preprocessing contract: the model file records image size, resize, JPEG draft decode,
 mean/std and TTA, and evaluate's loader and the Predictor (predict, serve) prepare a photo alike,
 checked on real ABID photos large enough (300-800 px) for draft decoding to change the pixels."""
+
 import torch
 
 from binsight.evaluation import split_loader
@@ -9,14 +10,25 @@ from binsight.model import IMAGENET_MEAN, IMAGENET_STD, build_model, load_model,
 from tests.support.bucket import REAL_SAMPLE
 
 SIZE = 64
-PARAMS = {"arch": "resnet18", "weights": "none", "freeze_backbone": False, "head": {"hidden": [], "dropout": 0.0},
-          "tta": "none"}
+PARAMS = {
+    "arch": "resnet18",
+    "weights": "none",
+    "freeze_backbone": False,
+    "head": {"hidden": [], "dropout": 0.0},
+    "tta": "none",
+}
 
 
 def model_file(path, jpeg_draft):
     torch.manual_seed(0)
-    save_model(path, build_model("resnet18", "none", 5), [1, 2, 3, 4, 5], PARAMS, SIZE,
-               preprocess=preprocessing(SIZE, jpeg_draft, "none"))
+    save_model(
+        path,
+        build_model("resnet18", "none", 5),
+        [1, 2, 3, 4, 5],
+        PARAMS,
+        SIZE,
+        preprocess=preprocessing(SIZE, jpeg_draft, "none"),
+    )
     return path
 
 

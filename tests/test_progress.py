@@ -1,5 +1,6 @@
 """Progress in long loops: plain lines every N batches when not on a terminal (what `dvc repro`
 logs capture), a tqdm bar with img/s and ETA on a terminal, nothing on other ranks."""
+
 import io
 import re
 
@@ -49,8 +50,15 @@ def test_the_train_stage_logs_progress_lines_under_dvc(tmp_path):
     """The real train stage, output captured as `dvc repro` captures it: progress lines appear."""
     from tests.support.dataset import SMALL_MODEL, write_dataset
     from tests.support.project import call, git_commit, make_project
-    proj = make_project(tmp_path / "proj", params={"model": SMALL_MODEL, "train": {
-        "epochs": 1, "batch_size": 8, "image_size": 32, "num_workers": 0, "cache_images": True}}, commit=False)
+
+    proj = make_project(
+        tmp_path / "proj",
+        params={
+            "model": SMALL_MODEL,
+            "train": {"epochs": 1, "batch_size": 8, "image_size": 32, "num_workers": 0, "cache_images": True},
+        },
+        commit=False,
+    )
     write_dataset(proj, n_per_class=4)
     git_commit(proj, "tiny")
     proc = call("stages.train", cwd=proj, BINSIGHT_LOG_EVERY="1")

@@ -2,9 +2,11 @@
 experiments, `dvc exp show --csv` lists them with their params, `dvc queue remove` drops two,
 `dvc queue start` runs the other two, and `dvc exp show --csv` compares them. (Two runs show what
 four would, at half the suite's time: each queued run is a whole `dvc exp run` in a temp workspace.)"""
-import pytest
+
 import subprocess
 import time
+
+import pytest
 
 from tests.support.project import dvc, env, experiment_refs, experiments, stages_run
 
@@ -41,8 +43,14 @@ def start_queue(project, log):
     stdout and stderr until it exits, 10 s after the queue is empty (DVC's idle timeout): read
     through pipes, the call would not return before then."""
     with open(log, "w") as out:
-        proc = subprocess.run(["dvc", "queue", "start", "-j", "1"], cwd=project, env=env(), stdout=out,
-                              stderr=subprocess.STDOUT, timeout=120)
+        proc = subprocess.run(
+            ["dvc", "queue", "start", "-j", "1"],
+            cwd=project,
+            env=env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=120,
+        )
     assert proc.returncode == 0, log.read_text()
 
 

@@ -1,4 +1,5 @@
 """The named recipes are one command each, and every override they set is a valid param."""
+
 import copy
 
 import pytest
@@ -35,10 +36,30 @@ def test_every_recipe_sets_valid_params(name):
 # Keys that change what a run learns whatever else is set. `dvc exp run` applies an experiment's params to
 # the workspace, so a recipe that left one out would inherit the last experiment's value (seen: a cpu-scratch
 # run after an aux_weight=1 one trained with the metadata targets).
-PINNED = {"model.arch", "model.weights", "model.freeze_backbone", "model.width", "model.head.hidden",
-          "model.head.dropout", "model.tta", "lr", "batch_size", "epochs", "train.optimizer", "train.weight_decay",
-          "train.scheduler", "train.warmup_epochs", "train.loss", "train.balance", "train.ema", "train.aux_weight",
-          "train.augment", "train.image_size", "train.label_smoothing", "train.patience"}
+PINNED = {
+    "model.arch",
+    "model.weights",
+    "model.freeze_backbone",
+    "model.width",
+    "model.head.hidden",
+    "model.head.dropout",
+    "model.tta",
+    "lr",
+    "batch_size",
+    "epochs",
+    "train.optimizer",
+    "train.weight_decay",
+    "train.scheduler",
+    "train.warmup_epochs",
+    "train.loss",
+    "train.balance",
+    "train.ema",
+    "train.aux_weight",
+    "train.augment",
+    "train.image_size",
+    "train.label_smoothing",
+    "train.patience",
+}
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
@@ -68,6 +89,7 @@ def test_cpu_scratch_runs_fewer_fp32_epochs_where_bf16_is_not_native():
     assert overrides("cpu-scratch", native_bf16=True) == RECIPES["cpu-scratch"]
     fp32 = overrides("cpu-scratch", native_bf16=False)
     assert fp32["epochs"] == FP32_EPOCHS < RECIPES["cpu-scratch"]["epochs"]
-    assert {k: v for k, v in fp32.items() if k != "epochs"} == \
-        {k: v for k, v in RECIPES["cpu-scratch"].items() if k != "epochs"}
+    assert {k: v for k, v in fp32.items() if k != "epochs"} == {
+        k: v for k, v in RECIPES["cpu-scratch"].items() if k != "epochs"
+    }
     assert overrides("notebook", native_bf16=False) == RECIPES["notebook"]

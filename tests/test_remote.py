@@ -1,7 +1,9 @@
 """`dvc push` / `dvc pull` through dvc-s3 to a real S3 server on loopback."""
-import pytest
+
 import hashlib
 import shutil
+
+import pytest
 
 from tests.support.bucket import admin_client
 from tests.support.project import dvc
@@ -9,8 +11,15 @@ from tests.support.project import dvc
 pytestmark = pytest.mark.e2e
 
 CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-OUTPUTS = ["data/raw", "data/split", "data/fetch_report.json", "data/predictions", "models/model.pt",
-           "dvclive/train", "dvclive/evaluate"]
+OUTPUTS = [
+    "data/raw",
+    "data/split",
+    "data/fetch_report.json",
+    "data/predictions",
+    "models/model.pt",
+    "dvclive/train",
+    "dvclive/evaluate",
+]
 
 
 def digests(project):

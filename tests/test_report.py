@@ -1,6 +1,7 @@
 """The HTML report: built by `python -m stages.report` from real explore outputs (bins fetched from
 the local S3 server) plus train/evaluate outputs written here in dvclive's layout, then opened in
 a real headless Chromium."""
+
 import base64
 import io
 import json
@@ -20,10 +21,25 @@ pytestmark = pytest.mark.xdist_group("report")
 SECTION_IDS = ["summary", "exploration", "training", "confusion", "misclassified"]
 MISSING = "not available yet: run dvc repro"
 # (actual, predicted) -> how many: 16 test bins, 11 right
-CONFUSION = {("1", "1"): 3, ("2", "2"): 2, ("2", "3"): 1, ("3", "3"): 2, ("3", "2"): 2, ("4", "4"): 2,
-             ("4", "5"): 1, ("5", "5"): 2, ("5", "4"): 1}
-CURVES = {"train/loss": [1.5, 1.1, 0.8], "val/loss": [1.6, 1.3, 1.2], "train/acc": [0.3, 0.5, 0.7],
-          "val/acc": [0.25, 0.4, 0.55], "lr": [1e-3, 5e-4, 1e-4], "val/mae_items": [1.2, 0.9, 0.7]}
+CONFUSION = {
+    ("1", "1"): 3,
+    ("2", "2"): 2,
+    ("2", "3"): 1,
+    ("3", "3"): 2,
+    ("3", "2"): 2,
+    ("4", "4"): 2,
+    ("4", "5"): 1,
+    ("5", "5"): 2,
+    ("5", "4"): 1,
+}
+CURVES = {
+    "train/loss": [1.5, 1.1, 0.8],
+    "val/loss": [1.6, 1.3, 1.2],
+    "train/acc": [0.3, 0.5, 0.7],
+    "val/acc": [0.25, 0.4, 0.55],
+    "lr": [1e-3, 5e-4, 1e-4],
+    "val/mae_items": [1.2, 0.9, 0.7],
+}
 WRONG = [("00104", 3, 2), ("00290", 4, 5), ("00569", 5, 4)]
 
 
@@ -69,8 +85,9 @@ def decode(uri):
 
 def write_tsv(path, name, values):
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("timestamp\tstep\t" + name + "\n"
-                    + "".join(f"{1700000000000 + i}\t{i}\t{v}\n" for i, v in enumerate(values)))
+    path.write_text(
+        "timestamp\tstep\t" + name + "\n" + "".join(f"{1700000000000 + i}\t{i}\t{v}\n" for i, v in enumerate(values))
+    )
 
 
 def fabricate_training(root, wrapped=False):
@@ -78,15 +95,33 @@ def fabricate_training(root, wrapped=False):
     train, evaluate = root / "dvclive/train", root / "dvclive/evaluate"
     for name, values in CURVES.items():
         write_tsv(train / "plots/metrics" / f"{name}.tsv", name.split("/")[-1], values)
-    (train / "metrics.json").write_text(json.dumps(
-        {"train": {"loss": 0.8, "acc": 0.7}, "val": {"loss": 1.2, "acc": 0.55, "mae_items": 0.7}, "lr": 1e-4,
-         "step": 2}))
+    (train / "metrics.json").write_text(
+        json.dumps(
+            {
+                "train": {"loss": 0.8, "acc": 0.7},
+                "val": {"loss": 1.2, "acc": 0.55, "mae_items": 0.7},
+                "lr": 1e-4,
+                "step": 2,
+            }
+        )
+    )
     (evaluate / "plots/sklearn").mkdir(parents=True)
-    (evaluate / "metrics.json").write_text(json.dumps(
-        {"test": {"accuracy": 0.6875, "mae": 0.3125, "per_class": {"3": {"precision": 0.5, "recall": 0.5}}, "n": 16}}))
+    (evaluate / "metrics.json").write_text(
+        json.dumps(
+            {
+                "test": {
+                    "accuracy": 0.6875,
+                    "mae": 0.3125,
+                    "per_class": {"3": {"precision": 0.5, "recall": 0.5}},
+                    "n": 16,
+                }
+            }
+        )
+    )
     rows = [{"actual": a, "predicted": p} for (a, p), n in CONFUSION.items() for _ in range(n)]
     (evaluate / "plots/sklearn/confusion_matrix.json").write_text(
-        json.dumps({"confusion_matrix": rows} if wrapped else rows))
+        json.dumps({"confusion_matrix": rows} if wrapped else rows)
+    )
     folder = evaluate / "plots/images/misclassified"
     folder.mkdir(parents=True)
     for bin_id, true, pred in WRONG:
@@ -104,8 +139,10 @@ def build(workdir, *args, check=True):
 def explored(tmp_path_factory, abid_bucket):
     """A project copy after the real fetch and explore stages (no training yet)."""
     b = abid_bucket
-    project = make_project(tmp_path_factory.mktemp("report") / "proj", params={
-        "fetch": {"file_list": "file_list.json", "endpoint_url": b.url}, "explore": {"size_bins": 15}})
+    project = make_project(
+        tmp_path_factory.mktemp("report") / "proj",
+        params={"fetch": {"file_list": "file_list.json", "endpoint_url": b.url}, "explore": {"size_bins": 15}},
+    )
     b.write_file_list(project / "file_list.json", b.clean, b.real)
     call("stages.fetch", "--no-progress", cwd=project)
     call("stages.explore", cwd=project)
@@ -158,8 +195,9 @@ def test_full_report_has_every_section_with_its_content(full):
 def test_report_is_self_contained(full):
     _, text = full
     page = Sections(text)
-    assert page.links and all(link.startswith(("data:", "#")) for link in page.links), \
-        [link[:60] for link in page.links if not link.startswith(("data:", "#"))]
+    assert page.links and all(link.startswith(("data:", "#")) for link in page.links), [
+        link[:60] for link in page.links if not link.startswith(("data:", "#"))
+    ]
     assert not page.tags & {"script", "link", "iframe", "object", "embed"}
     assert "http://" not in text and "https://" not in text and "url(" not in text
 
@@ -211,8 +249,9 @@ def test_confusion_matrix_in_both_dvclive_shapes(tmp_path):
 
 
 def test_metrics_rows_keep_nested_names():
-    assert table_rows({"test": {"acc": 1, "per_class": {"1": {"recall": 0.5}}}, "size": {"min": 1, "max": 2}, "n": 3}) == \
-        [("test.acc", 1), ("test.per_class.1", {"recall": 0.5}), ("size", {"min": 1, "max": 2}), ("n", 3)]
+    assert table_rows(
+        {"test": {"acc": 1, "per_class": {"1": {"recall": 0.5}}}, "size": {"min": 1, "max": 2}, "n": 3}
+    ) == [("test.acc", 1), ("test.per_class.1", {"recall": 0.5}), ("size", {"min": 1, "max": 2}), ("n", 3)]
 
 
 def test_empty_confusion_matrix_is_said_not_drawn(tmp_path):
@@ -259,8 +298,10 @@ def test_report_of_a_real_pipeline_run(trained_project, clone_project):
 
 # ---- in a real browser -------------------------------------------------------------------------
 
-needs_chromium = pytest.mark.skipif(browser.find_chromium() is None,
-                                    reason="chromium is not installed (`apt-get install chromium`; .ci/run installs it)")
+needs_chromium = pytest.mark.skipif(
+    browser.find_chromium() is None,
+    reason="chromium is not installed (`apt-get install chromium`; .ci/run installs it)",
+)
 
 
 @pytest.mark.slow
@@ -290,8 +331,10 @@ def test_report_renders_in_headless_chromium(full, tmp_path):
 def test_browser_check_catches_a_broken_page(tmp_path):
     """The checks above would see a script error and a broken image (so their passing means something)."""
     bad = tmp_path / "bad.html"
-    bad.write_text('<!DOCTYPE html><html><body><section id="summary">x</section><img src="nope.png">'
-                   "<script>undefinedFunction();</script></body></html>")
+    bad.write_text(
+        '<!DOCTYPE html><html><body><section id="summary">x</section><img src="nope.png">'
+        "<script>undefinedFunction();</script></body></html>"
+    )
     loaded = browser.load(bad)
     assert any("Uncaught ReferenceError" in text for text, _, _ in loaded.console)
     assert (loaded.images_decoded, loaded.images_total) == (0, 1)

@@ -1,5 +1,6 @@
 """The real server (`python -m binsight.serve`, uvicorn) in a subprocess on 127.0.0.1, serving the model
 the pipeline test trained, asked over real HTTP; s3:// URLs read from the local S3 server."""
+
 import csv
 import hashlib
 import io
@@ -24,9 +25,20 @@ MAX_BODY_MB = 1
 def server(trained_project, abid_bucket, tmp_path_factory):
     work = tmp_path_factory.mktemp("serve")
     # --device cpu: the answers are compared with evaluate's, which ran on the CPU (tests.support.project.env)
-    with Server(trained_project / "models/model.pt", work / "server.log", "--device", "cpu", "--max-body-mb", MAX_BODY_MB,
-                "--s3-endpoint", abid_bucket.url, "--dvc-lock", trained_project / "dvc.lock", cwd=work,
-                as_tests_run=True) as srv:
+    with Server(
+        trained_project / "models/model.pt",
+        work / "server.log",
+        "--device",
+        "cpu",
+        "--max-body-mb",
+        MAX_BODY_MB,
+        "--s3-endpoint",
+        abid_bucket.url,
+        "--dvc-lock",
+        trained_project / "dvc.lock",
+        cwd=work,
+        as_tests_run=True,
+    ) as srv:
         yield srv
 
 
@@ -120,31 +132,59 @@ def gif_bytes():
 
 def chunks(data, size=64 * 1024):
     for i in range(0, len(data), size):
-        yield data[i:i + size]
+        yield data[i : i + size]
 
 
 BAD_REQUESTS = {
     # name: (request kwargs from a good JPEG, expected status, words in the error)
-    "garbage": (lambda j: {"content": b"\x00garbage" * 100, "headers": {"Content-Type": "image/jpeg"}}, 400, "not a JPEG or PNG"),
+    "garbage": (
+        lambda j: {"content": b"\x00garbage" * 100, "headers": {"Content-Type": "image/jpeg"}},
+        400,
+        "not a JPEG or PNG",
+    ),
     "empty": (lambda j: {"content": b"", "headers": {"Content-Type": "image/jpeg"}}, 400, "empty"),
-    "truncated jpeg": (lambda j: {"content": j[: len(j) * 2 // 3], "headers": {"Content-Type": "image/jpeg"}}, 400, "truncated"),
+    "truncated jpeg": (
+        lambda j: {"content": j[: len(j) * 2 // 3], "headers": {"Content-Type": "image/jpeg"}},
+        400,
+        "truncated",
+    ),
     "gif": (lambda j: {"content": gif_bytes(), "headers": {"Content-Type": "image/png"}}, 400, "not a JPEG or PNG"),
-    "text/plain": (lambda j: {"content": j, "headers": {"Content-Type": "text/plain"}}, 415, "text/plain is not accepted"),
+    "text/plain": (
+        lambda j: {"content": j, "headers": {"Content-Type": "text/plain"}},
+        415,
+        "text/plain is not accepted",
+    ),
     "no content type": (lambda j: {"content": j}, 415, "(none) is not accepted"),
-    "huge": (lambda j: {"content": b"\xff" * (MAX_BODY_MB * 2**20 + 1), "headers": {"Content-Type": "image/jpeg"}},
-             413, "larger than the 1 MB limit"),
-    "huge chunked": (lambda j: {"content": chunks(b"\xff" * (3 * MAX_BODY_MB * 2**20)), "headers": {"Content-Type": "image/jpeg"}},
-                     413, "larger than the 1 MB limit"),
-    "bad json": (lambda j: {"content": b"{nope", "headers": {"Content-Type": "application/json"}}, 400, "not valid JSON"),
-    "json without url": (lambda j: {"json": {"image": "x"}}, 400, "expected {\"url\""),
+    "huge": (
+        lambda j: {"content": b"\xff" * (MAX_BODY_MB * 2**20 + 1), "headers": {"Content-Type": "image/jpeg"}},
+        413,
+        "larger than the 1 MB limit",
+    ),
+    "huge chunked": (
+        lambda j: {"content": chunks(b"\xff" * (3 * MAX_BODY_MB * 2**20)), "headers": {"Content-Type": "image/jpeg"}},
+        413,
+        "larger than the 1 MB limit",
+    ),
+    "bad json": (
+        lambda j: {"content": b"{nope", "headers": {"Content-Type": "application/json"}},
+        400,
+        "not valid JSON",
+    ),
+    "json without url": (lambda j: {"json": {"image": "x"}}, 400, 'expected {"url"'),
     "http url": (lambda j: {"json": {"url": "http://169.254.169.254/latest"}}, 400, "expected an s3://bucket/key URL"),
     "missing s3 key": (lambda j: {"json": {"url": "s3://aft-vbi-pds/bin-images/nope.jpg"}}, 404, "not found"),
     "form-urlencoded": (lambda j: {"data": {"x": "1"}}, 415, "application/x-www-form-urlencoded is not accepted"),
     "multipart without files": (lambda j: {"files": {"x": (None, b"1")}}, 400, "no image files"),
-    "multipart form, no image": (lambda j: {"files": {"note": ("n.txt", b"x", "text/plain")}, "data": {"a": "b"}}, 400,
-                                 "not a JPEG or PNG"),
-    "batch with a bad image": (lambda j: {"files": [("image", ("a.jpg", j)), ("image", ("b.jpg", b"junk"))]}, 400,
-                               "image 2: not a JPEG or PNG"),
+    "multipart form, no image": (
+        lambda j: {"files": {"note": ("n.txt", b"x", "text/plain")}, "data": {"a": "b"}},
+        400,
+        "not a JPEG or PNG",
+    ),
+    "batch with a bad image": (
+        lambda j: {"files": [("image", ("a.jpg", j)), ("image", ("b.jpg", b"junk"))]},
+        400,
+        "image 2: not a JPEG or PNG",
+    ),
 }
 
 
@@ -212,8 +252,16 @@ def test_cli_prints_what_the_server_answers(server, client, trained_project, tes
     ids = [r["id"] for r in test_rows[:5]]
     paths = [str(trained_project / f"data/raw/images/{i}.jpg") for i in ids]
     # --device cpu, like the server: on a GPU box predict would pick CUDA and its reduced precision
-    proc = call("binsight.predict", "--json", "--device", "cpu", "--model", trained_project / "models/model.pt", *paths,
-                cwd=REPO)
+    proc = call(
+        "binsight.predict",
+        "--json",
+        "--device",
+        "cpu",
+        "--model",
+        trained_project / "models/model.pt",
+        *paths,
+        cwd=REPO,
+    )
     cli = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [c["path"] for c in cli] == paths
     for path, c in zip(paths, cli):
@@ -226,26 +274,48 @@ def test_load_from_a_second_process_has_no_errors(server, client, trained_projec
     """500 requests at concurrency 16 from another process; reports p50/p99 latency."""
     passes_before = client.get("/health").json()["forward_passes"]
     paths = [str(trained_project / f"data/raw/images/{r['id']}.jpg") for r in test_rows[:20]]
-    proc = subprocess.run([sys.executable, "-m", "tests.support.http_load", server.url, *paths,
-                           "--requests", "500", "--concurrency", "16"],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.support.http_load",
+            server.url,
+            *paths,
+            "--requests",
+            "500",
+            "--concurrency",
+            "16",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     stats = json.loads(proc.stdout)
     assert stats["ok"] == 500 and stats["errors"] == {}, stats
     passes = client.get("/health").json()["forward_passes"] - passes_before
     assert passes < 500, "no request shared a forward pass with another"
     with capsys.disabled():
-        print(f"\n[serve load] 500 requests, concurrency 16: {stats['requests_per_s']} req/s, "
-              f"p50 {stats['p50_ms']} ms, p99 {stats['p99_ms']} ms, {passes} forward passes")
+        print(
+            f"\n[serve load] 500 requests, concurrency 16: {stats['requests_per_s']} req/s, "
+            f"p50 {stats['p50_ms']} ms, p99 {stats['p99_ms']} ms, {passes} forward passes"
+        )
     assert server.alive()
 
 
 def test_a_missing_model_stops_the_server_with_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "binsight.serve", "--model", str(tmp_path / "none.pt")],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "binsight.serve", "--model", str(tmp_path / "none.pt")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [f"error: {tmp_path / 'none.pt'} not found: train a model first "
-                                                "(`dvc repro train`)"]
+    assert proc.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'none.pt'} not found: train a model first (`dvc repro train`)"
+    ]
 
 
 def test_help_gives_the_command_and_the_limits():

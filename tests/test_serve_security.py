@@ -1,6 +1,7 @@
 """The server locked down, over real HTTP: a bearer token (flag or environment), the buckets that
 s3:// URLs may read, and a /health that tells the truth. The app is the one `binsight serve` builds from
 the same flags, served in this process (tests/test_serve.py starts the command itself)."""
+
 import httpx
 import pytest
 
@@ -29,7 +30,9 @@ def other_bucket(abid_bucket):
 
 @pytest.fixture(scope="module")
 def locked(model, abid_bucket, tmp_path_factory):
-    with InProcessServer("--model", model, "--device", "cpu", "--token", TOKEN, "--s3-endpoint", abid_bucket.url) as srv:
+    with InProcessServer(
+        "--model", model, "--device", "cpu", "--token", TOKEN, "--s3-endpoint", abid_bucket.url
+    ) as srv:
         yield srv
 
 
@@ -38,12 +41,14 @@ def test_requests_without_the_token_get_401_and_health_stays_open(locked, abid_b
     headers = {"Content-Type": "image/jpeg"}
     no_token = httpx.post(f"{locked.url}/predict", content=jpeg, headers=headers, timeout=60)
     assert no_token.status_code == 401 and "bearer token" in no_token.json()["error"]
-    wrong = httpx.post(f"{locked.url}/predict", content=jpeg, headers={**headers, "Authorization": "Bearer nope"},
-                       timeout=60)
+    wrong = httpx.post(
+        f"{locked.url}/predict", content=jpeg, headers={**headers, "Authorization": "Bearer nope"}, timeout=60
+    )
     assert wrong.status_code == 401
     assert httpx.get(f"{locked.url}/metadata", timeout=60).status_code == 401
-    right = httpx.post(f"{locked.url}/predict", content=jpeg,
-                       headers={**headers, "Authorization": f"Bearer {TOKEN}"}, timeout=60)
+    right = httpx.post(
+        f"{locked.url}/predict", content=jpeg, headers={**headers, "Authorization": f"Bearer {TOKEN}"}, timeout=60
+    )
     assert right.status_code == 200 and 1 <= right.json()["count"] <= 5
     assert httpx.get(f"{locked.url}/health", timeout=60).json()["status"] == "ok"
 
@@ -66,8 +71,9 @@ def test_urls_outside_the_allowed_buckets_get_403(locked, other_bucket):
 
 def test_allow_bucket_opens_another_bucket(model, abid_bucket, other_bucket):
     bucket, allowed_url = other_bucket
-    with InProcessServer("--model", model, "--device", "cpu", "--s3-endpoint", abid_bucket.url,
-                         "--allow-bucket", bucket) as srv:
+    with InProcessServer(
+        "--model", model, "--device", "cpu", "--s3-endpoint", abid_bucket.url, "--allow-bucket", bucket
+    ) as srv:
         mine = httpx.post(f"{srv.url}/predict", json={"url": f"s3://{bucket}/photo.jpg"}, timeout=60)
         assert mine.status_code == 200 and 1 <= mine.json()["count"] <= 5
         # naming a bucket replaces the default: the ABID bucket is now refused
@@ -82,5 +88,9 @@ def test_health_reports_a_dead_forward_pass_worker(model):
         srv.batcher.close()
         dead = httpx.get(f"{srv.url}/health", timeout=30)
         assert dead.status_code == 503
-        assert dead.json() | {} == {**dead.json(), "status": "unavailable", "model_loaded": True,
-                                    "batch_worker_alive": False}
+        assert dead.json() | {} == {
+            **dead.json(),
+            "status": "unavailable",
+            "model_loaded": True,
+            "batch_worker_alive": False,
+        }

@@ -40,8 +40,10 @@ def test_split_sizes_always_add_up():
         assert sum(sizes.values()) == n and min(sizes.values()) >= 0
 
 
-@pytest.mark.parametrize("ratios", [{"train": 0.6, "val": 0.3, "test": 0.2}, {"train": 0.7, "val": 0.3},
-                                    {"train": 1.2, "val": -0.1, "test": -0.1}])
+@pytest.mark.parametrize(
+    "ratios",
+    [{"train": 0.6, "val": 0.3, "test": 0.2}, {"train": 0.7, "val": 0.3}, {"train": 1.2, "val": -0.1, "test": -0.1}],
+)
 def test_bad_ratios_are_rejected(ratios):
     with pytest.raises(ConfigError):
         check_split({"seed": 1, "ratios": ratios})

@@ -1,5 +1,6 @@
 """--help, the usual mistakes and work with nothing to compute answer before torch is imported:
 importing torch and torchvision takes seconds, so a typo must not wait for it."""
+
 import subprocess
 import sys
 
@@ -11,15 +12,23 @@ from tests.support.project import REPO, deep_update, env
 pytestmark = pytest.mark.e2e
 
 # Runs the command as `python -m MODULE ARGS...` would, then says on stderr whether torch got imported.
-PROBE = ("import atexit, runpy, sys\n"
-         "atexit.register(lambda: print('torch imported:', 'torch' in sys.modules, file=sys.stderr))\n"
-         "sys.argv = sys.argv[1:]\n"
-         "runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)\n")
+PROBE = (
+    "import atexit, runpy, sys\n"
+    "atexit.register(lambda: print('torch imported:', 'torch' in sys.modules, file=sys.stderr))\n"
+    "sys.argv = sys.argv[1:]\n"
+    "runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)\n"
+)
 
 
 def probe(module, *args):
-    return subprocess.run([sys.executable, "-c", PROBE, module, *map(str, args)], cwd=REPO, env=env(),
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", PROBE, module, *map(str, args)],
+        cwd=REPO,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def params_file(path, overrides):
@@ -28,23 +37,44 @@ def params_file(path, overrides):
     return path
 
 
-@pytest.mark.parametrize("module,args,status,expected", [
-    ("binsight.predict", ["--help"], 0, "--batch-size"),
-    ("binsight.predict", ["--model", "{tmp}/missing.pt", "README.md"], 2, "missing.pt not found: train a model first"),
-    ("binsight.predict", ["--model", "{tmp}/missing.pt", "{tmp}/nothing.jpg"], 2, "nothing.jpg not found"),
-    ("binsight.predict", ["--device", "gpu", "README.md"], 2, "--device 'gpu' is not a device"),
-    ("binsight.serve", ["--help"], 0, "--allow-bucket"),
-    ("binsight.serve", ["--model", "{tmp}/missing.pt"], 2, "missing.pt not found: train a model first"),
-    ("binsight.serve", ["--device", "cuda:x", "--model", "{tmp}/missing.pt"], 2, "--device 'cuda:x' is not a device"),
-    ("stages.train", ["--help"], 0, "--checkpoint"),
-    ("stages.train", ["--params", "{bad_lr}"], 2, "lr=-0.1 is not allowed"),
-    ("stages.train", ["--split", "{empty_split}"], 2, "train.csv is empty: no bins to train on"),
-    ("stages.train", ["--params", "{aux}", "--split", "{one_bin}", "--images", "{one_bin}", "--metadata", "{tmp}"], 2,
-     "7.json is missing: train.aux_weight reads each training bin's metadata"),
-    # a fine-tuned backbone: featurize has nothing to compute, and says so at once
-    ("stages.featurize", ["--params", "{fine_tune}", "--out", "{tmp}/features"], 0,
-     "featurize: nothing to cache (model.freeze_backbone is false"),
-])
+@pytest.mark.parametrize(
+    "module,args,status,expected",
+    [
+        ("binsight.predict", ["--help"], 0, "--batch-size"),
+        (
+            "binsight.predict",
+            ["--model", "{tmp}/missing.pt", "README.md"],
+            2,
+            "missing.pt not found: train a model first",
+        ),
+        ("binsight.predict", ["--model", "{tmp}/missing.pt", "{tmp}/nothing.jpg"], 2, "nothing.jpg not found"),
+        ("binsight.predict", ["--device", "gpu", "README.md"], 2, "--device 'gpu' is not a device"),
+        ("binsight.serve", ["--help"], 0, "--allow-bucket"),
+        ("binsight.serve", ["--model", "{tmp}/missing.pt"], 2, "missing.pt not found: train a model first"),
+        (
+            "binsight.serve",
+            ["--device", "cuda:x", "--model", "{tmp}/missing.pt"],
+            2,
+            "--device 'cuda:x' is not a device",
+        ),
+        ("stages.train", ["--help"], 0, "--checkpoint"),
+        ("stages.train", ["--params", "{bad_lr}"], 2, "lr=-0.1 is not allowed"),
+        ("stages.train", ["--split", "{empty_split}"], 2, "train.csv is empty: no bins to train on"),
+        (
+            "stages.train",
+            ["--params", "{aux}", "--split", "{one_bin}", "--images", "{one_bin}", "--metadata", "{tmp}"],
+            2,
+            "7.json is missing: train.aux_weight reads each training bin's metadata",
+        ),
+        # a fine-tuned backbone: featurize has nothing to compute, and says so at once
+        (
+            "stages.featurize",
+            ["--params", "{fine_tune}", "--out", "{tmp}/features"],
+            0,
+            "featurize: nothing to cache (model.freeze_backbone is false",
+        ),
+    ],
+)
 def test_help_and_mistakes_answer_without_importing_torch(tmp_path, module, args, status, expected):
     fine_tune = params_file(tmp_path / "fine_tune.yaml", {"model": {"freeze_backbone": False}})
     bad_lr = params_file(tmp_path / "bad_lr.yaml", {"lr": -0.1})
@@ -57,8 +87,15 @@ def test_help_and_mistakes_answer_without_importing_torch(tmp_path, module, args
     for split in ("train", "val"):
         (one_bin / f"{split}.csv").write_text("id,label\n7,3\n")
     (one_bin / "7.jpg").write_bytes(b"")
-    proc = probe(module, *[a.format(tmp=tmp_path, bad_lr=bad_lr, fine_tune=fine_tune, empty_split=empty_split,
-                                    aux=aux, one_bin=one_bin) for a in args])
+    proc = probe(
+        module,
+        *[
+            a.format(
+                tmp=tmp_path, bad_lr=bad_lr, fine_tune=fine_tune, empty_split=empty_split, aux=aux, one_bin=one_bin
+            )
+            for a in args
+        ],
+    )
     assert proc.returncode == status, proc.stderr
     assert expected in proc.stdout + proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == "torch imported: False", proc.stderr

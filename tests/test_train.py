@@ -1,29 +1,40 @@
 """The train stage on a small dataset written to disk: bad input, divergence, resume, pretrained weights."""
+
 import copy
 import csv
 import json
-import re
 import os
+import re
 
 import pytest
-import yaml
 import torch
 import torchvision
+import yaml
 
 from binsight.errors import ConfigError, DataError, one_line_errors
+from binsight.loops import cpu_has_bf16, use_channels_last
 from binsight.model import RESNET_LAYOUTS, build_model, load_model, model_from_params, resolve_weights, save_model
 from binsight.params import SCALABLE_ARCHS, TOP_LEVEL_TRAIN, check_model, check_train, load_params
-from binsight.loops import cpu_has_bf16, use_channels_last
 from binsight.training import make_optimizer
 from tests.support.dataset import SMALL_MODEL, SMALL_TRAIN, write_dataset
-from tests.support.project import (REPO, Ran, call, experiment_refs, git_commit, kill_when_written, make_project, python_m,
-                                   set_params)
+from tests.support.project import (
+    REPO,
+    Ran,
+    call,
+    experiment_refs,
+    git_commit,
+    kill_when_written,
+    make_project,
+    python_m,
+    set_params,
+)
 
 
 @pytest.fixture
 def project(tmp_path):
-    proj = make_project(tmp_path / "proj", params={"model": SMALL_MODEL, "train": {**SMALL_TRAIN, "epochs": 1}},
-                        commit=False)
+    proj = make_project(
+        tmp_path / "proj", params={"model": SMALL_MODEL, "train": {**SMALL_TRAIN, "epochs": 1}}, commit=False
+    )
     write_dataset(proj, n_per_class=4)
     git_commit(proj, "small project")
     return proj
@@ -40,10 +51,13 @@ def one_line_error(proc):
     return lines[0]
 
 
-@pytest.mark.parametrize("section,override,expected", [
-    ("model", {"arch": "resnet9000"}, "model.arch='resnet9000' is not allowed"),
-    ("train", {"lr": -0.1}, "lr=-0.1 is not allowed"),
-])
+@pytest.mark.parametrize(
+    "section,override,expected",
+    [
+        ("model", {"arch": "resnet9000"}, "model.arch='resnet9000' is not allowed"),
+        ("train", {"lr": -0.1}, "lr=-0.1 is not allowed"),
+    ],
+)
 def test_bad_params_stop_the_stage_before_training(project, section, override, expected):
     set_params(project, {section: override})
     line = one_line_error(train(project))
@@ -51,20 +65,23 @@ def test_bad_params_stop_the_stage_before_training(project, section, override, e
     assert not (project / "models/model.pt").exists()
 
 
-@pytest.mark.parametrize("check,override,expected", [
-    (check_model, {"weights": "IMAGENET9K"}, None),
-    (check_model, {"head": {"hidden": [0]}}, "model.head.hidden"),
-    (check_model, {"width": 0}, "model.width=0 is not allowed: expected a number from 0.125 to 4"),
-    (check_model, {"width": 0.5}, "or set model.weights: none"),  # the default weights are ImageNet's
-    (check_model, {"width": 0.5, "weights": "none", "arch": "convnext_tiny"}, "1 for convnext_tiny"),
-    (check_train, {"lr": 0}, "lr=0 is not allowed"),
-    (check_train, {"lr": float("nan")}, "lr=nan is not allowed"),
-    (check_train, {"batch_size": 0}, "batch_size=0 is not allowed"),
-    (check_train, {"optimizer": "adagrad"}, "adam, adamw or sgd"),
-    (check_train, {"scheduler": "onecycle"}, "cosine, step or none"),
-    (check_train, {"amp": "fp8"}, "auto, bf16, fp16 or off"),
-    (check_train, {"aux_weight": -1}, "train.aux_weight=-1 is not allowed: expected 0 (off)"),
-])
+@pytest.mark.parametrize(
+    "check,override,expected",
+    [
+        (check_model, {"weights": "IMAGENET9K"}, None),
+        (check_model, {"head": {"hidden": [0]}}, "model.head.hidden"),
+        (check_model, {"width": 0}, "model.width=0 is not allowed: expected a number from 0.125 to 4"),
+        (check_model, {"width": 0.5}, "or set model.weights: none"),  # the default weights are ImageNet's
+        (check_model, {"width": 0.5, "weights": "none", "arch": "convnext_tiny"}, "1 for convnext_tiny"),
+        (check_train, {"lr": 0}, "lr=0 is not allowed"),
+        (check_train, {"lr": float("nan")}, "lr=nan is not allowed"),
+        (check_train, {"batch_size": 0}, "batch_size=0 is not allowed"),
+        (check_train, {"optimizer": "adagrad"}, "adam, adamw or sgd"),
+        (check_train, {"scheduler": "onecycle"}, "cosine, step or none"),
+        (check_train, {"amp": "fp8"}, "auto, bf16, fp16 or off"),
+        (check_train, {"aux_weight": -1}, "train.aux_weight=-1 is not allowed: expected 0 (off)"),
+    ],
+)
 def test_bad_values_are_named_with_what_is_allowed(check, override, expected):
     defaults = yaml.safe_load(open(REPO / "params.yaml"))
     name = "model" if check is check_model else "train"
@@ -97,7 +114,9 @@ def test_empty_split_and_missing_image_are_named(project):
 
 @pytest.mark.slow
 def test_diverging_loss_stops_with_epoch_and_lr(project):
-    set_params(project, {"train": {"optimizer": "sgd", "lr": 1e30, "epochs": 3, "scheduler": "none", "warmup_epochs": 0}})
+    set_params(
+        project, {"train": {"optimizer": "sgd", "lr": 1e30, "epochs": 3, "scheduler": "none", "warmup_epochs": 0}}
+    )
     line = one_line_error(train(project))
     assert re.search(r"loss is (nan|inf) at epoch [1-3] with lr 1e\+30", line) and "lower lr" in line
 
@@ -138,8 +157,14 @@ def test_other_torchvision_families_get_a_new_head(arch):
 
 
 def test_a_narrower_resnet_keeps_its_width_through_the_model_file(tmp_path):
-    params = {"arch": "resnet18", "weights": "none", "freeze_backbone": False,
-              "head": {"hidden": [], "dropout": 0.0}, "tta": "none", "width": 0.5}
+    params = {
+        "arch": "resnet18",
+        "weights": "none",
+        "freeze_backbone": False,
+        "head": {"hidden": [], "dropout": 0.0},
+        "tta": "none",
+        "width": 0.5,
+    }
     model = model_from_params(check_model(params), 5)
     full = build_model("resnet18", "none", 5)
     assert set(SCALABLE_ARCHS) == set(RESNET_LAYOUTS)  # what params accepts is what model can build
@@ -166,16 +191,20 @@ def test_unknown_weights_name_lists_the_choices():
 def test_adam_steps_run_fused_and_update_as_torchs_default_does(name):
     """make_optimizer picks torch's fused Adam/AdamW kernel for a model on the CPU (or a GPU); three steps
     of it move every weight as the default implementation does, to float rounding. Pinned to the CPU."""
-    train_params = {**load_params()["train"], "optimizer": name, "lr": 0.01, "backbone_lr": 0.001,
-                    "weight_decay": 0.05}
+    train_params = {**load_params()["train"], "optimizer": name, "lr": 0.01, "backbone_lr": 0.001, "weight_decay": 0.05}
     torch.manual_seed(0)
     model = model_from_params(SMALL_MODEL, 5)
     twin, initial = copy.deepcopy(model), copy.deepcopy(model)
     fused = make_optimizer(model, train_params)
     assert all(g["fused"] for g in fused.param_groups) and [g["lr"] for g in fused.param_groups] == [0.001, 0.01]
     cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
-    default = cls([{"params": list(twin.backbone.parameters()), "lr": 0.001},
-                   {"params": list(twin.head.parameters()), "lr": 0.01}], weight_decay=0.05)
+    default = cls(
+        [
+            {"params": list(twin.backbone.parameters()), "lr": 0.001},
+            {"params": list(twin.head.parameters()), "lr": 0.01},
+        ],
+        weight_decay=0.05,
+    )
     assert not any(g["fused"] for g in default.param_groups)
     x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
     for _ in range(3):  # the same gradients into both: only the update arithmetic differs
@@ -191,9 +220,16 @@ def test_adam_steps_run_fused_and_update_as_torchs_default_does(name):
     assert not make_optimizer(model, {**train_params, "optimizer": "sgd"}).param_groups[0].get("fused")
 
 
-@pytest.mark.parametrize("device,dtype,expected", [
-    ("cuda", None, True), ("cuda", torch.float16, True), ("cpu", torch.bfloat16, True), ("cpu", None, False),
-    ("mps", None, False)])
+@pytest.mark.parametrize(
+    "device,dtype,expected",
+    [
+        ("cuda", None, True),
+        ("cuda", torch.float16, True),
+        ("cpu", torch.bfloat16, True),
+        ("cpu", None, False),
+        ("mps", None, False),
+    ],
+)
 def test_channels_last_on_a_gpu_and_under_bf16_on_the_cpu(device, dtype, expected):
     assert use_channels_last(True, torch.device(device), dtype) is expected
     assert use_channels_last(False, torch.device(device), dtype) is False  # train.channels_last: false
@@ -220,6 +256,7 @@ def test_bf16_training_on_the_cpu_is_channels_last_where_the_cpu_computes_bf16(p
 def test_a_change_of_epochs_is_not_resumable_but_patience_is(tmp_path):
     """The warmup + cosine schedule spans all epochs: a run with other `epochs` must start over."""
     from binsight.checkpoint import fingerprint
+
     split = tmp_path / "train.csv"
     split.write_text("id,label\n1,1\n")
     defaults = yaml.safe_load(open(REPO / "params.yaml"))
@@ -235,8 +272,16 @@ def test_a_killed_and_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path)
     training-only head of the metadata targets and the random streams (augmentation), so kill -9 +
     resume goes on at the next epoch and gives the uninterrupted run's exact weights, metrics and
     curves; a finished run is not resumed again."""
-    train_params = {**SMALL_TRAIN, "epochs": 6, "image_size": 48, "cache_images": True, "augment": "flips",
-                    "ema": 0.9, "warmup_epochs": 1, "aux_weight": 1.0}
+    train_params = {
+        **SMALL_TRAIN,
+        "epochs": 6,
+        "image_size": 48,
+        "cache_images": True,
+        "augment": "flips",
+        "ema": 0.9,
+        "warmup_epochs": 1,
+        "aux_weight": 1.0,
+    }
     runs = {}
     for name in ("straight", "killed"):
         proj = make_project(tmp_path / name, params={"model": SMALL_MODEL, "train": train_params}, commit=False)
@@ -263,11 +308,16 @@ def test_a_killed_and_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path)
     assert a["epoch"] == b["epoch"] and a["val_acc"] == b["val_acc"] and b["classes"] == [1, 2, 3, 4, 5]
     for key, tensor in a["state_dict"].items():
         assert torch.equal(tensor, b["state_dict"][key]), key
-    curves = {name: [r["loss"] for r in csv.DictReader(open(p / "dvclive/train/plots/metrics/train/loss.tsv"),
-                                                        delimiter="\t")] for name, p in runs.items()}
+    curves = {
+        name: [
+            r["loss"] for r in csv.DictReader(open(p / "dvclive/train/plots/metrics/train/loss.tsv"), delimiter="\t")
+        ]
+        for name, p in runs.items()
+    }
     assert curves["killed"] == curves["straight"]
-    steps = [int(r["step"]) for r in csv.DictReader(open(proj / "dvclive/train/plots/metrics/val/acc.tsv"),
-                                                     delimiter="\t")]
+    steps = [
+        int(r["step"]) for r in csv.DictReader(open(proj / "dvclive/train/plots/metrics/val/acc.tsv"), delimiter="\t")
+    ]
     assert steps == [1, 2, 3, 4, 5, 6]  # every epoch once, counted as the log counts them
     assert json.loads((proj / "dvclive/train/metrics.json").read_text())["step"] == 6  # the summary, whole again
     # a finished run is not resumed again: a forced rerun starts fresh
@@ -280,6 +330,7 @@ def test_curves_cut_by_a_kill_mid_epoch_are_trimmed_to_the_last_whole_epoch(tmp_
     """A kill between two curves' rows of one epoch: that epoch is dropped from every curve (then
     logged again whole on resume), so no curve has an epoch twice or lacks one."""
     from binsight.training import complete_curves
+
     curves = tmp_path / "plots" / "metrics"
     (curves / "train").mkdir(parents=True)
     (curves / "val").mkdir()

@@ -1,4 +1,5 @@
 """`python -m binsight.tune`: Optuna trials as real DVC experiments, a leaderboard, best params."""
+
 import csv
 import hashlib
 import os
@@ -9,7 +10,6 @@ import time
 from pathlib import Path
 
 import optuna
-
 import pytest
 import yaml
 
@@ -24,24 +24,29 @@ CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AW
 
 def test_the_default_search_space_is_the_seed_tuners():
     tune_params = check_tune(load_params()["tune"])
-    assert tune_params["space"] == {"lr": {"low": 0.001, "high": 0.1, "log": True},
-                           "batch_size": [16, 32, 64, 128, 256, 512],
-                           "epochs": {"low": 10, "high": 20}}
+    assert tune_params["space"] == {
+        "lr": {"low": 0.001, "high": 0.1, "log": True},
+        "batch_size": [16, 32, 64, 128, 256, 512],
+        "epochs": {"low": 10, "high": 20},
+    }
     assert tune_params["metric"] == "best/val_acc" and tune_params["direction"] == "maximize"
 
 
-@pytest.mark.parametrize("override,expected", [
-    ({"metric": "test/accuracy"}, "never a test metric"),
-    ({"direction": "up"}, "maximize or minimize"),
-    ({"space": {}}, "tune.space={} is not allowed"),
-    ({"space": {"train": {"lr": {"low": 0.1, "high": 0.01}}}}, "tune.space.train.lr"),
-    ({"space": {"train": {"lr": {"low": 0, "high": 0.1, "log": True}}}}, "log: true only with low > 0"),
-    ({"space": {"train": {"batch_size": []}}}, "tune.space.train.batch_size"),
-    ({"space": {"train": {"epochs": 12}}}, "tune.space.train.epochs=12 is not allowed"),
-    ({"pruner": "asha"}, "tune.pruner='asha' is not allowed: expected none | median | hyperband"),
-    ({"direction": "minimize"}, "none when tune.direction is minimize"),
-    ({"prune_warmup_epochs": -1}, "tune.prune_warmup_epochs=-1"),
-])
+@pytest.mark.parametrize(
+    "override,expected",
+    [
+        ({"metric": "test/accuracy"}, "never a test metric"),
+        ({"direction": "up"}, "maximize or minimize"),
+        ({"space": {}}, "tune.space={} is not allowed"),
+        ({"space": {"train": {"lr": {"low": 0.1, "high": 0.01}}}}, "tune.space.train.lr"),
+        ({"space": {"train": {"lr": {"low": 0, "high": 0.1, "log": True}}}}, "log: true only with low > 0"),
+        ({"space": {"train": {"batch_size": []}}}, "tune.space.train.batch_size"),
+        ({"space": {"train": {"epochs": 12}}}, "tune.space.train.epochs=12 is not allowed"),
+        ({"pruner": "asha"}, "tune.pruner='asha' is not allowed: expected none | median | hyperband"),
+        ({"direction": "minimize"}, "none when tune.direction is minimize"),
+        ({"prune_warmup_epochs": -1}, "tune.prune_warmup_epochs=-1"),
+    ],
+)
 def test_bad_tune_sections_are_named(override, expected):
     with pytest.raises(ConfigError, match=re.escape(expected)):
         check_tune({**load_params()["tune"], **override})
@@ -66,8 +71,15 @@ def study_of(project, name):
 
 def workspace_state(project):
     """git status and the bytes of params and every output a trial would write in the workspace."""
-    files = ["params.yaml", "dvc.lock", "metrics.json", "models/model.pt", "dvclive/train/metrics.json",
-             "dvclive/evaluate/metrics.json", "data/predictions/test.csv"]
+    files = [
+        "params.yaml",
+        "dvc.lock",
+        "metrics.json",
+        "models/model.pt",
+        "dvclive/train/metrics.json",
+        "dvclive/evaluate/metrics.json",
+        "data/predictions/test.csv",
+    ]
     status = run(["git", "status", "--porcelain"], project).stdout
     return status, {f: hashlib.sha256((project / f).read_bytes()).hexdigest() for f in files}
 
@@ -113,8 +125,11 @@ def test_two_workers_then_a_second_machine_share_one_study_and_the_best_is_appli
     assert "(2 finished of 2 trials)" in out, out
     assert {f"(worker {k})" for k in (1, 2)} <= set(re.findall(r"\(worker \d\)", out)), out
     for n in (1, 2):  # progress as trials finish, in whichever order
-        assert re.search(rf"tune: trial {n}/2 w-trial-\d best/val_acc [0-9.]+ in \S+ \| best [0-9.]+ "
-                         rf"\(w-trial-\d\) \| ETA \S+", out), out
+        assert re.search(
+            rf"tune: trial {n}/2 w-trial-\d best/val_acc [0-9.]+ in \S+ \| best [0-9.]+ "
+            rf"\(w-trial-\d\) \| ETA \S+",
+            out,
+        ), out
     exps = experiments(a)
     assert set(exps) == {"w-trial-1", "w-trial-2"}, exps.keys()
     assert len({(r["lr"], r["batch_size"]) for r in exps.values()}) == 2  # two distinct points
@@ -170,8 +185,14 @@ def train_processes(storage_path):
 def test_a_worker_killed_mid_trial_leaves_a_failed_trial_and_the_rest_complete(frozen_project, clone_project):
     project = clone_project(frozen_project)
     small_space(project, epochs=12, pruner="none")  # long enough to be killed mid-way
-    proc = subprocess.Popen(python_m("binsight.tune", "--trials", "2", "--workers", "2", "--study", "k"),
-                            cwd=project, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        python_m("binsight.tune", "--trials", "2", "--workers", "2", "--study", "k"),
+        cwd=project,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline, killed = time.time() + 300, None
     while killed is None and time.time() < deadline and proc.poll() is None:
         pids = train_processes(project / "tune" / "k.db")
@@ -197,7 +218,7 @@ def test_the_pruner_stops_a_trial_whose_lr_makes_it_diverge(frozen_project, clon
     (project / "tune").mkdir()
     study = optuna.create_study(study_name="p", storage=f"sqlite:///{project / 'tune/p.db'}", direction="maximize")
     study.enqueue_trial({"lr": 0.003, "batch_size": 16})  # learns
-    study.enqueue_trial({"lr": 30.0, "batch_size": 16})   # diverges: the head's logits blow up, val predictions collapse
+    study.enqueue_trial({"lr": 30.0, "batch_size": 16})  # diverges: the head's logits blow up, val predictions collapse
     out = tune(project, "--trials", "2", "--study", "p").stdout
     good, bad = study_of(project, "p").trials
     assert good.state.name == "COMPLETE" and good.params["lr"] == 0.003, out
@@ -211,6 +232,7 @@ def test_the_pruner_stops_a_trial_whose_lr_makes_it_diverge(frozen_project, clon
 
 def test_workers_get_gpus_round_robin_or_an_even_share_of_the_cpu():
     from binsight.trials import visible_gpus, worker_env
+
     assert visible_gpus({"CUDA_VISIBLE_DEVICES": "2,5"}) == ["2", "5"]
     assert visible_gpus({"CUDA_VISIBLE_DEVICES": ""}) == [] and visible_gpus({"CUDA_VISIBLE_DEVICES": "-1"}) == []
     assert [worker_env(k, 3, ["2", "5"], 16)["CUDA_VISIBLE_DEVICES"] for k in range(3)] == ["2", "5", "2"]
@@ -222,8 +244,12 @@ def test_workers_get_gpus_round_robin_or_an_even_share_of_the_cpu():
 @pytest.mark.slow
 def test_a_storage_that_cannot_be_opened_is_a_one_line_error(tmp_path):
     from tests.support.project import make_project
+
     project = make_project(tmp_path / "proj")
-    for url, reason in (("nonsense://x", "Can't load plugin"), (f"sqlite:///{tmp_path}/no/such/dir/t.db", "unable to open")):
+    for url, reason in (
+        ("nonsense://x", "Can't load plugin"),
+        (f"sqlite:///{tmp_path}/no/such/dir/t.db", "unable to open"),
+    ):
         proc = call("binsight.tune", "--trials", "1", "--storage", url, cwd=project, check=False)
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1, proc.stderr

@@ -1,6 +1,8 @@
 """Test-time augmentation: a flipped or rotated photo gets the same answer as the photo itself
 when the model averages over the dihedral views, through the Predictor that predict and serve use."""
+
 import io
+import random
 
 import pytest
 import torch
@@ -8,10 +10,8 @@ from PIL import Image
 
 from binsight.inference import Predictor
 from binsight.model import build_model, preprocessing, save_model
-from tests.support.synthetic import draw_bin
 from binsight.views import average_over_views, dihedral, views
-
-import random
+from tests.support.synthetic import draw_bin
 
 
 def test_dihedral_views_are_the_eight_symmetries_of_a_square():
@@ -45,15 +45,28 @@ def model_file(tmp_path_factory):
     torch.manual_seed(3)
     model = build_model("resnet18", "none", 5).eval()
     path = tmp_path_factory.mktemp("tta") / "model.pt"
-    params = {"arch": "resnet18", "weights": "none", "freeze_backbone": False, "head": {"hidden": [], "dropout": 0.0},
-              "tta": "dihedral"}
+    params = {
+        "arch": "resnet18",
+        "weights": "none",
+        "freeze_backbone": False,
+        "head": {"hidden": [], "dropout": 0.0},
+        "tta": "dihedral",
+    }
     save_model(path, model, [1, 2, 3, 4, 5], params, 64, preprocess=preprocessing(64, True, "dihedral"))
     return path
 
 
-@pytest.mark.parametrize("transpose", [Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.FLIP_TOP_BOTTOM,
-                                       Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180,
-                                       Image.Transpose.ROTATE_270, Image.Transpose.TRANSPOSE])
+@pytest.mark.parametrize(
+    "transpose",
+    [
+        Image.Transpose.FLIP_LEFT_RIGHT,
+        Image.Transpose.FLIP_TOP_BOTTOM,
+        Image.Transpose.ROTATE_90,
+        Image.Transpose.ROTATE_180,
+        Image.Transpose.ROTATE_270,
+        Image.Transpose.TRANSPOSE,
+    ],
+)
 def test_flipped_or_rotated_photo_gets_the_same_tta_answer(model_file, transpose):
     photo = draw_bin(3, (96, 96), random.Random(1))
     turned = photo.transpose(transpose)

@@ -6,6 +6,7 @@ inlined, so the charts render without a network (DVC's own page loads them from 
 Needs npm (the registry) once, when the pins change; the page it writes is committed. The three
 libraries are BSD-3-Clause (https://github.com/vega).
 """
+
 import subprocess
 import sys
 import tarfile

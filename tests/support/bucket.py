@@ -1,5 +1,6 @@
 """Fill a local S3 server with an ABID-shaped bucket: generated bins, the 27 real sample bins
 shipped in tests/data/abid_sample, and planted faults, all readable anonymously in the real key layout."""
+
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,19 +16,20 @@ BUCKET = "aft-vbi-pds"
 
 
 def admin_client(url):
-    return boto3.client("s3", endpoint_url=url, region_name="us-east-1",
-                        aws_access_key_id="testing", aws_secret_access_key="testing")
+    return boto3.client(
+        "s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
+    )
 
 
 @dataclass
 class Bucket:
     url: str
     name: str
-    clean: dict = field(default_factory=dict)      # {id: label}: generated bins, all good
-    real: dict = field(default_factory=dict)       # {id: label}: real ABID sample bins (1..5 items)
-    faults: dict = field(default_factory=dict)     # {id: label listed}: planted problems
+    clean: dict = field(default_factory=dict)  # {id: label}: generated bins, all good
+    real: dict = field(default_factory=dict)  # {id: label}: real ABID sample bins (1..5 items)
+    faults: dict = field(default_factory=dict)  # {id: label listed}: planted problems
     expected_bad: dict = field(default_factory=dict)  # {id: reason the fetch must report}
-    images: dict = field(default_factory=dict)     # {id: jpeg bytes} of everything uploaded
+    images: dict = field(default_factory=dict)  # {id: jpeg bytes} of everything uploaded
 
     def file_list(self, *groups):
         labels = {}
@@ -56,8 +58,13 @@ def build_bucket(url, n_per_class=40, seed=0, name=BUCKET):
 
     # Planted faults: each listed in the file list, each must be reported and excluded.
     faulty = make_bins(1, seed=seed + 1, first_id=900000, classes=(3, 2, 4, 1, 5))
-    (trunc, (l1, j1, m1)), (wrong, (l2, j2, m2)), (noimg, (l3, _, m3)), (nometa, (l4, j4, _)), \
-        (badjson, (l5, j5, _)) = faulty.items()
+    (
+        (trunc, (l1, j1, m1)),
+        (wrong, (l2, j2, m2)),
+        (noimg, (l3, _, m3)),
+        (nometa, (l4, j4, _)),
+        (badjson, (l5, j5, _)),
+    ) = faulty.items()
     put(client, name, f"bin-images/{trunc}.jpg", j1[: len(j1) // 2])
     put(client, name, f"metadata/{trunc}.json", m1)
     put(client, name, f"bin-images/{wrong}.jpg", j2)
@@ -67,8 +74,13 @@ def build_bucket(url, n_per_class=40, seed=0, name=BUCKET):
     put(client, name, f"bin-images/{badjson}.jpg", j5)
     put(client, name, f"metadata/{badjson}.json", b'{"BIN_FCSKU_DATA": {"x": ')
     b.faults = {trunc: l1, wrong: l2, noimg: l3, nometa: l4, badjson: l5}
-    b.expected_bad = {trunc: "corrupt_image", wrong: "label_mismatch", noimg: "missing_image",
-                      nometa: "missing_metadata", badjson: "unreadable_metadata"}
+    b.expected_bad = {
+        trunc: "corrupt_image",
+        wrong: "label_mismatch",
+        noimg: "missing_image",
+        nometa: "missing_metadata",
+        badjson: "unreadable_metadata",
+    }
 
     # The real sample bins, byte for byte.
     for meta_path in sorted((REAL_SAMPLE / "metadata").glob("*.json")):

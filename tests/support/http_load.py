@@ -6,6 +6,7 @@
 Prints one JSON object: requests, ok, errors ({status or exception: count}), seconds,
 requests_per_s, images_per_s, p50_ms, p90_ms, p99_ms, max_ms.
 """
+
 import argparse
 import asyncio
 import json
@@ -27,6 +28,7 @@ def percentile(sorted_values, q):
 
 def request_kwargs(images, i, batch):
     """Request i: one image as an image/jpeg|png body, or `batch` images as multipart."""
+
     def pick(j):
         return images[j % len(images)]
 
@@ -42,6 +44,7 @@ async def _load(url, images, requests, concurrency, batch, timeout):
     next_index = iter(range(requests))
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout) as client:
+
         async def worker():
             for i in next_index:
                 start = time.perf_counter()
@@ -61,12 +64,18 @@ async def _load(url, images, requests, concurrency, batch, timeout):
         seconds = time.perf_counter() - start
     latencies.sort()
     ms = [v * 1000 for v in latencies]
-    return {"requests": requests, "ok": len(latencies), "errors": dict(errors), "concurrency": concurrency,
-            "batch": max(batch, 1), "seconds": round(seconds, 3),
-            "requests_per_s": round(len(latencies) / seconds, 1) if seconds else 0.0,
-            "images_per_s": round(len(latencies) * max(batch, 1) / seconds, 1) if seconds else 0.0,
-            **{f"p{q}_ms": round(percentile(ms, q), 2) for q in (50, 90, 99)},
-            "max_ms": round(ms[-1], 2) if ms else float("nan")}
+    return {
+        "requests": requests,
+        "ok": len(latencies),
+        "errors": dict(errors),
+        "concurrency": concurrency,
+        "batch": max(batch, 1),
+        "seconds": round(seconds, 3),
+        "requests_per_s": round(len(latencies) / seconds, 1) if seconds else 0.0,
+        "images_per_s": round(len(latencies) * max(batch, 1) / seconds, 1) if seconds else 0.0,
+        **{f"p{q}_ms": round(percentile(ms, q), 2) for q in (50, 90, 99)},
+        "max_ms": round(ms[-1], 2) if ms else float("nan"),
+    }
 
 
 def run_load(url, images, requests=500, concurrency=16, batch=1, timeout=60.0):
@@ -80,7 +89,9 @@ def main(argv=None):
     parser.add_argument("images", nargs="+", help="JPEG or PNG files to send, cycled through")
     parser.add_argument("--requests", type=int, default=500, help="(default: %(default)s)")
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight (default: %(default)s)")
-    parser.add_argument("--batch", type=int, default=1, help="images per request; >1 sends multipart (default: %(default)s)")
+    parser.add_argument(
+        "--batch", type=int, default=1, help="images per request; >1 sends multipart (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     images = [(Path(p).name, Path(p).read_bytes()) for p in args.images]
     print(json.dumps(run_load(args.url, images, args.requests, args.concurrency, args.batch)))

@@ -1,5 +1,6 @@
 """A copy of this project in a temp git repo, driven through the real `dvc` and `git` CLIs, and the
 stages called in-process on it."""
+
 import contextlib
 import csv
 import importlib
@@ -23,8 +24,19 @@ def repo_pythonpath():
     return os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
 
 
-COPIED = ["dvc.yaml", "params.yaml", "stages", "binsight", ".dvc/config", ".dvc/plots.html", ".dvc/.gitignore", ".dvcignore", ".gitignore",
-          "data/.gitkeep", "models/.gitkeep"]
+COPIED = [
+    "dvc.yaml",
+    "params.yaml",
+    "stages",
+    "binsight",
+    ".dvc/config",
+    ".dvc/plots.html",
+    ".dvc/.gitignore",
+    ".dvcignore",
+    ".gitignore",
+    "data/.gitkeep",
+    "models/.gitkeep",
+]
 VENV_BIN = str(Path(sys.executable).parent)
 # tests/conftest.py hides the GPUs from the test process and keeps the caller's setting here
 CALLER_GPUS = "BINSIGHT_TEST_CUDA_VISIBLE_DEVICES"
@@ -35,10 +47,23 @@ def env(gpu=False, **extra):
     unless `gpu`: then it sees the GPUs the caller of pytest made visible (tests/test_gpu.py)."""
     e = dict(os.environ)
     e["PATH"] = os.pathsep.join(filter(None, [VENV_BIN, e.get("PATH")]))  # dvc, torchrun, python of this venv
-    e.update(DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
-             GIT_COMMITTER_EMAIL="t@t", PYTHONUNBUFFERED="1")
-    for k in ("DVC_ROOT", "DVC_EXP_BASELINE_REV", "DVC_EXP_NAME", "AWS_ENDPOINT_URL", "BINSIGHT_S3_BUCKET",
-              "BINSIGHT_S3_PREFIX", "BINSIGHT_FETCH_CONCURRENCY"):
+    e.update(
+        DVC_NO_ANALYTICS="1",
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@t",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@t",
+        PYTHONUNBUFFERED="1",
+    )
+    for k in (
+        "DVC_ROOT",
+        "DVC_EXP_BASELINE_REV",
+        "DVC_EXP_NAME",
+        "AWS_ENDPOINT_URL",
+        "BINSIGHT_S3_BUCKET",
+        "BINSIGHT_S3_PREFIX",
+        "BINSIGHT_FETCH_CONCURRENCY",
+    ):
         e.pop(k, None)
     e["CUDA_VISIBLE_DEVICES"] = ""
     if gpu:
@@ -58,12 +83,20 @@ def visible_gpus():
     if smi is None:
         return []
     try:
-        out = subprocess.run([smi, "--query-gpu=compute_cap", "--format=csv,noheader"], env=env(gpu=True),
-                             capture_output=True, text=True, timeout=60).stdout
+        out = subprocess.run(
+            [smi, "--query-gpu=compute_cap", "--format=csv,noheader"],
+            env=env(gpu=True),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return []
-    caps = [tuple(int(x) for x in line.strip().split(".")) for line in out.splitlines()
-            if line.strip().replace(".", "").isdigit()]
+    caps = [
+        tuple(int(x) for x in line.strip().split("."))
+        for line in out.splitlines()
+        if line.strip().replace(".", "").isdigit()
+    ]
     chosen = os.environ.get(CALLER_GPUS, "all")
     if chosen == "all":
         return caps
@@ -74,8 +107,10 @@ def run(args, cwd, check=True, timeout=600, gpu=False, **env_extra):
     """Run a command; on an unexpected exit status fail with its whole output."""
     proc = subprocess.run(args, cwd=cwd, env=env(gpu, **env_extra), capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(map(str, args))} exited {proc.returncode}\n"
-                             f"--- stdout\n{proc.stdout[-6000:]}\n--- stderr\n{proc.stderr[-6000:]}")
+        raise AssertionError(
+            f"{' '.join(map(str, args))} exited {proc.returncode}\n"
+            f"--- stdout\n{proc.stdout[-6000:]}\n--- stderr\n{proc.stderr[-6000:]}"
+        )
     return proc
 
 
@@ -91,6 +126,7 @@ def python_m(module, *args):
 @dataclass
 class Ran:
     """What a stage called in-process left: as subprocess.run's result, for the same asserts."""
+
     returncode: int
     stdout: str
     stderr: str
@@ -126,8 +162,10 @@ def call(module, *args, cwd, check=True, stdin=None, **env_extra):
                 os.environ[k] = v
     ran = Ran(status, out.getvalue(), err.getvalue())
     if check and status != 0:
-        raise AssertionError(f"{module} {' '.join(map(str, args))} exited {status}\n"
-                             f"--- stdout\n{ran.stdout[-6000:]}\n--- stderr\n{ran.stderr[-6000:]}")
+        raise AssertionError(
+            f"{module} {' '.join(map(str, args))} exited {status}\n"
+            f"--- stdout\n{ran.stdout[-6000:]}\n--- stderr\n{ran.stderr[-6000:]}"
+        )
     return ran
 
 
@@ -216,10 +254,18 @@ def in_terminal(args, cwd, columns=120, timeout=300):
     import re
     import struct
     import termios
+
     main_fd, child_fd = pty.openpty()
     fcntl.ioctl(child_fd, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
-    proc = subprocess.Popen(args, cwd=cwd, env=env(DVC_PAGER="cat", COLUMNS=columns), stdin=child_fd,
-                            stdout=child_fd, stderr=child_fd, close_fds=True)
+    proc = subprocess.Popen(
+        args,
+        cwd=cwd,
+        env=env(DVC_PAGER="cat", COLUMNS=columns),
+        stdin=child_fd,
+        stdout=child_fd,
+        stderr=child_fd,
+        close_fds=True,
+    )
     os.close(child_fd)
     chunks = []
     while True:
@@ -241,6 +287,7 @@ def kill_when_written(args, cwd, path, timeout=300, poll=0.005):
     after a checkpoint landed. -> the exit status."""
     import signal
     import time
+
     proc = subprocess.Popen(args, cwd=cwd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + timeout
     while not Path(path).exists() and time.time() < deadline and proc.poll() is None:

@@ -1,5 +1,6 @@
 """A real S3 server on loopback (moto in server mode) and a small HTTP proxy in front of it that can
 slow requests down, answer 503 a few times, and count the GETs per key."""
+
 import http.client
 import logging
 import threading
@@ -9,8 +10,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from moto.server import ThreadedMotoServer
 
-HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
-              "proxy-authorization", "proxy-authenticate"}
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-authenticate",
+}
 
 
 class MotoS3:

@@ -1,5 +1,6 @@
 """The real server on 127.0.0.1, as a process or in this one, and a model file to serve, for tests and
 benchmarks."""
+
 import io
 import os
 import signal
@@ -32,8 +33,14 @@ def untrained_model(path, arch="resnet18", image_size=64, classes=(1, 2, 3, 4, 5
 
     torch.manual_seed(seed)
     params = {"arch": arch, "weights": "none", "freeze_backbone": False, "head": {"hidden": [], "dropout": 0.0}}
-    save_model(path, model_from_params(params, len(classes), pretrained=False), classes, params, image_size,
-               {"val_acc": 0.2, "epoch": 0})
+    save_model(
+        path,
+        model_from_params(params, len(classes), pretrained=False),
+        classes,
+        params,
+        image_size,
+        {"val_acc": 0.2, "epoch": 0},
+    )
     return Path(path)
 
 
@@ -50,9 +57,12 @@ class InProcessServer:
 
     def __init__(self, *argv, timeout=60):
         from binsight import serve
+
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.app, self.batcher, self.predictor = serve.build(serve.parse_args([*map(str, argv), "--port", str(self.port)]))
+        self.app, self.batcher, self.predictor = serve.build(
+            serve.parse_args([*map(str, argv), "--port", str(self.port)])
+        )
         self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
@@ -87,8 +97,12 @@ class Server:
         serve_args = ["--model", model, "--port", self.port, *args]
         cmd = project.python_m("binsight.serve", *serve_args)
         self._log_file = open(self.log, "wb")
-        full_env = {**(project.env(gpu) if as_tests_run else os.environ), "PYTHONPATH": project.repo_pythonpath(),
-                    "PYTHONUNBUFFERED": "1", **(env or {})}
+        full_env = {
+            **(project.env(gpu) if as_tests_run else os.environ),
+            "PYTHONPATH": project.repo_pythonpath(),
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+        }
         self.proc = subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=self._log_file, stderr=subprocess.STDOUT)
         self._wait(timeout)
 

@@ -6,6 +6,7 @@ The pattern pytest-xdist documents for session fixtures that must run once: a lo
 folder all workers of a run share, and a marker written when the build is complete (a build that
 failed leaves none, and the next worker that asks builds it again and reports its own error).
 """
+
 import os
 import shutil
 

@@ -1,12 +1,21 @@
 """Synthetic bin photos with a known number of objects, and metadata in ABID's own format."""
+
 import io
 import json
 import random
 
 from PIL import Image, ImageDraw
 
-COLOURS = [(230, 60, 50), (60, 200, 80), (70, 110, 240), (240, 220, 60), (220, 90, 220), (60, 220, 220),
-           (250, 150, 40), (245, 245, 245)]
+COLOURS = [
+    (230, 60, 50),
+    (60, 200, 80),
+    (70, 110, 240),
+    (240, 220, 60),
+    (220, 90, 220),
+    (60, 220, 220),
+    (250, 150, 40),
+    (245, 245, 245),
+]
 
 
 def draw_bin(count, size, rng):
@@ -41,7 +50,9 @@ def metadata_bytes(count, rng):
     for i, qty in enumerate(quantities):
         asin = f"B0{rng.randint(0, 10**8):08d}{i}"
         skus[asin] = {
-            "asin": asin, "name": f"synthetic product {i}", "normalizedName": f"synthetic product {i}",
+            "asin": asin,
+            "name": f"synthetic product {i}",
+            "normalizedName": f"synthetic product {i}",
             "quantity": qty,
             "height": {"unit": "IN", "value": round(rng.uniform(0.5, 6), 3)},
             "length": {"unit": "IN", "value": round(rng.uniform(2, 12), 3)},
