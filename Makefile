@@ -1,6 +1,6 @@
 # Two commands on a fresh machine:
 #   make repro   set up .venv and run the whole pipeline (fetch -> split -> train -> evaluate)
-#   make test    set up .venv with the test tools and run the whole test suite
+#   make test    set up .venv with the test tools, run ruff and the whole test suite (what .ci/run runs)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -29,14 +29,14 @@ setup-dev: $(VENV)/.installed-dev
 repro: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" dvc repro
 
-# The report test opens reports/index.html in Debian's chromium. Installed when we may (root or
-# passwordless sudo); otherwise that one test skips and says why.
+# The report and `dvc plots show` tests open their pages in Debian's chromium. Installed when we may (root
+# or passwordless sudo); otherwise those tests skip and say why.
 browser:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  as_root=""; [ "$$(id -u)" = 0 ] || as_root="sudo -n"; \
 	  { $$as_root apt-get update -qq && $$as_root env DEBIAN_FRONTEND=noninteractive \
 	      apt-get install -y -qq --no-install-recommends chromium >/dev/null; } \
-	  || echo "make: chromium could not be installed; the headless-browser test will skip" >&2; }
+	  || echo "make: chromium could not be installed; the headless-browser tests will skip" >&2; }
 
 # The whole suite, as CI runs it: lint and format check, then every test (-m "" lifts the fast-tier filter
 # of pyproject.toml) on one pytest worker per core, at most 8. --dist loadgroup keeps the tests that share

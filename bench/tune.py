@@ -20,10 +20,12 @@ from pathlib import Path
 
 import yaml
 
-from tests.support.bucket import build_bucket
-from tests.support.project import dvc, git_commit, make_project, run
-from tests.support.s3server import MotoS3
-from tests.support.tuning import FROZEN_MODEL, FROZEN_TRAIN
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.support.bucket import build_bucket  # noqa: E402
+from tests.support.project import dvc, git_commit, make_project, run  # noqa: E402
+from tests.support.s3server import MotoS3  # noqa: E402
+from tests.support.tuning import FROZEN_MODEL, FROZEN_TRAIN  # noqa: E402
 
 
 def build(root, s3_url, bins_per_class, epochs, size):

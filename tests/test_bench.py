@@ -13,9 +13,10 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted(p for p in (REPO / "bench").glob("*.py") if p.name != "__init__.py")
 
 
-def test_every_benchmark_imports_and_explains_itself():
+def test_every_benchmark_imports_and_explains_itself(tmp_path):
     assert len(SCRIPTS) >= 5
-    # one process for all of them: each --help is run in-process through runpy, so torch is imported once
+    # one process for all of them: each --help is run in-process through runpy, so torch is imported once;
+    # from another folder, as `python bench/x.py` finds the repo's modules only through its own sys.path
     code = (
         "import runpy, sys\n"
         "for path in sys.argv[1:]:\n"
@@ -27,7 +28,7 @@ def test_every_benchmark_imports_and_explains_itself():
         "    print('ok', path, flush=True)\n"
     )
     proc = subprocess.run(
-        [sys.executable, "-c", code, *map(str, SCRIPTS)], cwd=REPO, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", code, *map(str, SCRIPTS)], cwd=tmp_path, capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     for path in SCRIPTS:
