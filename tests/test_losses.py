@@ -88,6 +88,20 @@ def test_unknown_loss_is_refused():
         CountingLoss("hinge", K)
 
 
+# The fits of the real train stage: 48 px, cached images, flips, a fresh start each
+FIT_TRAIN = {
+    "epochs": 6,
+    "batch_size": 8,
+    "image_size": 48,
+    "num_workers": 0,
+    "lr": 0.002,
+    "optimizer": "adamw",
+    "cache_images": True,
+    "augment": "flips",
+    "resume": False,
+}
+
+
 @pytest.fixture(scope="module")
 def fit_project(tmp_path_factory):
     project = make_project(tmp_path_factory.mktemp("losses") / "proj", commit=False)
@@ -102,22 +116,7 @@ def test_each_loss_fits_generated_bins_better_than_chance(fit_project, loss):
     """The real train stage with each loss, 48 px, cached images; val accuracy is what it picks the
     best epoch by, and the saved model decodes on the held-out split to counts better than chance."""
     proj = fit_project
-    params = {
-        "model": {**SMALL_MODEL},
-        "train": {
-            "epochs": 6,
-            "batch_size": 8,
-            "image_size": 48,
-            "num_workers": 0,
-            "lr": 0.002,
-            "optimizer": "adamw",
-            "loss": loss,
-            "cache_images": True,
-            "augment": "flips",
-            "resume": False,
-        },
-    }
-    set_params(proj, params)
+    set_params(proj, {"model": {**SMALL_MODEL}, "train": {**FIT_TRAIN, "loss": loss}})
     out = f"models/{loss}.pt"
     call("stages.train", "--model", out, "--live", f"live_{loss}", "--checkpoint", f"ckpt_{loss}.pt", cwd=proj)
     model, meta = load_model(proj / out)
@@ -136,23 +135,7 @@ def test_metadata_targets_fit_generated_bins_better_than_chance(fit_project):
     """train.aux_weight through the real train stage: the second head learns from data/raw/metadata
     beside the count, the checkpoint keeps it, and the model file (without it) counts better than chance."""
     proj = fit_project
-    params = {
-        "model": {**SMALL_MODEL},
-        "train": {
-            "epochs": 6,
-            "batch_size": 8,
-            "image_size": 48,
-            "num_workers": 0,
-            "lr": 0.002,
-            "optimizer": "adamw",
-            "loss": "ce",
-            "aux_weight": 1.0,
-            "cache_images": True,
-            "augment": "flips",
-            "resume": False,
-        },
-    }
-    set_params(proj, params)
+    set_params(proj, {"model": {**SMALL_MODEL}, "train": {**FIT_TRAIN, "loss": "ce", "aux_weight": 1.0}})
     call("stages.train", "--model", "models/aux.pt", "--live", "live_aux", "--checkpoint", "ckpt_aux.pt", cwd=proj)
     head = torch.load(proj / "ckpt_aux.pt", weights_only=False)["model"]["aux.weight"]
     seed_everything(42)  # the run's initial weights, built as the train stage builds them
