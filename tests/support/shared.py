@@ -1,6 +1,6 @@
 """Built once per test run, whichever pytest-xdist worker asks first: the expensive projects the
 tests share (a whole `dvc repro` each). The other workers wait for the build and use the result,
-so tests that share a project need not run on one worker (tests/support/units.py).
+so tests that share a project need not run on one worker.
 
 The pattern pytest-xdist documents for session fixtures that must run once: a lock file in the
 folder all workers of a run share, and a marker written when the build is complete (a build that
