@@ -106,12 +106,18 @@ def visible_gpus():
 def run(args, cwd, check=True, timeout=600, gpu=False, **env_extra):
     """Run a command; on an unexpected exit status fail with its whole output."""
     proc = subprocess.run(args, cwd=cwd, env=env(gpu, **env_extra), capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
+    return checked(args, proc, check)
+
+
+def checked(command, result, check):
+    """`result` (a finished run's returncode, stdout, stderr); with `check`, fail on a non-zero status with
+    the whole output."""
+    if check and result.returncode != 0:
         raise AssertionError(
-            f"{' '.join(map(str, args))} exited {proc.returncode}\n"
-            f"--- stdout\n{proc.stdout[-6000:]}\n--- stderr\n{proc.stderr[-6000:]}"
+            f"{' '.join(map(str, command))} exited {result.returncode}\n"
+            f"--- stdout\n{result.stdout[-6000:]}\n--- stderr\n{result.stderr[-6000:]}"
         )
-    return proc
+    return result
 
 
 def dvc(project, *args, check=True, **env_extra):
@@ -160,13 +166,7 @@ def call(module, *args, cwd, check=True, stdin=None, **env_extra):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    ran = Ran(status, out.getvalue(), err.getvalue())
-    if check and status != 0:
-        raise AssertionError(
-            f"{module} {' '.join(map(str, args))} exited {status}\n"
-            f"--- stdout\n{ran.stdout[-6000:]}\n--- stderr\n{ran.stderr[-6000:]}"
-        )
-    return ran
+    return checked([module, *args], Ran(status, out.getvalue(), err.getvalue()), check)
 
 
 def deep_update(base, overrides):
