@@ -145,3 +145,31 @@ def parse_metadata(data):
             )
         )
     return BinMetadata(expected_quantity=quantity, items=tuple(items))
+
+
+def expected_quantity(data):
+    """Bytes of metadata/<id>.json -> (count, None), or (None, (reason, detail)) when the bin has no usable
+    EXPECTED_QUANTITY: the key missing, null, not a non-negative integer, or the JSON unreadable."""
+    try:
+        obj = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return None, ("unreadable_metadata", f"not valid JSON: {exc}")
+    if not isinstance(obj, dict):
+        return None, ("unreadable_metadata", "not a JSON object")
+    if "EXPECTED_QUANTITY" not in obj:
+        return None, ("missing_quantity", "no EXPECTED_QUANTITY")
+    quantity = obj["EXPECTED_QUANTITY"]
+    if quantity is None:
+        return None, ("null_quantity", "EXPECTED_QUANTITY is null")
+    if not isinstance(quantity, int) or isinstance(quantity, bool) or quantity < 0:
+        return None, ("bad_quantity", f"EXPECTED_QUANTITY is {quantity!r}, not a count")
+    return quantity, None
+
+
+def file_list_object(counts, prefix=""):
+    """{bin_id: count} -> the file_list.json object {"count": ["<prefix>metadata/<id>.json", ...]},
+    counts in numeric order, ids sorted: the capstone's format, for any counts."""
+    by_count = {}
+    for bin_id in sorted(counts):
+        by_count.setdefault(counts[bin_id], []).append(metadata_key(prefix, bin_id))
+    return {str(c): by_count[c] for c in sorted(by_count)}

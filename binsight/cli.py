@@ -1,5 +1,6 @@
 """`binsight`: the commands that are not DVC stages.
 
+    binsight list s3://aft-vbi-pds/ --out abid/all_bins.json   # a file list of every bin (see --help)
     binsight predict photo.jpg            # count the items in photos (see `binsight predict --help`)
     binsight serve --model models/model.pt  # HTTP server (see `binsight serve --help`)
     binsight tune --trials 20             # Bayesian search, every trial a DVC experiment
@@ -12,13 +13,14 @@ import importlib
 import sys
 
 COMMANDS = {
+    "list": "build a file list from a bucket, a prefix or a local copy",
     "predict": "count the items in photos with a trained model",
     "serve": "serve a trained model over HTTP",
     "tune": "Bayesian hyper-parameter search over DVC experiments",
     "recipe": "run a named recipe (notebook, gpu, cpu-scratch) as a DVC experiment",
 }
 
-MODULES = {"recipe": "recipes"}
+MODULES = {"recipe": "recipes", "list": "listing"}
 
 
 def main(argv=None):

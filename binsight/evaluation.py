@@ -6,7 +6,9 @@ from functools import partial
 
 import numpy as np
 
+from binsight.classes import CAPSTONE_COUNTS
 from binsight.datasets import BinImages, eval_transform, make_loader
+from binsight.errors import DataError
 from binsight.loops import predict
 from binsight.losses import decode
 from binsight.progress import Progress
@@ -18,6 +20,23 @@ def split_loader(rows, images_dir, meta, batch_size, num_workers, device):
     size = pre["image_size"]
     dataset = BinImages(rows, images_dir, classes, eval_transform(size), size, pre["jpeg_draft"])
     return make_loader(dataset, batch_size, False, num_workers, device.type == "cuda")
+
+
+def shard_split_loader(location, meta, batch_size, num_workers, device, decode="cpu"):
+    """The test shards -> ([(id, label, count)] in split order, a loader over them). The loader yields
+    in worker order; `timed_predictions` puts the probabilities back in split order."""
+    from binsight.streaming import ShardBatches, ShardSet, ShardStream
+
+    shards = ShardSet(location)
+    size = meta["preprocess"]["image_size"]
+    if shards.index["image_size"] != size:
+        raise DataError(
+            f"{location} holds {shards.index['image_size']} px images, the model wants {size}: run `dvc repro shard`"
+        )
+    entries = shards.entries("test")
+    rows = [r for e in entries for r in zip(e["ids"], e["labels"], e["counts"])]
+    stream = ShardStream(shards, "test", meta["classes"], workers=num_workers, decode=decode)
+    return rows, ShardBatches(stream, batch_size, device, num_workers, device.type == "cuda")
 
 
 def timed_predictions(model, meta, loader, device, dtype, tta):
@@ -33,6 +52,10 @@ def timed_predictions(model, meta, loader, device, dtype, tta):
         tta=tta,
         progress=bar,
     )
+    if hasattr(loader, "order"):  # shard batches come in worker order: back to split order
+        ordered = np.empty_like(probs)
+        ordered[loader.order()] = probs
+        probs = ordered
     return probs, (time.perf_counter() - start) / max(len(probs), 1)
 
 
@@ -50,3 +73,20 @@ def per_class_accuracy(y_true, y_pred, classes):
         {"count": str(c), "accuracy": float(np.mean(y_pred[y_true == c] == c)) if np.any(y_true == c) else 0.0}
         for c in classes
     ]
+
+
+def capstone_scores(probs, y_true, counts, classes):
+    """The capstone's comparable figure: accuracy on the bins with 1-5 items, decoded two ways: the argmax
+    over every class the model knows, and the argmax over the classes 1-5 alone. n: how many such bins."""
+    mask = np.isin(counts, CAPSTONE_COUNTS)
+    keep = [i for i, c in enumerate(classes) if c in CAPSTONE_COUNTS]
+    if not mask.any() or not keep:
+        return {"accuracy": float("nan"), "accuracy_argmax_1to5": float("nan"), "n": int(mask.sum())}
+    classes = np.asarray(classes)
+    full = classes[probs[mask].argmax(1)]
+    restricted = classes[np.asarray(keep)[probs[mask][:, keep].argmax(1)]]
+    return {
+        "accuracy": float(np.mean(full == y_true[mask])),
+        "accuracy_argmax_1to5": float(np.mean(restricted == y_true[mask])),
+        "n": int(mask.sum()),
+    }

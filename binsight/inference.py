@@ -56,14 +56,17 @@ def decode_image(data, size, max_pixels=MAX_PIXELS):
         raise BadImage(f"image does not decode: {exc}") from None
 
 
-def result(probs, classes):
-    """One row of class probabilities -> {"count", "probability", "probabilities": {"1": ..}}."""
+def result(probs, classes, names=None):
+    """One row of class probabilities -> {"count", "class", "probability", "probabilities": {"1": ..}}.
+    "class" is the class's name ("6+" for "6 or more" under classes.policy clip; else the count)."""
     probs = [float(p) for p in probs]
+    names = names or [str(c) for c in classes]
     best = max(range(len(probs)), key=probs.__getitem__)
     return {
         "count": int(classes[best]),
+        "class": names[best],
         "probability": round(probs[best], 6),
-        "probabilities": {str(c): round(p, 6) for c, p in zip(classes, probs)},
+        "probabilities": {n: round(p, 6) for n, p in zip(names, probs)},
     }
 
 
@@ -116,6 +119,7 @@ class Predictor:
         self.device = resolve_device(device)
         self.model, self.meta = load_model(self.path, self.device)
         self.classes = list(self.meta["classes"])
+        self.names = list(self.meta.get("class_names") or [str(c) for c in self.classes])
         self.preprocess = self.meta["preprocess"]
         self.image_size = int(self.preprocess["image_size"])
         self.draft_size = self.image_size if self.preprocess["jpeg_draft"] else None
@@ -145,7 +149,7 @@ class Predictor:
             torch.autocast(self.device.type, dtype=self._dtype or torch.float32, enabled=self._dtype is not None),
         ):
             probs = average_over_views(lambda v: self.decode(self.model(v)), x, self.tta).float().cpu().tolist()
-        return [result(p, self.classes) for p in probs]
+        return [result(p, self.classes, self.names) for p in probs]
 
     def predict_bytes(self, images):
         """A list of image bytes -> result dicts. Raises BadImage naming the position of a bad one."""
@@ -163,6 +167,7 @@ class Predictor:
             "model": self.version,
             "file": self.path.name,
             "classes": self.classes,
+            "class_names": self.names,
             "image_size": self.image_size,
             "arch": params.get("arch"),
             "params": params,

@@ -295,6 +295,10 @@ def check_train(p):
         "aux_weight": 0.0,
         "cache_images": False,
         "checkpoint_every": 1,
+        "data": "files",
+        "shards": None,
+        "shuffle_buffer": 2000,
+        "decode": "cpu",
         **p,
     }
     p["augment"] = augment_mode(p["augment"])
@@ -333,6 +337,25 @@ def check_train(p):
     for key in ("pin_memory", "channels_last", "resume", "jpeg_draft", "profile", "cache_images"):
         require(isinstance(p.get(key), bool), f"train.{key}", p.get(key), "true or false")
     require(p["use_features"] in ("auto", "never"), "train.use_features", p["use_features"], "auto or never")
+    require(p["data"] in ("files", "shards"), "train.data", p["data"], "files or shards")
+    require(
+        p["shards"] is None or (isinstance(p["shards"], str) and p["shards"]),
+        "train.shards",
+        p["shards"],
+        "null (data/shards) or a folder or s3://bucket/prefix/ holding index.json and the shards",
+    )
+    require(
+        is_int(p["shuffle_buffer"]) and p["shuffle_buffer"] >= 1,
+        "train.shuffle_buffer",
+        p["shuffle_buffer"],
+        "an integer >= 1 (samples per loader worker)",
+    )
+    require(p["decode"] in ("cpu", "gpu"), "train.decode", p["decode"], "cpu or gpu")
+    if p["data"] == "shards":
+        require(
+            p["balance"] != "sampler", "train.balance", p["balance"], "none or weighted_loss with train.data: shards"
+        )
+        require(p["aux_weight"] == 0, "train.aux_weight", p["aux_weight"], "0 with train.data: shards")
     d = {"nproc_per_node": 1, "nnodes": 1, "backend": "auto", **(p.get("distributed") or {})}
     for key in ("nproc_per_node", "nnodes"):
         require(is_int(d[key]) and d[key] >= 1, f"train.distributed.{key}", d[key], "an integer >= 1")
@@ -348,6 +371,22 @@ def check_train_with_model(model_params, train_params):
             "backbone, which a frozen one cannot learn (set train.aux_weight: 0)"
         )
     return train_params
+
+
+def check_shard(p):
+    p = dict(p)
+    p.setdefault("seed", 0)
+    require(
+        is_int(p.get("size")) and 1 <= p["size"] <= 100_000, "shard.size", p.get("size"), "bins a shard, 1 to 100000"
+    )
+    require(
+        is_int(p.get("quality")) and 50 <= p["quality"] <= 100,
+        "shard.quality",
+        p.get("quality"),
+        "a JPEG quality, 50 to 100",
+    )
+    require(is_int(p["seed"]), "shard.seed", p["seed"], "an integer")
+    return p
 
 
 def check_evaluate(p):

@@ -12,3 +12,4 @@ class Paths:
     checkpoint: str = "models/checkpoint.pt"
     live: str = "dvclive/train"
     features: str = "data/features"
+    shards: str = "data/shards"  # train.data: shards (train.shards, when set, says where)

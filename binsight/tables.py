@@ -39,11 +39,13 @@ def read_labels(path):
 
 
 def read_split(split_dir, name, images_dir):
-    """Rows (id, label) of one split, checked: not empty, every image present."""
+    """Rows (id, label) of one split, checked: not empty, every image present (unless images_dir is None)."""
     path = Path(split_dir) / f"{name}.csv"
     rows = read_labels(path)
     if not rows:
         raise DataError(f"{path} is empty: no bins to {'train on' if name == 'train' else 'evaluate'}")
+    if images_dir is None:
+        return rows
     missing = [bin_id for bin_id, _ in rows if not (Path(images_dir) / f"{bin_id}.jpg").exists()]
     if missing:
         raise DataError(
@@ -51,3 +53,22 @@ def read_split(split_dir, name, images_dir):
             f"(first: {missing[0]}.jpg); run `dvc repro fetch` or `dvc pull`"
         )
     return rows
+
+
+def read_split_counts(split_dir, name, images_dir):
+    """Rows (id, label, count) of one split, checked as read_split does. `count` is the bin's item count
+    (a split written before class policies has none: the label is the count then)."""
+    read_split(split_dir, name, images_dir)
+    rows = read_csv(Path(split_dir) / f"{name}.csv", required=("id", "label"))
+    return [(r["id"], int(r["label"]), int(r.get("count") or r["label"])) for r in rows]
+
+
+def class_names(split_dir, classes):
+    """Each class's name as a person reads it: "3", or "6+" for a class that holds bins with more items
+    than its label (classes.policy: clip), read off the count column of the train and val splits."""
+    more = set()
+    for name in ("train", "val"):
+        path = Path(split_dir) / f"{name}.csv"
+        if path.exists():
+            more |= {int(r["label"]) for r in read_csv(path) if int(r.get("count") or r["label"]) > int(r["label"])}
+    return [f"{c}+" if c in more else str(c) for c in classes]

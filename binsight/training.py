@@ -41,7 +41,8 @@ from binsight.paths import Paths
 from binsight.profiling import StepProfiler
 from binsight.progress import Progress as ProgressBar
 from binsight.pruning import TrialLink, TrialPruned
-from binsight.tables import read_split
+from binsight.streaming import ShardSet, shard_loaders
+from binsight.tables import class_names, read_split
 
 COLLAPSE_EPOCHS = 2  # warn when val predictions are all one class this many epochs in a row
 LOADER_BOUND = 0.5  # warn when the loop waits for data more than this fraction of an epoch
@@ -147,18 +148,20 @@ def fit(paths, model_params, train_params, world):
     """Train, keep the best epoch by val accuracy in `paths.model`, checkpoint every epoch."""
     run = Run(paths, model_params, train_params, world)
     started = time.perf_counter()
-    train_rows, val_rows, run.classes = load_data(paths)
+    shards = ShardSet(train_params["shards"] or paths.shards) if train_params["data"] == "shards" else None
+    train_rows, val_rows, run.classes = load_data(paths, check_images=shards is None)
     aux = (
         torch.tensor(read_aux_targets(train_rows, paths.metadata), dtype=torch.float32).reshape(-1, 3)
         if train_params["aux_weight"]
         else None
     )
     parts = build_parts(run, train_rows, aux)
-    loaders, cached = make_loaders(run, parts, train_rows, val_rows, aux)
+    loaders, cached = make_loaders(run, parts, train_rows, val_rows, aux, shards)
     add_schedule_and_ema(parts, train_params, len(loaders["train"]))
-    run.run_id = fingerprint(
-        model_params, train_params, [Path(paths.split) / "train.csv", Path(paths.split) / "val.csv"]
-    )
+    inputs = [Path(paths.split) / "train.csv", Path(paths.split) / "val.csv"]
+    if shards is not None and not shards.s3:
+        inputs.append(Path(shards.folder) / "index.json")
+    run.run_id = fingerprint(model_params, train_params, inputs)
     progress = resume_or_start(run, parts, (len(train_rows), len(val_rows)))
     net = (
         DistributedDataParallel(parts.trained, device_ids=[parts.device.index] if parts.device.type == "cuda" else None)
@@ -211,9 +214,10 @@ def fit(paths, model_params, train_params, world):
     finish(live, progress, paths.model, run.say, time.perf_counter() - started)
 
 
-def load_data(paths):
-    train_rows = read_split(paths.split, "train", paths.images)
-    val_rows = read_split(paths.split, "val", paths.images)
+def load_data(paths, check_images=True):
+    images = paths.images if check_images else None
+    train_rows = read_split(paths.split, "train", images)
+    val_rows = read_split(paths.split, "val", images)
     return train_rows, val_rows, sorted({label for _, label in train_rows + val_rows})
 
 
@@ -280,13 +284,25 @@ def add_schedule_and_ema(parts, train_params, steps_per_epoch):
         )
 
 
-def make_loaders(run, parts, train_rows, val_rows, aux=None):
+def make_loaders(run, parts, train_rows, val_rows, aux=None, shards=None):
     """-> ({"train", "val", "sampler"}, the cached features or None), and `parts.trained` set to the
     module that learns (the head alone on cached features). `aux`: the training rows' metadata
-    targets, served with their images."""
+    targets, served with their images. `shards` (a binsight.streaming.ShardSet): stream from them."""
     paths, model_params, train_params, world, say = run.paths, run.model_params, run.train_params, run.world, run.say
     size, batch = train_params["image_size"], train_params["batch_size"]
     pin = train_params["pin_memory"] and parts.device.type == "cuda"
+    if shards is not None:
+        if shards.index["image_size"] != size:
+            raise ConfigError(
+                f"{shards.location} holds {shards.index['image_size']} px images, train.image_size is {size}: "
+                "run `dvc repro shard` (or point train.shards at shards of that size)"
+            )
+        loaders = shard_loaders(shards, run.classes, train_params, world, parts.device, pin)
+        say(
+            f"train: streaming {len(shards.entries('train'))} train shards from {shards.location}, "
+            f"{len(loaders['train'])} steps an epoch on each of {world.world_size} process(es)"
+        )
+        return loaders, None
     if train_params["balance"] == "sampler":  # every count equally often, drawn with replacement
         train_sampler = BalancedShardSampler(
             [label for _, label in train_rows], world.rank, world.world_size, seed=train_params["seed"]
@@ -442,7 +458,7 @@ def save_best(run, model, extra):
         run.classes,
         model_params,
         train_params["image_size"],
-        extra,
+        {"class_names": class_names(run.paths.split, run.classes), **extra},
         loss=train_params["loss"],
         preprocess=preprocessing(train_params["image_size"], train_params["jpeg_draft"], model_params["tta"]),
     )

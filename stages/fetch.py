@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 from binsight.abid import limit_per_class, parse_file_list_bytes
+from binsight.classes import check_classes, label_for
 from binsight.download import MANIFEST_COLUMNS, Downloader, build_report, local_folder, manifest_rows
 from binsight.errors import BinsightError, DataError, one_line_errors
 from binsight.params import check_fetch, load_params, section
@@ -56,8 +57,14 @@ def main(argv=None):
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
 
-    p = section(load_params(args.params), "fetch", check_fetch)
-    labels = limit_per_class(read_file_list(p["file_list"]), p["limit_per_class"])
+    params = load_params(args.params)
+    p, classes = section(params, "fetch", check_fetch), check_classes(params.get("classes"))
+    listed = read_file_list(p["file_list"])
+    # Only the bins the class policy admits: a list of the whole bucket under `subset` fetches 1-5 only.
+    counts = {i: c for i, c in listed.items() if label_for(c, classes["policy"], classes["clip_at"]) is not None}
+    if len(counts) < len(listed):
+        print(f"fetch: {len(listed) - len(counts)} listed bins left out by classes.policy={classes['policy']}")
+    labels = limit_per_class(counts, p["limit_per_class"])
     folder = local_folder(p["local_dir"])
     client = (
         None if folder else make_client(p["region"], p["endpoint_url"], p["anonymous"], p["concurrency"], p["retries"])

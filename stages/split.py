@@ -2,12 +2,16 @@
 
     python -m stages.split            # what `dvc repro split` runs
 
-Outputs data/split/{train,val,test}.csv with columns id,label.
+The class policy (params `classes:`) turns each bin's item count into its class label and leaves out
+the counts it does not admit. Outputs data/split/{train,val,test}.csv with columns id,label,count
+(label: the class; count: the bin's EXPECTED_QUANTITY, which evaluate uses for the capstone's 1-5 figure).
+Classes are split one by one, so adding bins of other counts leaves the 1-5 bins' split unchanged.
 """
 
 import argparse
 from pathlib import Path
 
+from binsight.classes import check_classes, label_for
 from binsight.errors import DataError, one_line_errors
 from binsight.params import check_split, load_params, section
 from binsight.splitting import SPLITS, stratified_split
@@ -22,15 +26,29 @@ def main(argv=None):
     parser.add_argument("--out", default="data/split")
     args = parser.parse_args(argv)
 
-    p = section(load_params(args.params), "split", check_split)
-    items = read_labels(args.manifest)
-    if not items:
+    params = load_params(args.params)
+    p, classes = section(params, "split", check_split), check_classes(params.get("classes"))
+    counts = dict(read_labels(args.manifest))
+    if not counts:
         raise DataError(f"{args.manifest} lists no bins: did fetch find any?")
+    labels = {i: label_for(c, classes["policy"], classes["clip_at"]) for i, c in counts.items()}
+    items = [(i, y) for i, y in labels.items() if y is not None]
+    if not items:
+        raise DataError(
+            f"classes.policy={classes['policy']} admits none of the {len(counts)} bins of {args.manifest}; "
+            "pick another policy or list other bins"
+        )
     splits = stratified_split(items, p["ratios"], p["seed"])
     for name in SPLITS:
-        write_csv(Path(args.out) / f"{name}.csv", [{"id": i, "label": y} for i, y in splits[name]], ("id", "label"))
-    counts = {name: len(rows) for name, rows in splits.items()}
-    print(f"split: {counts} (seed {p['seed']}) -> {args.out}/")
+        rows = [{"id": i, "label": y, "count": counts[i]} for i, y in splits[name]]
+        write_csv(Path(args.out) / f"{name}.csv", rows, ("id", "label", "count"))
+    sizes = {name: len(rows) for name, rows in splits.items()}
+    left_out = len(counts) - len(items)
+    print(
+        f"split: {sizes} (seed {p['seed']}, classes.policy={classes['policy']}"
+        + (f", {left_out} bins left out" if left_out else "")
+        + f") -> {args.out}/"
+    )
 
 
 if __name__ == "__main__":

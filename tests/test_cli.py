@@ -16,5 +16,5 @@ def test_an_unknown_command_is_named_with_the_choices(capsys):
     assert captured.out == ""  # usage and error both go to stderr: a script reading stdout gets nothing
     assert (
         captured.err.strip().splitlines()[-1]
-        == "binsight: unknown command 'nope': expected one of predict, serve, tune, recipe"
+        == "binsight: unknown command 'nope': expected one of list, predict, serve, tune, recipe"
     )

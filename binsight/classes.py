@@ -1,0 +1,51 @@
+"""Class policies: which item counts a run learns, and as which classes.
+
+    subset   the capstone's 1-5: bins with 0 or more than 5 items are left out
+    anchors  0-5, as the ABID challenge baseline and the papers that beat it: more than 5 left out
+    clip     every bin; counts of clip_at or more are one class ("6+" for clip_at 6)
+
+A label is the class's smallest count, so labels sort in count order and a label names its class:
+under `clip` with clip_at 6, label 6 stands for "6 or more". The capstone's comparable figure is
+always taken on the bins with 1-5 items (`CAPSTONE_COUNTS`), whatever the policy.
+"""
+
+from binsight.errors import ConfigError
+
+POLICIES = ("subset", "anchors", "clip")
+CAPSTONE_COUNTS = (1, 2, 3, 4, 5)
+
+
+def check_classes(p):
+    p = dict(p or {})
+    p.setdefault("policy", "subset")
+    p.setdefault("clip_at", 6)
+    if p["policy"] not in POLICIES:
+        raise ConfigError(f"classes.policy={p['policy']!r} is not allowed: expected one of {', '.join(POLICIES)}")
+    k = p["clip_at"]
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 1000:
+        raise ConfigError(f"classes.clip_at={k!r} is not allowed: expected an integer from 1 to 1000")
+    return p
+
+
+def label_for(count, policy="subset", clip_at=6):
+    """An item count -> its class label under the policy, or None when the policy leaves it out."""
+    if policy == "subset":
+        return count if 1 <= count <= 5 else None
+    if policy == "anchors":
+        return count if 0 <= count <= 5 else None
+    return min(count, clip_at)
+
+
+def class_name(label, policy="subset", clip_at=6):
+    """Label -> what a person reads: "3", or "6+" for the open-ended class of `clip`."""
+    return f"{label}+" if policy == "clip" and label == clip_at else str(label)
+
+
+def admitted(counts, policy="subset", clip_at=6):
+    """{bin_id: count} -> {bin_id: label} of the bins the policy keeps."""
+    out = {}
+    for bin_id, count in counts.items():
+        label = label_for(count, policy, clip_at)
+        if label is not None:
+            out[bin_id] = label
+    return out

@@ -1,0 +1,50 @@
+"""Stage `shard`: pack each split into tar shards (webdataset layout), images pre-resized to
+train.image_size once, labels and metadata inside (binsight/shards.py).
+
+    python -m stages.shard            # what `dvc repro shard` runs
+
+Outputs data/shards/{train,val,test}-NNNNN.tar and data/shards/index.json. A rerun keeps every shard
+that is whole and still holds what the split asks for, so a killed run resumes where it stopped.
+Training and evaluate read the shards when train.data is `shards`; `dvc push`/`pull` move a few
+hundred files instead of two per bin.
+"""
+
+import argparse
+
+from tqdm import tqdm
+
+from binsight.errors import one_line_errors
+from binsight.params import check_shard, load_params, section, train_section
+from binsight.shards import pack_splits
+from binsight.splitting import SPLITS
+from binsight.tables import read_split_counts
+
+
+@one_line_errors
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--split", default="data/split")
+    parser.add_argument("--images", default="data/raw/images")
+    parser.add_argument("--metadata", default="data/raw/metadata")
+    parser.add_argument("--out", default="data/shards")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+
+    params = load_params(args.params)
+    p, size = section(params, "shard", check_shard), train_section(params)["image_size"]
+    splits = {name: read_split_counts(args.split, name, args.images) for name in SPLITS}
+    total = sum(len(rows) for rows in splits.values())
+    with tqdm(total=total, desc="shard", unit="bin", disable=True if args.no_progress else None) as bar:
+        index = pack_splits(
+            splits, args.images, args.metadata, args.out, size, p["size"], p["quality"], p["seed"], progress=bar.update
+        )
+    files = sum(len(entries) for entries in index["splits"].values())
+    print(
+        f"shard: {total} bins in {files} shards of up to {p['size']} at {size} px "
+        f"({index['reused']} already whole and kept) -> {args.out}/"
+    )
+
+
+if __name__ == "__main__":
+    main()
