@@ -58,7 +58,10 @@ def merge(folders, out):
 def stage(project, module, *args):
     start = time.perf_counter()
     out = subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=project, capture_output=True, text=True,
+        [sys.executable, "-m", module, *args],
+        cwd=project,
+        capture_output=True,
+        text=True,
         env={**os.environ, "PYTHONPATH": str(project)},
     )
     if out.returncode:
@@ -94,9 +97,19 @@ def run_arm(root, name, settings, file_list, local_dir, seeds):
         stage(project, "stages.evaluate")
         m = json.loads((project / "dvclive/evaluate/metrics.json").read_text())["test"]
         train_n = sum(1 for _ in open(project / "data/split/train.csv")) - 1
-        results.append({"seed": seed, "train_s": train_s, "shard_s": shard_s, "train_bins": train_n,
-                        "acc": m["accuracy"], "n": m["n"], "acc15": m["capstone"]["accuracy"],
-                        "acc15_argmax15": m["capstone"]["accuracy_argmax_1to5"], "n15": m["capstone"]["n"]})
+        results.append(
+            {
+                "seed": seed,
+                "train_s": train_s,
+                "shard_s": shard_s,
+                "train_bins": train_n,
+                "acc": m["accuracy"],
+                "n": m["n"],
+                "acc15": m["capstone"]["accuracy"],
+                "acc15_argmax15": m["capstone"]["accuracy_argmax_1to5"],
+                "n15": m["capstone"]["n"],
+            }
+        )
         print(name, results[-1], flush=True)
     return results
 
@@ -133,7 +146,9 @@ def main():
     parser.add_argument("--arms", nargs="+", default=list(ARMS), help="which arms (default: all)")
     parser.add_argument("--out", default=str(REPO / "docs" / "policy.md"))
     args = parser.parse_args()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+    ).stdout.strip()
     root = Path(tempfile.mkdtemp(prefix="binsight-policy-"))
     merged = root / "bucket"
     merge(args.bins, merged)
@@ -142,8 +157,15 @@ def main():
     stage(REPO, "binsight.listing", str(merged), "--out", str(root / "all_bins.json"), "--no-progress")
     report = json.loads((root / "all_bins.report.json").read_text())
     print("list:", report["listed"], "bins", report["bins_per_count"], "skipped", report["skipped_reasons"])
-    results = {name: run_arm(arms_root, name, ARMS[name], root / "all_bins.json", merged, args.seeds) for name in args.arms}
-    command = "python bench/policy.py --bins " + " ".join(Path(b).name for b in args.bins) + " --seeds " + " ".join(map(str, args.seeds))
+    results = {
+        name: run_arm(arms_root, name, ARMS[name], root / "all_bins.json", merged, args.seeds) for name in args.arms
+    }
+    command = (
+        "python bench/policy.py --bins "
+        + " ".join(Path(b).name for b in args.bins)
+        + " --seeds "
+        + " ".join(map(str, args.seeds))
+    )
     text = table(results, args.seeds, commit, command)
     Path(args.out).write_text(text)
     (Path(args.out).with_suffix(".json")).write_text(json.dumps(results, indent=1))

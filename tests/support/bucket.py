@@ -96,3 +96,39 @@ def build_bucket(url, n_per_class=40, seed=0, name=BUCKET):
             b.faults[bin_id] = 5
             b.expected_bad[bin_id] = "label_mismatch"
     return b
+
+
+def build_list_bucket(url, name="abid-whole", n_per_count=3, counts=(0, 1, 2, 3, 4, 5, 6, 7, 8), seed=5):
+    """A bucket as all of ABID looks to `binsight list`: generated bins of counts beyond 1-5, the real
+    sample bins (the empty bin and the 48-item bin among them), and bins without a usable quantity.
+    -> (Bucket, {id: count} every list must hold, {id: skip reason} its report must name)."""
+    client = admin_client(url)
+    client.create_bucket(Bucket=name)
+    b = Bucket(url=url, name=name)
+    expected = {}
+    for bin_id, (count, jpeg, meta) in make_bins(n_per_count, seed=seed, first_id=300000, classes=counts).items():
+        put(client, name, f"bin-images/{bin_id}.jpg", jpeg)
+        put(client, name, f"metadata/{bin_id}.json", meta)
+        expected[bin_id] = count
+    for meta_path in sorted((REAL_SAMPLE / "metadata").glob("*.json")):
+        put(
+            client,
+            name,
+            f"bin-images/{meta_path.stem}.jpg",
+            (REAL_SAMPLE / "bin-images" / f"{meta_path.stem}.jpg").read_bytes(),
+        )
+        put(client, name, f"metadata/{meta_path.stem}.json", meta_path.read_bytes())
+        expected[meta_path.stem] = json.loads(meta_path.read_bytes())["EXPECTED_QUANTITY"]
+    jpeg = next(iter(make_bins(1, seed=seed + 1, classes=(2,)).values()))[1]
+    planted = {
+        "390001": (json.dumps({"BIN_FCSKU_DATA": {}}).encode(), "missing_quantity"),
+        "390002": (json.dumps({"BIN_FCSKU_DATA": {}, "EXPECTED_QUANTITY": None}).encode(), "null_quantity"),
+        "390003": (json.dumps({"EXPECTED_QUANTITY": "three"}).encode(), "bad_quantity"),
+        "390004": (b'{"EXPECTED_QUANTITY": 2', "unreadable_metadata"),
+        "390005": (json.dumps({"EXPECTED_QUANTITY": 2}).encode(), "missing_image"),
+    }
+    for bin_id, (meta, _) in planted.items():
+        put(client, name, f"metadata/{bin_id}.json", meta)
+        if bin_id != "390005":
+            put(client, name, f"bin-images/{bin_id}.jpg", jpeg)
+    return b, expected, {bin_id: reason for bin_id, (_, reason) in planted.items()}

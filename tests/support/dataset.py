@@ -20,7 +20,7 @@ SMALL_MODEL = {
 SMALL_TRAIN = {"epochs": 5, "batch_size": 16, "image_size": 64, "num_workers": 0, "lr": 0.001, "backbone_lr": None}
 
 
-def write_dataset(project, n_per_class=8, seed=0):
+def write_dataset(project, n_per_class=8, seed=0, classes=(1, 2, 3, 4, 5)):
     """Images in data/raw/images, metadata in data/raw/metadata and split CSVs in data/split, as fetch +
     split would leave them."""
     project = Path(project)
@@ -28,7 +28,7 @@ def write_dataset(project, n_per_class=8, seed=0):
     images.mkdir(parents=True, exist_ok=True)
     metadata.mkdir(parents=True, exist_ok=True)
     labels = {}
-    for bin_id, (label, jpeg, meta) in make_bins(n_per_class, seed=seed).items():
+    for bin_id, (label, jpeg, meta) in make_bins(n_per_class, seed=seed, classes=classes).items():
         (images / f"{bin_id}.jpg").write_bytes(jpeg)
         (metadata / f"{bin_id}.json").write_bytes(meta)
         labels[bin_id] = label

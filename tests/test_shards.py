@@ -1,0 +1,153 @@
+"""Tar shards: the shard stage's round trip, a corrupt member, resume; the streaming path under torchrun
+(gloo, 2 processes), training and evaluate on shards, kill -9 and resume."""
+
+import csv
+import io
+import json
+import shutil
+import sys
+import tarfile
+
+import pytest
+import torch
+
+from binsight.errors import DataError
+from binsight.shards import read_index, verify_shards
+from binsight.streaming import ShardBatches, ShardSet, ShardStream, deal, steps_per_epoch
+from tests.support.bucket import REPO
+from tests.support.dataset import SMALL_MODEL, SMALL_TRAIN, write_dataset
+from tests.support.project import call, git_commit, kill_when_written, make_project, python_m, run
+
+pytestmark = pytest.mark.xdist_group("shards")
+COUNTS = (0, 1, 2, 3, 4, 5, 6, 7)
+
+
+@pytest.fixture(scope="module")
+def sharded(tmp_path_factory):
+    """A project whose split holds counts 0-7, packed into shards of 7 bins."""
+    project = make_project(
+        tmp_path_factory.mktemp("shards") / "proj",
+        commit=False,
+        params={
+            "model": SMALL_MODEL,
+            "train": {**SMALL_TRAIN, "epochs": 3, "data": "shards", "num_workers": 2},
+            "shard": {"size": 7, "quality": 95, "seed": 0},
+        },
+    )
+    splits = write_dataset(project, n_per_class=6, classes=COUNTS)
+    ran = call("stages.shard", "--no-progress", cwd=project)
+    git_commit(project, "sharded project")
+    return project, splits, ran
+
+
+def test_every_bin_lands_in_exactly_one_shard_with_its_label(sharded):
+    project, splits, ran = sharded
+    shards = ShardSet(project / "data/shards")
+    assert shards.index["image_size"] == SMALL_TRAIN["image_size"]
+    for name, rows in splits.items():
+        entries = shards.entries(name)
+        assert all(e["bins"] <= 7 for e in entries)
+        stream = ShardStream(shards, name, list(COUNTS), workers=2)
+        batches = ShardBatches(stream, 5, torch.device("cpu"), workers=2)
+        targets = torch.cat([y for _, y in batches])
+        order = batches.order()
+        ids = [i for e in entries for i in e["ids"]]
+        assert sorted(order.tolist()) == list(range(len(rows)))  # every bin once, none lost
+        assert sorted(ids) == sorted(i for i, _ in rows)
+        labels = dict(rows)
+        assert [COUNTS[t] for t in targets.tolist()] == [labels[ids[p]] for p in order]
+    assert verify_shards(project / "data/shards") == []
+    assert f"{sum(len(r) for r in splits.values())} bins in" in ran.stdout
+
+
+def test_a_corrupt_member_is_named_and_a_rerun_rebuilds_only_its_shard(sharded, tmp_path):
+    project, splits, _ = sharded
+    copy = tmp_path / "proj"
+    shutil.copytree(project, copy)
+    index = read_index(copy / "data/shards")
+    victim = index["splits"]["train"][1]
+    path = copy / "data/shards" / victim["file"]
+    members = []
+    with tarfile.open(path) as tar:
+        for m in tar:
+            members.append((m.name, tar.extractfile(m).read()))
+    bad_id = victim["ids"][2]
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            data = data[:200] + b"\x00" * 50 if name == f"{bad_id}.jpg" else data
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    problems = verify_shards(copy / "data/shards")
+    assert any(f"member {bad_id}.jpg does not decode" in p and victim["file"] in p for p in problems)
+    stream = ShardStream(ShardSet(copy / "data/shards"), "train", list(COUNTS))
+    with pytest.raises(DataError, match=rf"{victim['file']}: member {bad_id}.jpg does not decode"):
+        list(stream)
+    ran = call("stages.shard", "--no-progress", cwd=copy)
+    kept = sum(len(e) for e in index["splits"].values()) - 1
+    assert f"({kept} already whole and kept)" in ran.stdout
+    assert verify_shards(copy / "data/shards") == []
+    assert read_index(copy / "data/shards")["splits"]["train"][1]["sha256"] == victim["sha256"]  # the same bytes again
+
+
+def test_ranks_and_workers_get_disjoint_shards_and_the_same_steps():
+    entries = [{"file": f"s{i}", "bins": b} for i, b in enumerate((10, 10, 10, 3, 10))]
+    groups = [g for rank in range(2) for g in deal(entries, rank, 2, 2)]
+    files = [e["file"] for g in groups for e in g]
+    assert sorted(files) == sorted(e["file"] for e in entries)  # each shard to one (rank, worker)
+    # rank 0: s0+s4 | s2 -> 2+1 batches of 4; rank 1: s1 | s3 -> 2+0: every rank runs the smaller
+    assert steps_per_epoch(entries, 2, 2, 4) == 2
+
+
+@pytest.mark.e2e
+def test_torchrun_two_processes_stream_disjoint_shards_with_equal_steps(sharded, tmp_path):
+    project, splits, _ = sharded
+    script = "tests/support/shard_ranks.py"
+    run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(REPO / script),
+            str(project / "data/shards"),
+            str(tmp_path),
+            "4",
+            "2",
+        ],
+        cwd=project,
+        timeout=300,
+    )
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    entries = ShardSet(project / "data/shards").entries("train")
+    steps = steps_per_epoch(entries, 2, 2, 4)
+    for epoch in (0, 1):
+        seen = [set(r["epochs"][epoch]["positions"]) for r in ranks]
+        assert [r["epochs"][epoch]["steps"] for r in ranks] == [steps, steps]
+        assert not seen[0] & seen[1]  # disjoint
+        assert len(seen[0]) == len(seen[1]) == steps * 4
+    # a new order every epoch, from the same shards
+    assert ranks[0]["epochs"][0]["positions"] != ranks[0]["epochs"][1]["positions"]
+
+
+@pytest.mark.e2e
+def test_training_on_shards_resumes_after_kill_9_and_evaluate_reads_the_test_shards(sharded, tmp_path):
+    project, splits, _ = sharded
+    copy = tmp_path / "proj"
+    shutil.copytree(project, copy)
+    status = kill_when_written(python_m("stages.train"), copy, copy / "models/checkpoint.pt")
+    assert status == -9
+    ran = run(python_m("stages.train"), copy)
+    assert "resuming at epoch 2/3" in ran.stdout and "streaming" in ran.stdout
+    rows = list(csv.DictReader(open(copy / "dvclive/train/plots/metrics/train/acc.tsv"), delimiter="\t"))
+    assert [int(float(r["step"])) for r in rows] == [1, 2, 3]
+    call("stages.evaluate", cwd=copy)
+    predicted = list(csv.DictReader(open(copy / "data/predictions/test.csv")))
+    assert sorted(r["id"] for r in predicted) == sorted(i for i, _ in splits["test"])
+    assert {r["id"]: int(r["label"]) for r in predicted} == dict(splits["test"])
+    headline = json.loads((copy / "metrics.json").read_text())
+    evaluated = json.loads((copy / "dvclive/evaluate/metrics.json").read_text())["test"]
+    assert evaluated["capstone"]["n"] == sum(1 for _, c in splits["test"] if 1 <= c <= 5)
+    assert headline["test_acc_1to5"] == evaluated["capstone"]["accuracy"]
