@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from tests.support.bucket import admin_client
 from tests.support.project import REPO, call
 from tests.support.serving import png_bytes, untrained_model
 from tests.support.synthetic import make_bins
@@ -127,3 +128,45 @@ def test_help_explains_the_inputs():
     proc = call("binsight.predict", "--help", cwd=REPO)
     for words in ("--json", "--batch-size", "stdin", "folder"):
         assert words in proc.stdout
+
+
+def test_a_bucket_prefix_is_scored_to_a_file_and_a_rerun_resumes_it(model, abid_bucket, tmp_path):
+    out = tmp_path / "counts.jsonl"
+    prefix = f"s3://{abid_bucket.name}/bin-images/"
+    first = predict(prefix, "--model", model, "--out", out, "--endpoint-url", abid_bucket.url, "--batch-size", "16")
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    unreadable = {i for i, reason in abid_bucket.expected_bad.items() if reason == "corrupt_image"}
+    listed = admin_client(abid_bucket.url).list_objects_v2(Bucket=abid_bucket.name, Prefix="bin-images/")
+    readable = {f"s3://{abid_bucket.name}/{o['Key']}" for o in listed["Contents"]} - {
+        f"{prefix}{i}.jpg" for i in unreadable
+    }
+    assert {line["path"] for line in lines} == readable  # every image under the prefix but the truncated one
+    assert first.returncode == 2 and all(f"{prefix}{i}.jpg" in first.stderr for i in unreadable)
+    assert all(set(line) >= {"path", "count", "class", "probability", "probabilities", "model"} for line in lines)
+    # a run killed mid-way: half the lines and a torn one are left; the rerun scores only the rest
+    kept = lines[: len(lines) // 2]
+    out.write_text("".join(json.dumps(line) + "\n" for line in kept) + '{"path": "s3://')
+    again = predict(prefix, "--model", model, "--out", out, "--endpoint-url", abid_bucket.url)
+    assert f"({len(kept)} there before)" in again.stdout
+    resumed = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(line["path"] for line in resumed) == sorted(line["path"] for line in lines)
+    assert resumed[: len(kept)] == kept
+
+
+def test_a_shard_set_is_scored_to_csv(model, tmp_path):
+    from binsight.shards import pack_splits
+
+    images, metadata = tmp_path / "images", tmp_path / "metadata"
+    images.mkdir()
+    metadata.mkdir()
+    rows = []
+    for bin_id, (label, jpeg, meta) in make_bins(3, seed=2).items():
+        (images / f"{bin_id}.jpg").write_bytes(jpeg)
+        (metadata / f"{bin_id}.json").write_bytes(meta)
+        rows.append((bin_id, label, label))
+    pack_splits({"test": rows}, images, metadata, tmp_path / "shards", 64, shard_size=4)
+    ran = predict(tmp_path / "shards", "--model", model, "--out", tmp_path / "counts.csv")
+    assert ran.returncode == 0, ran.stderr
+    table = list(csv.DictReader(open(tmp_path / "counts.csv")))
+    assert sorted(r["path"].split("/")[-1] for r in table) == sorted(f"{i}.jpg" for i, _, _ in rows)
+    assert all(abs(sum(float(r[f"p_{c}"]) for c in "12345") - 1) < 1e-3 for r in table)

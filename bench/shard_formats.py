@@ -1,0 +1,114 @@
+"""Shard formats side by side: webdataset tar shards (what binsight uses), litdata and
+mosaicml-streaming, on the same pre-resized JPEGs: write time, files, bytes and read img/s on one core.
+
+    python bench/shard_formats.py --images ../abid/dev/bin-images --n 3000
+
+The three readers each decode the same JPEG bytes with the same function, so the read rate compares the
+formats' own overhead. litdata and mosaicml-streaming are not binsight requirements: install them into a
+separate environment to run this (pip install litdata mosaicml-streaming); a format whose package is
+missing is reported as such.
+"""
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from binsight.shards import encode_image, pack_splits  # noqa: E402
+from binsight.streaming import ShardBatches, ShardSet, ShardStream, decode_jpeg  # noqa: E402
+
+
+def tree_size(folder):
+    files = [p for p in Path(folder).rglob("*") if p.is_file()]
+    return len(files), sum(p.stat().st_size for p in files) / 2**20
+
+
+def bench_webdataset(rows, images, root, size):
+    out = root / "wds"
+    start = time.perf_counter()
+    pack_splits({"train": rows}, images, images.parent / "metadata", out, size, shard_size=1000, workers=1)
+    write = time.perf_counter() - start
+    stream = ShardStream(ShardSet(out), "train", sorted({r[1] for r in rows}))
+    start = time.perf_counter()
+    n = sum(len(y) for _, y in ShardBatches(stream, 64, torch.device("cpu")))
+    return write, n / (time.perf_counter() - start), *tree_size(out)
+
+
+def bench_litdata(jpegs, labels, root):
+    import litdata
+
+    out = root / "litdata"
+    items = list(range(len(jpegs)))
+
+    def one(i):
+        return {"jpg": jpegs[i], "label": labels[i]}
+
+    start = time.perf_counter()
+    litdata.optimize(
+        fn=one, inputs=items, output_dir=str(out), chunk_bytes="16MB", num_workers=1, mode="overwrite", verbose=False
+    )
+    write = time.perf_counter() - start
+    ds = litdata.StreamingDataset(str(out))
+    start = time.perf_counter()
+    n = 0
+    for item in ds:
+        decode_jpeg(item["jpg"])
+        n += 1
+    return write, n / (time.perf_counter() - start), *tree_size(out)
+
+
+def bench_streaming(jpegs, labels, root):
+    from streaming import MDSWriter, StreamingDataset
+
+    out = root / "mds"
+    start = time.perf_counter()
+    with MDSWriter(out=str(out), columns={"jpg": "bytes", "label": "int"}, size_limit="16mb") as writer:
+        for data, label in zip(jpegs, labels):
+            writer.write({"jpg": data, "label": label})
+    write = time.perf_counter() - start
+    ds = StreamingDataset(local=str(out), shuffle=False, batch_size=64)
+    start = time.perf_counter()
+    n = 0
+    for item in ds:
+        decode_jpeg(item["jpg"])
+        n += 1
+    return write, n / (time.perf_counter() - start), *tree_size(out)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", required=True, help="a folder of bin JPEGs (e.g. a local copy's bin-images/)")
+    parser.add_argument("--n", type=int, default=3000)
+    parser.add_argument("--size", type=int, default=224)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    images = Path(args.images)
+    paths = sorted(images.glob("*.jpg"))[: args.n]
+    rows = [(p.stem, i % 5 + 1, i % 5 + 1) for i, p in enumerate(paths)]
+    jpegs = [encode_image(p, args.size, 95) for p in paths]
+    labels = [r[1] for r in rows]
+    root = Path(tempfile.mkdtemp(prefix="binsight-formats-"))
+    print(f"{len(rows)} bins at {args.size} px, one core\n")
+    print("| format | write s (incl. resize for webdataset) | files | MiB | read img/s (decode included) |")
+    print("|---|---|---|---|---|")
+    for name, fn in (
+        ("webdataset (tar)", lambda: bench_webdataset(rows, images, root, args.size)),
+        ("litdata", lambda: bench_litdata(jpegs, labels, root)),
+        ("mosaicml-streaming (MDS)", lambda: bench_streaming(jpegs, labels, root)),
+    ):
+        try:
+            write, rate, files, mib = fn()
+            print(f"| {name} | {write:.1f} | {files} | {mib:.0f} | {rate:.0f} |", flush=True)
+        except ImportError as exc:
+            print(f"| {name} | not installed ({exc.name}) | | | |", flush=True)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
