@@ -60,6 +60,10 @@ def s3_images(url, client):
     """s3://bucket/prefix -> (url of each image under it, a reader of its bytes), listed page by page."""
     parsed = urlparse(url)
     bucket, prefix = parsed.netloc, parsed.path.lstrip("/")
+
+    def get(key):
+        return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+
     pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
     for page in pages:
         for obj in page.get("Contents", ()):
@@ -67,7 +71,7 @@ def s3_images(url, client):
             if Path(key).suffix.lower() in SUFFIXES:
                 yield (
                     f"s3://{bucket}/{key}",
-                    partial(lambda k: client.get_object(Bucket=bucket, Key=k)["Body"].read(), key),
+                    partial(get, key),
                 )
 
 
