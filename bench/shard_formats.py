@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from binsight.shards import encode_image, pack_splits  # noqa: E402
-from binsight.streaming import ShardBatches, ShardSet, ShardStream, decode_jpeg  # noqa: E402
+from binsight.streaming import ShardSet, ShardStream, decode_jpeg  # noqa: E402
 
 
 def tree_size(folder):
@@ -29,36 +29,54 @@ def tree_size(folder):
     return len(files), sum(p.stat().st_size for p in files) / 2**20
 
 
-def bench_webdataset(rows, images, root, size):
+def bench_webdataset(jpegs, labels, root):
+    import webdataset as wds
+
     out = root / "wds"
+    out.mkdir()
     start = time.perf_counter()
-    pack_splits({"train": rows}, images, images.parent / "metadata", out, size, shard_size=1000, workers=1)
+    with wds.ShardWriter(str(out / "train-%05d.tar"), maxcount=1000, verbose=0) as sink:
+        for i, (data, label) in enumerate(zip(jpegs, labels)):
+            sink.write({"__key__": f"{i:07d}", "jpg": data, "cls": label})
     write = time.perf_counter() - start
+    ds = wds.WebDataset(sorted(str(p) for p in out.glob("*.tar")), shardshuffle=False, empty_check=False)
+    start = time.perf_counter()
+    n = 0
+    for item in ds:
+        decode_jpeg(item["jpg"])
+        n += 1
+    return write, n / (time.perf_counter() - start), *tree_size(out)
+
+
+def bench_binsight_reader(rows, images, root, size):
+    """binsight's own shard stage and reader (webdataset layout; built on webdataset's tar iterators)."""
+    out = root / "binsight"
+    pack_splits({"train": rows}, images, images.parent / "metadata", out, size, shard_size=1000, workers=1)
     stream = ShardStream(ShardSet(out), "train", sorted({r[1] for r in rows}))
     start = time.perf_counter()
-    n = sum(len(y) for _, y in ShardBatches(stream, 64, torch.device("cpu")))
-    return write, n / (time.perf_counter() - start), *tree_size(out)
+    n = sum(1 for _ in stream)
+    return float("nan"), n / (time.perf_counter() - start), *tree_size(out)
+
+
+def litdata_item(item):
+    return {"jpg": item[0], "label": item[1]}
 
 
 def bench_litdata(jpegs, labels, root):
     import litdata
 
     out = root / "litdata"
-    items = list(range(len(jpegs)))
-
-    def one(i):
-        return {"jpg": jpegs[i], "label": labels[i]}
-
+    items = list(zip(jpegs, labels))
     start = time.perf_counter()
     litdata.optimize(
-        fn=one, inputs=items, output_dir=str(out), chunk_bytes="16MB", num_workers=1, mode="overwrite", verbose=False
+        fn=litdata_item, inputs=items, output_dir=str(out), chunk_bytes="16MB", num_workers=1, mode="overwrite", verbose=False
     )
     write = time.perf_counter() - start
     ds = litdata.StreamingDataset(str(out))
     start = time.perf_counter()
     n = 0
     for item in ds:
-        decode_jpeg(item["jpg"])
+        decode_jpeg(bytes(item["jpg"]))  # litdata hands the bytes back as a memoryview
         n += 1
     return write, n / (time.perf_counter() - start), *tree_size(out)
 
@@ -95,10 +113,14 @@ def main():
     labels = [r[1] for r in rows]
     root = Path(tempfile.mkdtemp(prefix="binsight-formats-"))
     print(f"{len(rows)} bins at {args.size} px, one core\n")
-    print("| format | write s (incl. resize for webdataset) | files | MiB | read img/s (decode included) |")
+    print("| format | write s | files | MiB | read img/s (decode included) |")
     print("|---|---|---|---|---|")
     for name, fn in (
-        ("webdataset (tar)", lambda: bench_webdataset(rows, images, root, args.size)),
+        ("webdataset (tar)", lambda: bench_webdataset(jpegs, labels, root)),
+        (
+            "binsight shard reader (webdataset tar, index.json)",
+            lambda: bench_binsight_reader(rows, images, root, args.size),
+        ),
         ("litdata", lambda: bench_litdata(jpegs, labels, root)),
         ("mosaicml-streaming (MDS)", lambda: bench_streaming(jpegs, labels, root)),
     ):

@@ -3,6 +3,8 @@
 
     notebook      the SageMaker notebook's recipe: frozen ImageNet ResNet50 + a new head, CE, Adam
     gpu           the params.yaml defaults (full fine-tuning of an ImageNet ResNet50, lower backbone lr)
+    abid-full     all of ABID (run `binsight list s3://aft-vbi-pds/ --out abid/all_bins.json` first):
+                  classes 0-5, ImageNet ResNet50, tar shards streamed to the GPU, batch 256 (docs/scale.md)
     cpu-scratch   the best from-scratch recipe of the study on real bins (docs/results.md),
                   sized for 2 CPU cores and no downloadable weights (12 bf16 epochs at 96 px; 8 fp32
                   epochs on a CPU without native bf16, which fit the bare loop's time there too)
@@ -11,7 +13,12 @@
 import argparse
 import subprocess
 
+# What every recipe pins about its data: `dvc exp run` applies the last experiment's params to the
+# workspace, so a recipe that left these out would inherit another recipe's list or policy.
+SUBSET_DATA = {"fetch.file_list": "abid/file_list.json", "classes.policy": "subset", "train.data": "files"}
+
 NOTEBOOK = {
+    **SUBSET_DATA,
     "model.arch": "resnet50",
     "model.weights": "IMAGENET1K_V1",
     "model.freeze_backbone": True,
@@ -40,6 +47,7 @@ NOTEBOOK = {
 # 96 px in bf16 beat 6 epochs at 112 px in fp32. bf16 pays only on a CPU with native bf16; on
 # another, `binsight recipe cpu-scratch` runs FP32_EPOCHS instead, which take the same time.
 CPU_SCRATCH = {
+    **SUBSET_DATA,
     "model.arch": "resnet18",
     "model.weights": "none",
     "model.freeze_backbone": False,
@@ -72,6 +80,7 @@ FP32_EPOCHS = 8
 # params.yaml's defaults (tests/test_recipes.py keeps the two equal), written out so that `binsight recipe gpu`
 # gives them even after `dvc exp run` has applied another experiment's params to the workspace.
 GPU = {
+    **SUBSET_DATA,
     "model.arch": "resnet50",
     "model.weights": "imagenet",
     "model.freeze_backbone": False,
@@ -100,7 +109,24 @@ GPU = {
     "train.patience": 5,
 }
 
-RECIPES = {"notebook": NOTEBOOK, "gpu": GPU, "cpu-scratch": CPU_SCRATCH}
+# All of ABID (~535k bins) on one or more GPUs: the anchors' classes 0-5, ImageNet ResNet50 fine-tuned,
+# streamed from tar shards. Needs the list first: `binsight list s3://aft-vbi-pds/ --out abid/all_bins.json`.
+# Batch 256 is where one H200 runs ResNet50 fastest (docs/scale.md); the lrs are the gpu recipe's x2
+# (square-root scaling for 4x the batch, AdamW).
+ABID_FULL = {
+    **GPU,
+    "fetch.file_list": "abid/all_bins.json",
+    "classes.policy": "anchors",
+    "train.data": "shards",
+    "batch_size": 256,
+    "lr": 0.002,
+    "train.backbone_lr": 0.0002,
+    "epochs": 10,
+    "train.patience": 3,
+    "train.num_workers": 12,
+}
+
+RECIPES = {"notebook": NOTEBOOK, "gpu": GPU, "cpu-scratch": CPU_SCRATCH, "abid-full": ABID_FULL}
 
 
 def set_flags(overrides):

@@ -36,7 +36,10 @@ def read_file_list(source):
     else:
         path = Path(source)
         if not path.is_file():
-            raise DataError(f"fetch.file_list: {source} is not a file")
+            raise DataError(
+                f"fetch.file_list: {source} is not a file; build a list of a whole bucket with "
+                f"`binsight list s3://aft-vbi-pds/ --out {source}`"
+            )
         data = path.read_bytes()
     return parse_file_list_bytes(data)
 

@@ -37,6 +37,9 @@ def test_every_recipe_sets_valid_params(name):
 # the workspace, so a recipe that left one out would inherit the last experiment's value (seen: a cpu-scratch
 # run after an aux_weight=1 one trained with the metadata targets).
 PINNED = {
+    "fetch.file_list",
+    "classes.policy",
+    "train.data",
     "model.arch",
     "model.weights",
     "model.freeze_backbone",
@@ -78,7 +81,8 @@ def dry_run(*args):
 
 def test_recipe_command_prints_the_dvc_exp_run_it_runs():
     out = dry_run("notebook", "-S", "epochs=2")
-    assert out.startswith("dvc exp run -n notebook -S model.arch=resnet50")
+    assert out.startswith("dvc exp run -n notebook -S fetch.file_list=abid/file_list.json -S classes.policy=subset")
+    assert "-S model.arch=resnet50" in out
     assert "-S model.freeze_backbone=true" in out and out.strip().endswith("-S epochs=2")
     seeded = dry_run("cpu-scratch", "-n", "scratch-s1", "-S", "train.seed=1")
     assert seeded.startswith("dvc exp run -n scratch-s1 -S ") and seeded.strip().endswith("-S train.seed=1")
