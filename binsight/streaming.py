@@ -19,6 +19,7 @@ the shards (e.g. `aws s3 sync data/shards s3://bucket/prefix/`), and each node s
 import io
 import itertools
 import json
+import os
 import random
 import tarfile
 from pathlib import Path
@@ -43,10 +44,10 @@ class ShardSet:
         parsed = urlparse(self.location)
         self.s3 = parsed.scheme == "s3"
         if self.s3:
-            if client is None:
+            if client is None:  # your own bucket: signed with your AWS credentials; AWS_ENDPOINT_URL for MinIO etc.
                 from binsight.s3 import make_client
 
-                client = make_client(anonymous=False)
+                client = make_client(endpoint_url=os.environ.get("AWS_ENDPOINT_URL"), anonymous=False)
             self.client, self.bucket = client, parsed.netloc
             self.prefix = parsed.path.lstrip("/")
             if self.prefix and not self.prefix.endswith("/"):

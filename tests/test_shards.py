@@ -14,9 +14,10 @@ import torch
 from binsight.errors import DataError
 from binsight.shards import read_index, verify_shards
 from binsight.streaming import ShardBatches, ShardSet, ShardStream, deal, steps_per_epoch
-from tests.support.bucket import REPO
+from tests.support.bucket import REPO, admin_client
 from tests.support.dataset import SMALL_MODEL, SMALL_TRAIN, write_dataset
-from tests.support.project import call, git_commit, kill_when_written, make_project, python_m, run
+from tests.support.project import call, git_commit, kill_when_written, make_project, python_m, run, set_params
+from tests.test_remote import CREDS
 
 pytestmark = pytest.mark.xdist_group("shards")
 COUNTS = (0, 1, 2, 3, 4, 5, 6, 7)
@@ -151,3 +152,26 @@ def test_training_on_shards_resumes_after_kill_9_and_evaluate_reads_the_test_sha
     evaluated = json.loads((copy / "dvclive/evaluate/metrics.json").read_text())["test"]
     assert evaluated["capstone"]["n"] == sum(1 for _, c in splits["test"] if 1 <= c <= 5)
     assert headline["test_acc_1to5"] == evaluated["capstone"]["accuracy"]
+
+
+def test_shards_stream_from_s3_as_from_disk_and_train_reads_them_there(sharded, s3_server, tmp_path, monkeypatch):
+    project, splits, _ = sharded
+    client = admin_client(s3_server.url)
+    client.create_bucket(Bucket="shard-store")
+    for path in (project / "data/shards").iterdir():  # what `aws s3 sync data/shards s3://shard-store/v1/` does
+        client.put_object(Bucket="shard-store", Key=f"v1/{path.name}", Body=path.read_bytes())
+    env = {**CREDS, "AWS_ENDPOINT_URL": s3_server.url}
+    local = [(y, p) for _, y, p in ShardStream(ShardSet(project / "data/shards"), "val", list(COUNTS))]
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    remote = ShardSet("s3://shard-store/v1")
+    streamed = [(y, p) for _, y, p in ShardStream(remote, "val", list(COUNTS))]
+    assert remote.s3 and streamed == local
+    copy = tmp_path / "proj"
+    shutil.copytree(project, copy)
+    shutil.rmtree(copy / "data/shards")  # nothing local: every batch comes from the bucket
+    set_params(copy, {"train": {"shards": "s3://shard-store/v1/", "epochs": 1, "num_workers": 0}})
+    ran = call("stages.train", cwd=copy)
+    n_train = len(read_index(project / "data/shards")["splits"]["train"])
+    assert f"streaming {n_train} train shards from s3://shard-store/v1/" in ran.stdout
+    assert (copy / "models/model.pt").exists()
