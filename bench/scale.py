@@ -229,8 +229,22 @@ def main():
         print(f"scale: per-file {results['per-file']}", flush=True)
     shutil.rmtree(root, ignore_errors=True)
     text = report(results, rates, len(counts), args, commit)
-    Path(args.out).write_text(text)
+    write_block(Path(args.out), text)
     print(text)
+
+
+BEGIN, END = "<!-- begin bench/scale.py -->", "<!-- end bench/scale.py -->"
+
+
+def write_block(path, text):
+    """Replace the block bench/scale.py owns in `path` (between its markers), keeping the rest of the page."""
+    block = f"{BEGIN}\n{text}{END}\n"
+    page = path.read_text() if path.exists() else ""
+    if BEGIN in page and END in page:
+        page = page[: page.index(BEGIN)] + block + page[page.index(END) + len(END) + 1 :]
+    else:
+        page = block + page
+    path.write_text(page)
 
 
 def report(results, rates, n, args, commit):
@@ -239,7 +253,7 @@ def report(results, rates, n, args, commit):
     scale = 535_000 / n
     source = f"--source {Path(args.source).name}" if args.source else "generated bins"
     lines = [
-        "# Scale: per-file layout against tar shards",
+        "## Per-file layout against tar shards",
         "",
         f"Measured {datetime.date.today()} at commit {commit}, {os.cpu_count()} CPU cores, DVC and a local S3 "
         f"server (moto) on loopback, with `python bench/scale.py {source.replace('generated bins', '')} "
@@ -264,7 +278,7 @@ def report(results, rates, n, args, commit):
         "",
         "Sharded is faster by: " + ", ".join(f"{c} {r:.1f}x" for c, r in ratio.items()) + ".",
         "",
-        "## Loader: images a second on one CPU core",
+        "### Loader: images a second on one CPU core",
         "",
         "| data path | img/s per core |",
         "|---|---|",

@@ -69,7 +69,13 @@ def bench_litdata(jpegs, labels, root):
     items = list(zip(jpegs, labels))
     start = time.perf_counter()
     litdata.optimize(
-        fn=litdata_item, inputs=items, output_dir=str(out), chunk_bytes="16MB", num_workers=1, mode="overwrite", verbose=False
+        fn=litdata_item,
+        inputs=items,
+        output_dir=str(out),
+        chunk_bytes="16MB",
+        num_workers=1,
+        mode="overwrite",
+        verbose=False,
     )
     write = time.perf_counter() - start
     ds = litdata.StreamingDataset(str(out))

@@ -79,3 +79,24 @@ def test_the_server_picks_the_gpu_and_answers_as_on_the_cpu(tmp_path):
             assert answer.status_code == 200, answer.text
             answers[device] = answer.json()["probabilities"]
     assert answers["cuda"] == pytest.approx(answers["cpu"], abs=0.02)
+
+
+@needs_cuda
+def test_shards_decoded_by_nvjpeg_train_on_the_gpu_and_match_the_cpu_decode(tmp_path):
+    project = gpu_project(tmp_path, data="shards", decode="gpu", num_workers=2, amp="auto")
+    run([sys.executable, "-m", "stages.shard", "--no-progress"], project)
+    out = run([sys.executable, "-m", "stages.train"], project, gpu=True).stdout
+    assert "streaming" in out and "on cuda" in out, out
+    run([sys.executable, "-m", "stages.evaluate"], project, gpu=True)
+    # nvJPEG and libjpeg decode the same pre-resized JPEGs to within a few levels per pixel
+    code = (
+        "import torch; from binsight.streaming import ShardSet, ShardStream, decode_on_device;"
+        "s = ShardSet('data/shards'); c = list(range(1, 6));"
+        "cpu = [x for x, _, _ in ShardStream(s, 'test', c)];"
+        "raw = [x for x, _, _ in ShardStream(s, 'test', c, decode='gpu')];"
+        "gpu = decode_on_device(raw, torch.device('cuda')).cpu();"
+        "d = (torch.stack(cpu).int() - gpu.int()).abs().float();"
+        "print(d.mean().item(), d.max().item())"
+    )
+    mean, worst = map(float, run([sys.executable, "-c", code], project, gpu=True).stdout.split())
+    assert mean < 2 and worst < 40, (mean, worst)

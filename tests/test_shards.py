@@ -175,3 +175,15 @@ def test_shards_stream_from_s3_as_from_disk_and_train_reads_them_there(sharded, 
     n_train = len(read_index(project / "data/shards")["splits"]["train"])
     assert f"streaming {n_train} train shards from s3://shard-store/v1/" in ran.stdout
     assert (copy / "models/model.pt").exists()
+
+
+def test_the_jpeg_bytes_path_decodes_on_the_batch_device_like_the_workers_do(sharded):
+    """decode: gpu hands JPEG bytes to torchvision.io.decode_jpeg on the batch's device; here that device is
+    the CPU (tests/test_gpu.py runs it with nvJPEG), and the pixels match the workers' PIL decode."""
+    project, _, _ = sharded
+    shards = ShardSet(project / "data/shards")
+    cpu = ShardBatches(ShardStream(shards, "val", list(COUNTS)), 8, torch.device("cpu"))
+    raw = ShardBatches(ShardStream(shards, "val", list(COUNTS), decode="gpu"), 8, torch.device("cpu"))
+    for (a, ya), (b, yb) in zip(cpu, raw, strict=True):
+        assert torch.equal(ya, yb) and a.shape == b.shape
+        assert (a - b).abs().mean() < 0.05  # normalised units: a few levels of 255 at most
