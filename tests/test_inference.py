@@ -76,6 +76,7 @@ def test_result_names_the_most_likely_count():
     out = result([0.1, 0.2, 0.5, 0.15, 0.05], [1, 2, 3, 4, 5])
     assert out == {
         "count": 3,
+        "class": "3",
         "probability": 0.5,
         "probabilities": {"1": 0.1, "2": 0.2, "3": 0.5, "4": 0.15, "5": 0.05},
     }
@@ -219,3 +220,8 @@ def test_predictor_is_safe_to_call_from_many_threads(predictor, bins):
     for t in threads:
         t.join()
     assert not errors
+
+
+def test_an_open_ended_class_is_named_with_a_plus():
+    out = result([0.1, 0.2, 0.7], [0, 5, 6], ["0", "5", "6+"])
+    assert (out["count"], out["class"]) == (6, "6+") and out["probabilities"] == {"0": 0.1, "5": 0.2, "6+": 0.7}

@@ -7,6 +7,7 @@ import pytest
 from binsight.abid import expected_quantity, file_list_object, parse_file_list
 from binsight.classes import admitted, check_classes, class_name, label_for
 from binsight.errors import ConfigError
+from binsight.tables import class_names, read_csv
 from tests.support.bucket import build_list_bucket
 from tests.support.project import call
 
@@ -132,3 +133,29 @@ def test_class_names_mark_the_open_class_and_bad_policies_are_refused():
         check_classes({"policy": "all"})
     with pytest.raises(ConfigError, match="classes.clip_at=0"):
         check_classes({"policy": "clip", "clip_at": 0})
+
+
+def test_split_applies_the_policy_keeps_the_count_and_leaves_the_1_to_5_split_alone(tmp_path):
+    counts = {f"{n:05d}": c for n, c in enumerate([0, 1, 2, 3, 4, 5, 6, 7, 9, 30] * 10)}
+    (tmp_path / "manifest.csv").write_text("id,label\n" + "".join(f"{i},{c}\n" for i, c in counts.items()))
+    splits = {}
+    for policy in ("subset", "clip"):
+        params = tmp_path / f"{policy}.yaml"
+        params.write_text(
+            f"classes: {{policy: {policy}, clip_at: 6}}\n"
+            "split: {seed: 1, ratios: {train: 0.6, val: 0.2, test: 0.2}}\n"
+        )
+        out = tmp_path / policy
+        ran = call(
+            "stages.split", "--params", params, "--manifest", tmp_path / "manifest.csv", "--out", out, cwd=tmp_path
+        )
+        splits[policy] = {name: read_csv(out / f"{name}.csv") for name in ("train", "val", "test")}
+        if policy == "subset":
+            assert "50 bins left out" in ran.stdout  # the counts 0, 6, 7, 9 and 30
+    clip = [r for rows in splits["clip"].values() for r in rows]
+    assert len(clip) == len(counts)
+    assert all(int(r["label"]) == min(int(r["count"]), 6) and counts[r["id"]] == int(r["count"]) for r in clip)
+    for name in ("train", "val", "test"):  # the 1-5 bins fall in the same splits whatever else is listed
+        assert [r for r in splits["clip"][name] if 1 <= int(r["count"]) <= 5] == splits["subset"][name]
+    assert class_names(tmp_path / "clip", [0, 1, 2, 3, 4, 5, 6]) == ["0", "1", "2", "3", "4", "5", "6+"]
+    assert class_names(tmp_path / "subset", [1, 2, 3, 4, 5]) == ["1", "2", "3", "4", "5"]
