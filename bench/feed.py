@@ -1,0 +1,109 @@
+"""Does the shard data path keep the device fed? The product's training loop (binsight.loops.train_one_epoch)
+fed by shard batches, against the same loop on batches already resident on the device (the compute-only
+ceiling), same model, batch size and precision, measured side by side in one run.
+
+    python bench/feed.py --source ../abid/dev                      # on a GPU: ResNet50, 224 px, batch 256
+    python bench/feed.py --source ../abid/dev --arch resnet18 --size 96 --batch 32 --steps 20   # a CPU
+
+Prints img/s of each and their ratio. On a GPU box run ../shared/tools/gpu_ceiling.py (or any
+compute-only ResNet50 step) beside it to check the ceiling itself. `--decode gpu` hands JPEG bytes to
+nvJPEG instead of decoding in the loader workers.
+"""
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from binsight.loops import Parts, amp_dtype, pick_device, train_one_epoch, use_channels_last  # noqa: E402
+from binsight.model import model_from_params  # noqa: E402
+from binsight.shards import pack_splits  # noqa: E402
+from binsight.streaming import ShardBatches, ShardSet, ShardStream, steps_per_epoch  # noqa: E402
+
+
+def parts_for(arch, device, classes=6):
+    model = model_from_params(
+        {
+            "arch": arch,
+            "weights": "none",
+            "freeze_backbone": False,
+            "width": 1.0,
+            "head": {"hidden": [], "dropout": 0.0},
+        },
+        classes,
+    ).to(device)
+    dtype = amp_dtype("auto", device, training=True)
+    channels_last = use_channels_last(True, device, dtype)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    fused = device.type in ("cpu", "cuda")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused or None)
+    return Parts(model, optimizer, torch.nn.CrossEntropyLoss().to(device), device, dtype, channels_last)
+
+
+class Resident:
+    """`steps` batches of random pixels made once on the device: no loader at all."""
+
+    def __init__(self, batch, size, steps, device, classes=6):
+        self.x = torch.randn(batch, 3, size, size, device=device)
+        self.y = torch.randint(classes, (batch,), device=device)
+        self.steps = steps
+
+    def __iter__(self):
+        for _ in range(self.steps):
+            yield self.x, self.y
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--source", required=True, help="a local copy of the bucket (bin-images/, metadata/)")
+    parser.add_argument("--arch", default="resnet50")
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--workers", type=int, default=min(12, os.cpu_count() or 1))
+    parser.add_argument("--decode", choices=("cpu", "gpu"), default="cpu")
+    args = parser.parse_args()
+    device = pick_device()
+    source = Path(args.source)
+    ids = sorted(p.stem for p in (source / "bin-images").glob("*.jpg"))
+    rows = [(i, n % 6, n % 6) for n, i in enumerate(ids)]
+    root = Path(tempfile.mkdtemp(prefix="binsight-feed-"))
+    pack_splits({"train": rows}, source / "bin-images", source / "metadata", root, args.size, shard_size=250)
+    shards = ShardSet(root)
+    per_epoch = steps_per_epoch(shards.entries("train"), 1, max(args.workers, 1), args.batch)
+    stream = ShardStream(shards, "train", list(range(6)), workers=args.workers, shuffle=True, decode=args.decode)
+    fed = ShardBatches(
+        stream, args.batch, device, args.workers, device.type == "cuda", "flips", steps=per_epoch, drop_last=True
+    )
+    parts = parts_for(args.arch, device)
+    warm = Resident(args.batch, args.size, 3, device)
+    train_one_epoch(parts.model, warm, parts)  # cudnn autotune, allocator warm-up
+    ceiling = train_one_epoch(parts.model, Resident(args.batch, args.size, args.steps, device), parts)
+    images, seconds, wait, epoch = 0, 0.0, 0.0, 0
+    start = time.perf_counter()
+    while images < args.steps * args.batch:
+        fed.set_epoch(epoch)
+        stats = train_one_epoch(parts.model, fed, parts)
+        images, seconds, wait, epoch = images + stats.images, seconds + stats.seconds, wait + stats.data_wait, epoch + 1
+    wall = time.perf_counter() - start
+    shutil.rmtree(root, ignore_errors=True)
+    name = torch.cuda.get_device_name() if device.type == "cuda" else f"{os.cpu_count()} CPU cores"
+    print(f"{args.arch} at {args.size} px, batch {args.batch}, {parts.dtype or 'fp32'}, on {name}:")
+    print(f"  compute only (batches resident on the device): {ceiling.images_per_s:8.0f} img/s")
+    print(
+        f"  fed from shards ({args.workers} workers, decode {args.decode}):  {images / seconds:8.0f} img/s "
+        f"(waiting for data {wait / seconds:.0%} of the time; {images / wall:.0f} img/s with worker start-up)"
+    )
+    print(f"  fed / compute only: {images / seconds / ceiling.images_per_s:.2f}")
+
+
+if __name__ == "__main__":
+    main()
