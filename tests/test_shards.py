@@ -187,3 +187,21 @@ def test_the_jpeg_bytes_path_decodes_on_the_batch_device_like_the_workers_do(sha
     for (a, ya), (b, yb) in zip(cpu, raw, strict=True):
         assert torch.equal(ya, yb) and a.shape == b.shape
         assert (a - b).abs().mean() < 0.05  # normalised units: a few levels of 255 at most
+
+
+@pytest.mark.e2e
+def test_ddp_training_on_shards_runs_equal_steps_on_both_ranks(sharded, tmp_path):
+    project, _, _ = sharded
+    copy = tmp_path / "proj"
+    shutil.copytree(project, copy)
+    batch = 4  # per process: ~29 train bins in shards of 7 make 2 x 2 loader workers' batches
+    set_params(
+        copy, {"batch_size": batch, "train": {"epochs": 2, "distributed": {"nproc_per_node": 2, "backend": "gloo"}}}
+    )
+    out = run(python_m("stages.train"), copy, timeout=600).stdout
+    entries = ShardSet(copy / "data/shards").entries("train")
+    steps = steps_per_epoch(entries, 2, 2, batch)  # 2 loader workers a rank
+    assert f"{steps} steps an epoch on each of 2 process(es)" in out
+    seen = list(csv.DictReader(open(copy / "dvclive/train/plots/metrics/train/images_seen.tsv"), delimiter="\t"))
+    assert [int(float(r["images_seen"])) for r in seen] == [2 * steps * batch] * 2
+    assert (copy / "models/model.pt").exists()
