@@ -34,6 +34,7 @@ ARMS = {
     "1-5 only (subset), per-file": {"classes.policy": "subset", "train.data": "files"},
     "1-5 only (subset), shards": {"classes.policy": "subset", "train.data": "shards"},
     "all bins (clip at 6: 0..5, 6+), per-file": {"classes.policy": "clip", "classes.clip_at": 6, "train.data": "files"},
+    "0-5 (anchors), per-file": {"classes.policy": "anchors", "train.data": "files"},
 }
 
 
@@ -166,9 +167,13 @@ def main():
         + " --seeds "
         + " ".join(map(str, args.seeds))
     )
-    text = table(results, args.seeds, commit, command)
+    # Arms run at another time keep their rows: the JSON beside the page holds every arm's runs.
+    store = Path(args.out).with_suffix(".json")
+    kept = json.loads(store.read_text()) if store.exists() else {}
+    results = {**kept, **results}
+    store.write_text(json.dumps(results, indent=1) + "\n")
+    text = table({name: results[name] for name in ARMS if name in results}, args.seeds, commit, command)
     Path(args.out).write_text(text)
-    (Path(args.out).with_suffix(".json")).write_text(json.dumps(results, indent=1))
     print(text)
 
 
