@@ -162,7 +162,7 @@ def pack_splits(
             reused,
         )
 
-    with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:  # PIL releases the GIL
+    with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:  # PIL decodes and resizes without the GIL
         done = list(pool.map(pack, plan))
     index = {
         "format": FORMAT,
