@@ -184,10 +184,17 @@ def main():
     parser.add_argument("--size", type=int, default=224, help="the shards' image size")
     parser.add_argument("--shard-size", type=int, default=1000)
     parser.add_argument("--out", default=str(REPO / "docs" / "scale.md"))
+    parser.add_argument(
+        "--loaders-only", action="store_true", help="only the loader rates, on --bins bins written to a local folder"
+    )
     args = parser.parse_args()
     commit = sh(["git", "rev-parse", "--short", "HEAD"], REPO).strip()
     root = Path(tempfile.mkdtemp(prefix="binsight-scale-"))
     bins = source_bins(args.source, args.bins)
+    if args.loaders_only:
+        print(loaders_table(loaders_on_disk(bins, root, args.size, args.shard_size)))
+        shutil.rmtree(root, ignore_errors=True)
+        return
     counts = {i: c for i, (c, _, _) in bins.items()}
     results = {"per-file": {}, "sharded": {}}
     with MotoS3() as s3:
@@ -231,6 +238,24 @@ def main():
     text = report(results, rates, len(counts), args, commit)
     write_block(Path(args.out), text)
     print(text)
+
+
+def loaders_on_disk(bins, root, size, shard_size):
+    """Write the bins as fetch would, pack them, and measure the loaders (no S3, no DVC)."""
+    raw = root / "raw"
+    for sub in ("images", "metadata"):
+        (raw / sub).mkdir(parents=True)
+    for bin_id, (_, jpeg, meta) in bins.items():
+        (raw / "images" / f"{bin_id}.jpg").write_bytes(jpeg)
+        (raw / "metadata" / f"{bin_id}.json").write_bytes(meta)
+    rows = [(i, c, c) for i, (c, _, _) in bins.items()]
+    pack_splits({"train": rows}, raw / "images", raw / "metadata", root / "shards", size, shard_size)
+    return loader_rates(raw, root / "shards", sorted({c for _, c, _ in rows}), size)
+
+
+def loaders_table(rates):
+    lines = ["| data path | img/s per core |", "|---|---|"]
+    return "\n".join(lines + [f"| {name} | {rate:.0f} |" for name, rate in rates.items()]) + "\n"
 
 
 BEGIN, END = "<!-- begin bench/scale.py -->", "<!-- end bench/scale.py -->"
@@ -280,10 +305,7 @@ def report(results, rates, n, args, commit):
         "",
         "### Loader: images a second on one CPU core",
         "",
-        "| data path | img/s per core |",
-        "|---|---|",
-        *[f"| {name} | {rate:.0f} |" for name, rate in rates.items()],
-        "",
+        loaders_table(rates),
     ]
     return "\n".join(lines)
 
