@@ -1,6 +1,7 @@
 """Scoring a saved model on a split: its probabilities with and without test-time augmentation,
 the time each took, and the rows of the predictions table."""
 
+import os
 import time
 from functools import partial
 
@@ -35,8 +36,9 @@ def shard_split_loader(location, meta, batch_size, num_workers, device, decode="
         )
     entries = shards.entries("test")
     rows = [r for e in entries for r in zip(e["ids"], e["labels"], e["counts"])]
-    stream = ShardStream(shards, "test", meta["classes"], workers=num_workers, decode=decode)
-    return rows, ShardBatches(stream, batch_size, device, num_workers, device.type == "cuda")
+    workers = min(num_workers, os.cpu_count() or 1)  # as make_loader caps them
+    stream = ShardStream(shards, "test", meta["classes"], workers=workers, decode=decode)
+    return rows, ShardBatches(stream, batch_size, device, workers, device.type == "cuda")
 
 
 def timed_predictions(model, meta, loader, device, dtype, tta):

@@ -273,7 +273,7 @@ class Epochs:
 
 def shard_loaders(shards, classes, train_params, world, device, pin_memory):
     """-> {"train", "val", "sampler"} over the train and val shards: the training loop's loaders."""
-    workers, batch = train_params["num_workers"], train_params["batch_size"]
+    workers, batch = min(train_params["num_workers"], os.cpu_count() or 1), train_params["batch_size"]
     steps = steps_per_epoch(shards.entries("train"), world.world_size, max(workers, 1), batch)
     if steps == 0:
         raise DataError(
