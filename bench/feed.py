@@ -4,6 +4,10 @@ ceiling), same model, batch size and precision, measured side by side in one run
 
     python bench/feed.py --source ../abid/dev                      # on a GPU: ResNet50, 224 px, batch 256
     python bench/feed.py --source ../abid/dev --arch resnet18 --size 96 --batch 32 --steps 20   # a CPU
+    python bench/feed.py --source ../abid/dev --arch resnet18 --size 96 --batch 32 --workers 2 --against-cache 3
+
+`--against-cache N`: N rounds of one epoch fed from shards and one from the in-memory cache of the per-file
+path (binsight recipe cpu-scratch's), interleaved so both see the same machine: their img/s side by side.
 
 Prints img/s of each and their ratio. On a GPU box run ../shared/tools/gpu_ceiling.py (or any
 compute-only ResNet50 step) beside it to check the ceiling itself. `--decode gpu` hands JPEG bytes to
@@ -70,6 +74,9 @@ def main():
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--workers", type=int, default=min(12, os.cpu_count() or 1))
     parser.add_argument("--decode", choices=("cpu", "gpu"), default="cpu")
+    parser.add_argument(
+        "--against-cache", type=int, default=0, metavar="N", help="N interleaved rounds against the cache"
+    )
     args = parser.parse_args()
     device = pick_device()
     source = Path(args.source)
@@ -84,6 +91,10 @@ def main():
         stream, args.batch, device, args.workers, device.type == "cuda", "flips", steps=per_epoch, drop_last=True
     )
     parts = parts_for(args.arch, device)
+    if args.against_cache:
+        against_cache(args, rows, source, fed, parts)
+        shutil.rmtree(root, ignore_errors=True)
+        return
     warm = Resident(args.batch, args.size, 3, device)
     train_one_epoch(parts.model, warm, parts)  # cudnn autotune, allocator warm-up
     ceiling = train_one_epoch(parts.model, Resident(args.batch, args.size, args.steps, device), parts)
@@ -103,6 +114,31 @@ def main():
         f"(waiting for data {wait / seconds:.0%} of the time; {images / wall:.0f} img/s with worker start-up)"
     )
     print(f"  fed / compute only: {images / seconds / ceiling.images_per_s:.2f}")
+
+
+def against_cache(args, rows, source, fed, parts):
+    """Epochs fed from shards and from the per-file path's in-memory cache, interleaved."""
+    from binsight.datasets import InMemoryBatches, InMemoryImages
+    from binsight.distributed import ShardSampler
+
+    start = time.perf_counter()
+    cache = InMemoryImages([(i, c) for i, c, _ in rows], source / "bin-images", list(range(6)), args.size)
+    decode_s = time.perf_counter() - start
+    sampler = ShardSampler(len(rows), 0, 1, shuffle=True)
+    cached = InMemoryBatches(cache, args.batch, sampler, "flips")
+    totals = {"shards": [0, 0.0], "cache": [0, 0.0]}
+    for epoch in range(args.against_cache):
+        for name, loader in (("shards", fed), ("cache", cached)):
+            (fed if name == "shards" else sampler).set_epoch(epoch)
+            start = time.perf_counter()
+            stats = train_one_epoch(parts.model, loader, parts)
+            totals[name][0] += stats.images
+            totals[name][1] += time.perf_counter() - start
+    rate = {name: n / s for name, (n, s) in totals.items()}
+    print(f"{args.arch} at {args.size} px, batch {args.batch}, {args.against_cache} epochs each, interleaved:")
+    print(f"  fed from shards ({args.workers} workers): {rate['shards']:7.1f} img/s (worker start-up included)")
+    print(f"  in-memory cache:                {rate['cache']:7.1f} img/s (+ {decode_s:.1f} s to decode it once)")
+    print(f"  shards / cache: {rate['shards'] / rate['cache']:.2f}")
 
 
 if __name__ == "__main__":

@@ -73,6 +73,9 @@ CPU_SCRATCH = {
     "train.image_size": 96,
     "train.amp": "bf16",
     "train.cache_images": True,
+    # With train.data: shards, decode the small pre-resized JPEGs in the training process: on a CPU the
+    # compute already uses every core, and loader processes would only compete with it.
+    "train.num_workers": 0,
     "train.patience": 100,
 }
 FP32_EPOCHS = 8
