@@ -132,7 +132,8 @@ def main():
     ):
         try:
             write, rate, files, mib = fn()
-            print(f"| {name} | {write:.1f} | {files} | {mib:.0f} | {rate:.0f} |", flush=True)
+            shown = "-" if write != write else f"{write:.1f}"  # nan: the shard stage writes it (with the resize)
+            print(f"| {name} | {shown} | {files} | {mib:.0f} | {rate:.0f} |", flush=True)
         except ImportError as exc:
             print(f"| {name} | not installed ({exc.name}) | | | |", flush=True)
     shutil.rmtree(root, ignore_errors=True)
