@@ -124,6 +124,18 @@ def dvc_cycle(project, target, url, bucket):
     return t
 
 
+def rate_of(batches, n, sync=None):
+    """Images a second from `batches` until n images have come (sync: wait for the device at the end)."""
+    total, start = 0, time.perf_counter()
+    for _, y in batches:
+        total += len(y)
+        if total >= n:
+            break
+    if sync is not None:
+        sync()
+    return total / (time.perf_counter() - start)
+
+
 def loader_rates(raw, shards_dir, classes, size, n=2000):
     """img/s on one core for each data path, over the same bins (and ABID's full-size originals)."""
     torch.set_num_threads(1)
@@ -144,17 +156,8 @@ def loader_rates(raw, shards_dir, classes, size, n=2000):
     rates["in-memory cache (decoded once; 3*s*s bytes an image in RAM, per process)"] = len(rows) / t
     shards = ShardSet(shards_dir)
     stream = ShardStream(shards, "train", classes, shuffle=True, buffer=1000)
-    total = 0
-
-    def read():
-        nonlocal total
-        for _, y in ShardBatches(stream, 64, torch.device("cpu"), augment="flips"):
-            total += len(y)
-            if total >= n:
-                break
-
-    t = timed(read)
-    rates["tar shards, pre-resized: read, decode, flip and normalise on the CPU (a CPU run)"] = total / t
+    batches = ShardBatches(stream, 64, torch.device("cpu"), augment="flips")
+    rates["tar shards, pre-resized: read, decode, flip and normalise on the CPU (a CPU run)"] = rate_of(batches, n)
     stream.set_epoch(1)
     t = timed(lambda: sum(1 for _ in zip(range(n), stream)))
     rates["tar shards, pre-resized: read and decode (a loader worker's share when the GPU flips and normalises)"] = (
@@ -162,18 +165,8 @@ def loader_rates(raw, shards_dir, classes, size, n=2000):
     )
     if torch.cuda.is_available():
         gpu = ShardStream(shards, "train", classes, shuffle=True, buffer=1000, decode="gpu")
-        total = 0
-
-        def read_gpu():
-            nonlocal total
-            for _, y in ShardBatches(gpu, 256, torch.device("cuda"), augment="flips"):
-                total += len(y)
-                if total >= n:
-                    break
-            torch.cuda.synchronize()
-
-        t = timed(read_gpu)
-        rates["tar shards, decoded on the GPU (train.decode: gpu)"] = total / t
+        gpu_batches = ShardBatches(gpu, 256, torch.device("cuda"), augment="flips")
+        rates["tar shards, decoded on the GPU (train.decode: gpu)"] = rate_of(gpu_batches, n, torch.cuda.synchronize)
     return rates
 
 

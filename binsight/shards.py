@@ -125,8 +125,9 @@ def pack_splits(
     for stale in out_dir.glob("*.partial"):
         stale.unlink()
     try:
-        old = {e["file"]: e for entries in read_index(out_dir)["splits"].values() for e in entries}
-        old_size = read_index(out_dir)["image_size"]
+        previous = read_index(out_dir)
+        old = {e["file"]: e for entries in previous["splits"].values() for e in entries}
+        old_size = previous["image_size"]
     except DataError:
         old, old_size = {}, None
     plan = [

@@ -41,7 +41,11 @@ def read_labels(path):
 def read_split(split_dir, name, images_dir):
     """Rows (id, label) of one split, checked: not empty, every image present (unless images_dir is None)."""
     path = Path(split_dir) / f"{name}.csv"
-    rows = read_labels(path)
+    return check_split_rows(path, name, read_labels(path), images_dir)
+
+
+def check_split_rows(path, name, rows, images_dir):
+    """`rows` of the split file `path`, checked: not empty, every image present (unless images_dir is None)."""
     if not rows:
         raise DataError(f"{path} is empty: no bins to {'train on' if name == 'train' else 'evaluate'}")
     if images_dir is None:
@@ -58,9 +62,10 @@ def read_split(split_dir, name, images_dir):
 def read_split_counts(split_dir, name, images_dir):
     """Rows (id, label, count) of one split, checked as read_split does. `count` is the bin's item count
     (a split written before class policies has none: the label is the count then)."""
-    read_split(split_dir, name, images_dir)
-    rows = read_csv(Path(split_dir) / f"{name}.csv", required=("id", "label"))
-    return [(r["id"], int(r["label"]), int(r.get("count") or r["label"])) for r in rows]
+    path = Path(split_dir) / f"{name}.csv"
+    rows = [(r["id"], int(r["label"]), int(r.get("count") or r["label"])) for r in read_csv(path, ("id", "label"))]
+    check_split_rows(path, name, [(i, label) for i, label, _ in rows], images_dir)
+    return rows
 
 
 def class_names(split_dir, classes):
