@@ -6,8 +6,10 @@ ceiling), same model, batch size and precision, measured side by side in one run
     python bench/feed.py --source ../abid/dev --arch resnet18 --size 96 --batch 32 --steps 20   # a CPU
     python bench/feed.py --source ../abid/dev --arch resnet18 --size 96 --batch 32 --workers 2 --against-cache 3
 
-`--against-cache N`: N rounds of one epoch fed from shards and one from the in-memory cache of the per-file
-path (binsight recipe cpu-scratch's), interleaved so both see the same machine: their img/s side by side.
+`--against-cache N`: N rounds of one epoch from each arm, interleaved in a rotating order after a warm-up so
+all see the same machine: shards read every epoch, shards kept decoded in memory after their first read
+(train.cache_images with --workers 0, what binsight recipe cpu-scratch runs) and the per-file path's
+in-memory cache. Prints their img/s side by side.
 
 Prints img/s of each and their ratio. On a GPU box run ../shared/tools/gpu_ceiling.py (or any
 compute-only ResNet50 step) beside it to check the ceiling itself. `--decode gpu` hands JPEG bytes to
@@ -117,7 +119,9 @@ def main():
 
 
 def against_cache(args, rows, source, fed, parts):
-    """Epochs fed from shards and from the per-file path's in-memory cache, interleaved."""
+    """Epochs fed from shards (read every epoch, and kept decoded in memory after the first) and from the
+    per-file path's in-memory cache, interleaved in a rotating order after a warm-up, so no arm always
+    runs first (a cold first epoch) and all see the same machine."""
     from binsight.datasets import InMemoryBatches, InMemoryImages
     from binsight.distributed import ShardSampler
 
@@ -125,20 +129,35 @@ def against_cache(args, rows, source, fed, parts):
     cache = InMemoryImages([(i, c) for i, c, _ in rows], source / "bin-images", list(range(6)), args.size)
     decode_s = time.perf_counter() - start
     sampler = ShardSampler(len(rows), 0, 1, shuffle=True)
-    cached = InMemoryBatches(cache, args.batch, sampler, "flips")
-    totals = {"shards": [0, 0.0], "cache": [0, 0.0]}
+    arms = {"shards": fed, "cache": InMemoryBatches(cache, args.batch, sampler, "flips")}
+    if not args.workers:  # the decoded-shard cache runs in-process only
+        stream = fed.stream
+        kept = ShardStream(
+            stream.shards, "train", list(range(6)), shuffle=True, buffer=stream.buffer, decode="cpu", cache=True
+        )
+        arms["shards, cached"] = ShardBatches(
+            kept, args.batch, fed.device, 0, False, "flips", steps=fed.steps, drop_last=True
+        )
+    train_one_epoch(parts.model, Resident(args.batch, args.size, 3, fed.device), parts)  # allocator, oneDNN warm-up
+    totals = {name: [0, 0.0] for name in arms}
+    names = list(arms)
     for epoch in range(args.against_cache):
-        for name, loader in (("shards", fed), ("cache", cached)):
-            (fed if name == "shards" else sampler).set_epoch(epoch)
+        for name in names[epoch % len(names) :] + names[: epoch % len(names)]:
+            loader = arms[name]
+            (sampler if name == "cache" else loader).set_epoch(epoch)
             start = time.perf_counter()
             stats = train_one_epoch(parts.model, loader, parts)
             totals[name][0] += stats.images
             totals[name][1] += time.perf_counter() - start
     rate = {name: n / s for name, (n, s) in totals.items()}
-    print(f"{args.arch} at {args.size} px, batch {args.batch}, {args.against_cache} epochs each, interleaved:")
-    print(f"  fed from shards ({args.workers} workers): {rate['shards']:7.1f} img/s (worker start-up included)")
-    print(f"  in-memory cache:                {rate['cache']:7.1f} img/s (+ {decode_s:.1f} s to decode it once)")
-    print(f"  shards / cache: {rate['shards'] / rate['cache']:.2f}")
+    print(f"{args.arch} at {args.size} px, batch {args.batch}, {args.against_cache} epochs each, rotating order:")
+    print(f"  fed from shards ({args.workers} workers):  {rate['shards']:7.1f} img/s (worker start-up included)")
+    if "shards, cached" in rate:
+        print(f"  shards, kept decoded after epoch 1: {rate['shards, cached']:7.1f} img/s (its first read included)")
+    print(f"  per-file in-memory cache:         {rate['cache']:7.1f} img/s (+ {decode_s:.1f} s to decode it once)")
+    for name in rate:
+        if name != "cache":
+            print(f"  {name} / per-file cache: {rate[name] / rate['cache']:.2f}")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,10 @@ steps: the minimum over ranks (DDP would otherwise hang at the last step). Withi
 order and the shuffle buffer are seeded by (seed, epoch, rank, worker): a run resumed at an epoch
 boundary reads what an uninterrupted run would have read.
 
+With `cache` (train.cache_images, when the stream runs in the training process: num_workers 0, as in
+the CPU recipe) each shard's decoded samples are kept after their first read, so later epochs skip the
+tar parsing and the decode; the order (shard order, shuffle buffer) stays exactly the uncached one.
+
 Reading from S3 goes through the same boto3 client as fetch: `s3://bucket/prefix/` holds index.json and
 the shards (e.g. `aws s3 sync data/shards s3://bucket/prefix/`), and each node streams its own shards.
 """
@@ -112,14 +116,30 @@ class ShardStream(IterableDataset):
     """Samples (uint8 image or JPEG bytes, class index, position in the split) of this process's shards.
 
     `shuffle`: seeded shard order and a shuffle buffer of `buffer` samples. `decode`: "cpu" decodes in
-    the worker, "gpu" hands the JPEG bytes on (torchvision.io.decode_jpeg on the device)."""
+    the worker, "gpu" hands the JPEG bytes on (torchvision.io.decode_jpeg on the device). `cache`: keep
+    each shard's decoded samples in memory after its first read (in-process streams only: a loader
+    worker's copy would die with the worker at the end of the epoch)."""
 
     def __init__(
-        self, shards, split, classes, rank=0, world_size=1, workers=0, shuffle=False, buffer=1000, seed=0, decode="cpu"
+        self,
+        shards,
+        split,
+        classes,
+        rank=0,
+        world_size=1,
+        workers=0,
+        shuffle=False,
+        buffer=1000,
+        seed=0,
+        decode="cpu",
+        cache=False,
     ):
         self.shards, self.split, self.index = shards, split, {c: i for i, c in enumerate(classes)}
         self.rank, self.world_size, self.workers = rank, world_size, workers
         self.shuffle, self.buffer, self.seed, self.decode, self.epoch = shuffle, buffer, seed, decode, 0
+        if cache and (workers or decode != "cpu"):
+            raise ValueError("ShardStream caches decoded images only in-process (workers=0, decode='cpu')")
+        self.cache, self.decoded = cache, {}
         self.entries = shards.entries(split)
         offsets = itertools.accumulate([e["bins"] for e in self.entries], initial=0)
         self.offset = dict(zip((e["file"] for e in self.entries), offsets))
@@ -131,7 +151,22 @@ class ShardStream(IterableDataset):
         return sum(e["bins"] for e in self.entries[self.rank :: self.world_size])
 
     def samples(self, entry):
-        """One shard's samples in order; a member that is missing or does not decode is named."""
+        """One shard's samples in order, from the cache when it holds them."""
+        name = entry["file"]
+        if name in self.decoded:
+            yield from self.decoded[name]
+            return
+        if not self.cache:
+            yield from self.read(entry)
+            return
+        kept = []
+        for sample in self.read(entry):
+            kept.append(sample)
+            yield sample
+        self.decoded[name] = kept  # only a shard read to its end: a pass cut short keeps nothing partial
+
+    def read(self, entry):
+        """One shard's samples read from its tar; a member that is missing or does not decode is named."""
         name, position = entry["file"], self.offset[entry["file"]]
         stream = self.shards.open(name)
         try:
@@ -271,8 +306,31 @@ class Epochs:
         return self.batches.images()
 
 
+def cache_decision(train_params, workers, bins, free_bytes=None):
+    """(cache decoded shards?, why): train.cache_images, in-process CPU decoding, and room in memory."""
+    size = train_params["image_size"]
+    need = bins * 3 * size * size
+    if not train_params["cache_images"]:
+        return False, "train.cache_images is false"
+    if workers or train_params["decode"] != "cpu":
+        return False, "decoding runs in loader workers or on the GPU (cached only with num_workers 0, decode cpu)"
+    if free_bytes is None:
+        free_bytes = available_memory()
+    if free_bytes is not None and need > free_bytes // 2:
+        return False, f"{need / 2**30:.1f} GiB of decoded images would not fit in half the free memory"
+    return True, f"decoded images kept in memory after the first epoch ({need / 2**20:.0f} MiB)"
+
+
+def available_memory():
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not Linux: no guard
+        return None
+
+
 def shard_loaders(shards, classes, train_params, world, device, pin_memory):
-    """-> {"train", "val", "sampler"} over the train and val shards: the training loop's loaders."""
+    """-> {"train", "val", "sampler", "cache"} over the train and val shards: the training loop's loaders
+    ("cache": whether decoded images stay in memory, and why)."""
     workers, batch = min(train_params["num_workers"], os.cpu_count() or 1), train_params["batch_size"]
     steps = steps_per_epoch(shards.entries("train"), world.world_size, max(workers, 1), batch)
     if steps == 0:
@@ -280,17 +338,18 @@ def shard_loaders(shards, classes, train_params, world, device, pin_memory):
             f"{shards.location}: too few train bins for one batch of {batch} on each of {world.world_size} "
             f"processes x {max(workers, 1)} loader workers; lower batch_size or train.num_workers, or shard smaller"
         )
-    common = dict(rank=world.rank, world_size=world.world_size, workers=workers, seed=train_params["seed"])
+    mine = [e for split in ("train", "val") for e in shards.entries(split)[world.rank :: world.world_size]]
+    cache, why = cache_decision(train_params, workers, sum(e["bins"] for e in mine))
+    common = dict(
+        rank=world.rank,
+        world_size=world.world_size,
+        workers=workers,
+        seed=train_params["seed"],
+        decode=train_params["decode"],
+        cache=cache,
+    )
     train = ShardBatches(
-        ShardStream(
-            shards,
-            "train",
-            classes,
-            shuffle=True,
-            buffer=train_params["shuffle_buffer"],
-            decode=train_params["decode"],
-            **common,
-        ),
+        ShardStream(shards, "train", classes, shuffle=True, buffer=train_params["shuffle_buffer"], **common),
         batch,
         device,
         workers,
@@ -299,7 +358,5 @@ def shard_loaders(shards, classes, train_params, world, device, pin_memory):
         steps=steps,
         drop_last=True,
     )
-    val = ShardBatches(
-        ShardStream(shards, "val", classes, decode=train_params["decode"], **common), batch, device, workers, pin_memory
-    )
-    return {"train": train, "val": val, "sampler": Epochs(train)}
+    val = ShardBatches(ShardStream(shards, "val", classes, **common), batch, device, workers, pin_memory)
+    return {"train": train, "val": val, "sampler": Epochs(train), "cache": why}

@@ -300,7 +300,7 @@ def make_loaders(run, parts, train_rows, val_rows, aux=None, shards=None):
         loaders = shard_loaders(shards, run.classes, train_params, world, parts.device, pin)
         say(
             f"train: streaming {len(shards.entries('train'))} train shards from {shards.location}, "
-            f"{len(loaders['train'])} steps an epoch on each of {world.world_size} process(es)"
+            f"{len(loaders['train'])} steps an epoch on each of {world.world_size} process(es); {loaders.pop('cache')}"
         )
         return loaders, None
     if train_params["balance"] == "sampler":  # every count equally often, drawn with replacement

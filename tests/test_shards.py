@@ -14,7 +14,7 @@ import torch
 
 from binsight.errors import DataError
 from binsight.shards import read_index, verify_shards
-from binsight.streaming import ShardBatches, ShardSet, ShardStream, deal, steps_per_epoch
+from binsight.streaming import ShardBatches, ShardSet, ShardStream, cache_decision, deal, steps_per_epoch
 from tests.support.bucket import REPO, admin_client
 from tests.support.dataset import SMALL_MODEL, SMALL_TRAIN, write_dataset
 from tests.support.project import call, git_commit, kill_when_written, make_project, python_m, run, set_params
@@ -101,6 +101,47 @@ def test_ranks_and_workers_get_disjoint_shards_and_the_same_steps():
     assert steps_per_epoch(entries, 2, 2, 4) == 2
 
 
+class CountingShards(ShardSet):
+    """The real shard folder, counting how often each tar is opened."""
+
+    def __init__(self, location):
+        super().__init__(location)
+        self.opened = 0
+
+    def open(self, name):
+        self.opened += 1
+        return super().open(name)
+
+
+def test_cached_shards_give_the_uncached_order_and_read_each_tar_once(sharded):
+    project, _, _ = sharded
+    plain, counted = ShardSet(project / "data/shards"), CountingShards(project / "data/shards")
+    kwargs = dict(shuffle=True, buffer=10, seed=5)
+    uncached = ShardStream(plain, "train", list(COUNTS), **kwargs)
+    cached = ShardStream(counted, "train", list(COUNTS), cache=True, **kwargs)
+    for epoch in range(3):
+        uncached.set_epoch(epoch)
+        cached.set_epoch(epoch)
+        want = [(x, y, p) for x, y, p in uncached]
+        got = [(x, y, p) for x, y, p in cached]
+        assert [(y, p) for _, y, p in got] == [(y, p) for _, y, p in want]
+        assert all(torch.equal(a[0], b[0]) for a, b in zip(got, want))
+    assert epoch > 0 and [p for _, _, p in want] != sorted(p for _, _, p in want)  # shuffled, not trivially equal
+    assert counted.opened == len(plain.entries("train"))  # epochs 2 and 3 came from memory
+
+
+def test_shard_images_are_cached_only_in_process_and_when_they_fit():
+    train = {"image_size": 64, "cache_images": True, "decode": "cpu"}
+    need = 100 * 3 * 64 * 64
+    assert cache_decision(train, 0, 100, free_bytes=4 * need)[0]
+    assert not cache_decision(train, 0, 100, free_bytes=need)[0]  # more than half the free memory
+    assert not cache_decision(train, 2, 100, free_bytes=4 * need)[0]  # loader workers
+    assert not cache_decision({**train, "decode": "gpu"}, 0, 100, free_bytes=4 * need)[0]
+    assert not cache_decision({**train, "cache_images": False}, 0, 100, free_bytes=4 * need)[0]
+    with pytest.raises(ValueError, match="in-process"):
+        ShardStream(None, "train", [], workers=2, cache=True)
+
+
 @pytest.mark.e2e
 def test_torchrun_two_processes_stream_disjoint_shards_with_equal_steps(sharded, tmp_path):
     project, splits, _ = sharded
@@ -171,10 +212,11 @@ def test_shards_stream_from_s3_as_from_disk_and_train_reads_them_there(sharded, 
     copy = tmp_path / "proj"
     shutil.copytree(project, copy)
     shutil.rmtree(copy / "data/shards")  # nothing local: every batch comes from the bucket
-    set_params(copy, {"train": {"shards": "s3://shard-store/v1/", "epochs": 1, "num_workers": 0}})
+    set_params(copy, {"train": {"shards": "s3://shard-store/v1/", "epochs": 2, "num_workers": 0, "cache_images": True}})
     ran = call("stages.train", cwd=copy)
     n_train = len(read_index(project / "data/shards")["splits"]["train"])
     assert f"streaming {n_train} train shards from s3://shard-store/v1/" in ran.stdout
+    assert "decoded images kept in memory after the first epoch" in ran.stdout  # epoch 2 from memory
     assert (copy / "models/model.pt").exists()
 
 
