@@ -298,9 +298,10 @@ def make_loaders(run, parts, train_rows, val_rows, aux=None, shards=None):
                 "run `dvc repro shard` (or point train.shards at shards of that size)"
             )
         loaders = shard_loaders(shards, run.classes, train_params, world, parts.device, pin)
+        cache = loaders.pop("cache")  # a message, not a loader
         say(
             f"train: streaming {len(shards.entries('train'))} train shards from {shards.location}, "
-            f"{len(loaders['train'])} steps an epoch on each of {world.world_size} process(es); {loaders.pop('cache')}"
+            f"{len(loaders['train'])} steps an epoch on each of {world.world_size} process(es); {cache}"
         )
         return loaders, None
     if train_params["balance"] == "sampler":  # every count equally often, drawn with replacement
