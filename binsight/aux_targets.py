@@ -16,6 +16,7 @@ from pathlib import Path
 
 from binsight.abid import parse_metadata
 from binsight.errors import DataError
+from binsight.raw_bins import RawBins
 
 PRODUCT_CLASSES = 5
 AUX_OUTPUTS = PRODUCT_CLASSES + 2  # logits for the number of products, then log volume and log weight
@@ -37,13 +38,18 @@ def aux_targets(meta):
     return float(min(max(len(meta.items), 1), PRODUCT_CLASSES) - 1), log_total(volumes), log_total(weights)
 
 
-def read_aux_targets(rows, metadata_dir):
-    """Split rows [(bin_id, label)] -> [aux_targets of each row], read from metadata_dir/<id>.json."""
+def read_aux_targets(rows, metadata_dir, images_dir=None):
+    """Split rows [(bin_id, label)] -> [aux_targets of each row], read from metadata_dir/<id>.json, or
+    from the raw shards in images_dir when fetch packed the bins there (`fetch.layout: shards`)."""
+    bins = RawBins(images_dir if images_dir is not None else metadata_dir, metadata_dir)
     out = []
     for bin_id, _ in rows:
         path = Path(metadata_dir) / f"{bin_id}.json"
         try:
-            meta = parse_metadata(path.read_bytes())
+            data = bins.metadata_bytes(bin_id)
+            if data is None:
+                raise FileNotFoundError(path)
+            meta = parse_metadata(data)
         except FileNotFoundError:
             raise DataError(
                 f"{path} is missing: train.aux_weight reads each training bin's metadata "

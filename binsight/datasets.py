@@ -9,7 +9,6 @@ With `cache: true` the first three steps run once per image and the uint8 tensor
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -18,6 +17,7 @@ from torchvision.transforms import v2
 from binsight.choices import AUGMENTS, augment_mode  # noqa: F401 (AUGMENTS: re-exported)
 from binsight.images import load_rgb
 from binsight.model import IMAGENET_MEAN, IMAGENET_STD
+from binsight.raw_bins import RawBins
 from binsight.views import dihedral
 
 # Counting-safe augmentations only: every item stays in the frame (no random crops or zooms).
@@ -70,7 +70,7 @@ class BinImages(Dataset):
     With `aux` (a tensor [n, 3], binsight.aux_targets) an item is (image, class index, its aux row)."""
 
     def __init__(self, rows, images_dir, classes, transform, image_size, jpeg_draft=True, aux=None):
-        self.rows, self.images_dir, self.transform, self.aux = rows, Path(images_dir), transform, aux
+        self.rows, self.bins, self.transform, self.aux = rows, RawBins(images_dir), transform, aux
         self.draft_size = image_size if jpeg_draft else None
         self.index = {c: i for i, c in enumerate(classes)}
 
@@ -79,7 +79,7 @@ class BinImages(Dataset):
 
     def __getitem__(self, i):
         bin_id, label = self.rows[i]
-        img = load_rgb(self.images_dir / f"{bin_id}.jpg", self.draft_size)
+        img = load_rgb(self.bins.image(bin_id), self.draft_size)
         if self.aux is not None:
             return self.transform(img), self.index[label], self.aux[i]
         return self.transform(img), self.index[label]
@@ -96,10 +96,10 @@ class InMemoryImages(Dataset):
         self.index = {c: i for i, c in enumerate(classes)}
         to_tensor = resize_to_tensor(image_size)
         draft = image_size if jpeg_draft else None
-        images_dir = Path(images_dir)
+        bins = RawBins(images_dir)
 
         def decode(row):
-            return to_tensor(load_rgb(images_dir / f"{row[0]}.jpg", draft))
+            return to_tensor(load_rgb(bins.image(row[0]), draft))
 
         # PIL releases the GIL while decoding and resizing: threads use every core.
         with ThreadPoolExecutor(threads or min(8, os.cpu_count() or 1)) as pool:

@@ -186,8 +186,9 @@ class Downloader:
         rec.reason, rec.detail = reason, detail
         return rec
 
-    def fetch_all(self, labels, concurrency=32, progress=True):
-        """Fetch every {bin_id: label}; return BinRecords sorted by id."""
+    def fetch_all(self, labels, concurrency=32, progress=True, bar=None):
+        """Fetch every {bin_id: label}; return BinRecords sorted by id. `bar`: a progress bar of the
+        caller's to advance (and leave open) instead of one of its own."""
         for folder in (self.images_dir, self.metadata_dir):
             folder.mkdir(parents=True, exist_ok=True)
             remove_partial_files(folder)
@@ -195,8 +196,11 @@ class Downloader:
         if not ids:
             return []
         records = [self._fetch_or_error(ids[0], labels[ids[0]])]  # fail fast on a bad bucket/endpoint
-        bar = tqdm(total=len(ids), initial=1, desc="fetch", unit="bin", disable=not progress, smoothing=0.05)
-        bad = 0
+        own_bar = bar is None
+        if own_bar:
+            bar = tqdm(total=len(ids), desc="fetch", unit="bin", disable=not progress, smoothing=0.05)
+        bar.update(1)
+        bad = sum(not r.ok for r in records)
         pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fetch")
         try:
             futures = [pool.submit(self._fetch_or_error, i, labels[i]) for i in ids[1:]]
@@ -208,7 +212,8 @@ class Downloader:
                 bar.set_postfix(bad=bad, refresh=False)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-            bar.close()
+            if own_bar:
+                bar.close()
         return sorted(records, key=lambda r: r.id)
 
     def _fetch_or_error(self, bin_id, label):

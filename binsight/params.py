@@ -111,6 +111,10 @@ def check_fetch(p):
         local,
         "null or a folder (path or file:// URL) holding bin-images/ and metadata/",
     )
+    layout = p.setdefault("layout", "files")
+    require(layout in ("files", "shards"), "fetch.layout", layout, "files (one file a bin) or shards (raw tar shards)")
+    shard_size = p.setdefault("shard_size", 1000)
+    require(is_int(shard_size) and shard_size >= 1, "fetch.shard_size", shard_size, "a positive integer")
     p.setdefault("anonymous", True)
     p.setdefault("region", "us-east-1")
     return p

@@ -23,6 +23,7 @@ from PIL import Image
 from binsight.errors import DataError
 from binsight.files import atomic_write_text
 from binsight.images import load_rgb
+from binsight.raw_bins import RawBins
 
 FORMAT = "webdataset"
 INDEX = "index.json"
@@ -35,12 +36,12 @@ def shard_plan(rows, shard_size, seed, split):
     return [(f"{split}-{i // shard_size:05d}.tar", order[i : i + shard_size]) for i in range(0, len(order), shard_size)]
 
 
-def encode_image(path, image_size, quality):
-    """A bin's photo -> JPEG bytes at image_size x image_size: the resize every data path shares
-    (bilinear, antialiased), done once here instead of every epoch."""
+def encode_image(src, image_size, quality):
+    """A bin's photo (a path or a file object) -> JPEG bytes at image_size x image_size: the resize every
+    data path shares (bilinear, antialiased), done once here instead of every epoch."""
     from binsight.datasets import resize_to_tensor
 
-    pixels = resize_to_tensor(image_size)(load_rgb(path, image_size))
+    pixels = resize_to_tensor(image_size)(load_rgb(src, image_size))
     buf = io.BytesIO()
     Image.fromarray(pixels.permute(1, 2, 0).contiguous().numpy()).save(buf, "JPEG", quality=quality)
     return buf.getvalue()
@@ -55,16 +56,17 @@ def _add(tar, name, data):
 def write_shard(path, rows, images_dir, metadata_dir, image_size, quality):
     """Pack `rows` into the tar at `path` (written to a temp name, renamed when whole)."""
     tmp = path.with_name(path.name + ".partial")
+    bins = RawBins(images_dir, metadata_dir)
     with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
         for bin_id, label, count in rows:
             try:
-                jpeg = encode_image(Path(images_dir) / f"{bin_id}.jpg", image_size, quality)
+                jpeg = encode_image(bins.image(bin_id), image_size, quality)
             except (OSError, DataError) as exc:
                 raise DataError(
                     f"shard {path.name}: image of bin {bin_id} cannot be read ({exc}); run `dvc repro fetch`"
                 ) from None
-            meta_path = Path(metadata_dir) / f"{bin_id}.json"
-            meta = json.loads(meta_path.read_bytes()) if meta_path.exists() else None
+            meta_bytes = bins.metadata_bytes(bin_id)
+            meta = json.loads(meta_bytes) if meta_bytes is not None else None
             record = {"id": bin_id, "label": label, "count": count, "metadata": meta}
             _add(tar, f"{bin_id}.jpg", jpeg)
             _add(tar, f"{bin_id}.json", json.dumps(record).encode())

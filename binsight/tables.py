@@ -7,6 +7,7 @@ from pathlib import Path
 
 from binsight.errors import DataError
 from binsight.files import atomic_write_text
+from binsight.raw_bins import RawBins
 
 
 def write_csv(path, rows, columns):
@@ -50,7 +51,7 @@ def check_split_rows(path, name, rows, images_dir):
         raise DataError(f"{path} is empty: no bins to {'train on' if name == 'train' else 'evaluate'}")
     if images_dir is None:
         return rows
-    missing = [bin_id for bin_id, _ in rows if not (Path(images_dir) / f"{bin_id}.jpg").exists()]
+    missing = RawBins(images_dir).missing([bin_id for bin_id, _ in rows])
     if missing:
         raise DataError(
             f"{len(missing)} images listed in {path} are missing from {images_dir} "

@@ -151,7 +151,7 @@ def fit(paths, model_params, train_params, world):
     shards = ShardSet(train_params["shards"] or paths.shards) if train_params["data"] == "shards" else None
     train_rows, val_rows, run.classes = load_data(paths, check_images=shards is None)
     aux = (
-        torch.tensor(read_aux_targets(train_rows, paths.metadata), dtype=torch.float32).reshape(-1, 3)
+        torch.tensor(read_aux_targets(train_rows, paths.metadata, paths.images), dtype=torch.float32).reshape(-1, 3)
         if train_params["aux_weight"]
         else None
     )

@@ -37,6 +37,7 @@ from binsight.loops import amp_dtype, pick_device
 from binsight.metrics import count_metrics
 from binsight.model import load_model
 from binsight.params import check_evaluate, load_params, section, train_section
+from binsight.raw_bins import RawBins
 from binsight.tables import read_split_counts, write_csv, write_json
 
 HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1", "rmse", "mae", "off_by_one_accuracy")
@@ -73,10 +74,11 @@ def log_plots(live, y_true, y_pred, classes, rows, images_dir, max_images):
         template="bar_horizontal",
         title="Test accuracy per item count",
     )
-    wrong = [i for i in range(len(rows)) if y_pred[i] != y_true[i]]
+    bins = RawBins(images_dir)  # a run on shards read from S3 may have no local copy: those images are skipped
+    wrong = [i for i in range(len(rows)) if y_pred[i] != y_true[i] and rows[i][0] in bins]
     for i in wrong[:max_images]:
         bin_id, label = rows[i]
-        img = load_rgb(f"{images_dir}/{bin_id}.jpg", 256)
+        img = load_rgb(bins.image(bin_id), 256)
         img.thumbnail((256, 256))
         live.log_image(f"misclassified/{bin_id}_true{label}_pred{y_pred[i]}.jpg", img)
 

@@ -26,6 +26,7 @@ from binsight.dataset_stats import (
 )
 from binsight.errors import DataError, one_line_errors
 from binsight.params import is_int, load_params, require, section
+from binsight.raw_bins import RawBins
 from binsight.tables import read_csv, write_csv, write_json
 
 
@@ -39,12 +40,17 @@ def check_explore(p):
     return p
 
 
-def load_metadata(folder, bin_ids):
+def load_metadata(folder, bin_ids, images_dir=None):
+    """{bin_id: BinMetadata} from folder/<id>.json, or from the raw shards in images_dir (`fetch.layout: shards`)."""
+    bins = RawBins(images_dir if images_dir is not None else folder, folder)
     out = {}
     for bin_id in bin_ids:
         path = Path(folder) / f"{bin_id}.json"
         try:
-            out[bin_id] = parse_metadata(path.read_bytes())
+            data = bins.metadata_bytes(bin_id)
+            if data is None:
+                raise FileNotFoundError(path)
+            out[bin_id] = parse_metadata(data)
         except FileNotFoundError:
             raise DataError(f"{path} not found but the manifest lists bin {bin_id}: run `dvc repro fetch`") from None
         except DataError as exc:
@@ -63,6 +69,9 @@ def main(argv=None):
     parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
     parser.add_argument("--manifest", default="data/raw/manifest.csv", help="fetch manifest (default: %(default)s)")
     parser.add_argument("--metadata", default="data/raw/metadata", help="metadata folder (default: %(default)s)")
+    parser.add_argument(
+        "--images", default="data/raw/images", help="images folder, or the raw shards (default: %(default)s)"
+    )
     parser.add_argument("--out", default="data/explore", help="output folder (default: %(default)s)")
     args = parser.parse_args(argv)
 
@@ -70,7 +79,7 @@ def main(argv=None):
     bins = bins_from_manifest(read_csv(args.manifest, required=("id", "label", "width", "height", "bytes")))
     if not bins:
         raise DataError(f"{args.manifest} lists no bins: did fetch find any?")
-    metadata = load_metadata(args.metadata, [b.id for b in bins])
+    metadata = load_metadata(args.metadata, [b.id for b in bins], args.images)
     items = item_rows(bins, metadata)
 
     out = Path(args.out)

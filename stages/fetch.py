@@ -4,7 +4,9 @@ the bucket, `fetch.local_dir`), verify them, write a manifest.
     python -m stages.fetch            # what `dvc repro fetch` runs
 
 Outputs: data/raw/images/<id>.jpg, data/raw/metadata/<id>.json, data/raw/manifest.csv and
-data/fetch_report.json (every bin that was missing, corrupt or mislabelled, and why).
+data/fetch_report.json (every bin that was missing, corrupt or mislabelled, and why). With
+`fetch.layout: shards` the images and metadata go into data/raw/images/raw-NNNNN.tar instead
+(binsight/raw_shards.py): a few hundred files for DVC to track, not two a bin.
 """
 
 import argparse
@@ -12,11 +14,14 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from tqdm import tqdm
+
 from binsight.abid import limit_per_class, parse_file_list_bytes
 from binsight.classes import check_classes, label_for
 from binsight.download import MANIFEST_COLUMNS, Downloader, build_report, local_folder, manifest_rows
 from binsight.errors import BinsightError, DataError, one_line_errors
 from binsight.params import check_fetch, load_params, section
+from binsight.raw_shards import fetch_into_shards, unshard_all
 from binsight.s3 import make_client
 from binsight.tables import write_csv, write_json
 
@@ -79,7 +84,14 @@ def main(argv=None):
         else f"s3://{p['bucket']}/{p['prefix']} ({p['endpoint_url'] or 'AWS'})"
     )
     print(f"fetch: {len(labels)} bins from {where}, {p['concurrency']} at a time")
-    records = downloader.fetch_all(labels, p["concurrency"], progress=not args.no_progress)
+    if p["layout"] == "shards":
+        with tqdm(total=len(labels), desc="fetch", unit="bin", disable=True if args.no_progress else None) as bar:
+            records = fetch_into_shards(downloader, labels, p["shard_size"], p["concurrency"], bar)
+    else:
+        moved = unshard_all(downloader.images_dir, downloader.metadata_dir, labels)
+        if moved:
+            print(f"fetch: {moved} bins taken out of the raw shards (fetch.layout: files)")
+        records = downloader.fetch_all(labels, p["concurrency"], progress=not args.no_progress)
 
     write_csv(Path(args.out) / "manifest.csv", manifest_rows(records), MANIFEST_COLUMNS)
     report = build_report(records, p["max_bad_fraction"], p["file_list"])

@@ -68,7 +68,7 @@ def main(argv=None):
     train_rows = read_split(args.split, "train", args.images)
     read_split(args.split, "val", args.images)
     if train_params["aux_weight"]:
-        read_aux_targets(train_rows, args.metadata)
+        read_aux_targets(train_rows, args.metadata, args.images)
     # torch takes seconds to import: only now, so a bad param or path is reported at once
     from binsight.distributed import init_world, under_torchrun
     from binsight.training import fit

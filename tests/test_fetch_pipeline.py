@@ -160,6 +160,8 @@ def test_transient_5xx_are_retried(tmp_path, abid_bucket):
     "override,message",
     [
         ({"concurrency": 0}, "fetch.concurrency=0 is not allowed"),
+        ({"layout": "tar"}, "fetch.layout='tar' is not allowed: expected files (one file a bin) or shards"),
+        ({"layout": "shards", "shard_size": 0}, "fetch.shard_size=0 is not allowed"),
         ({"bucket": "no-such-bucket-here"}, "no-such-bucket-here"),
         ({"file_list": "missing.json"}, "missing.json is not a file"),
         # offline (a closed port on loopback): where to look, and the other way in (README: A local copy of
