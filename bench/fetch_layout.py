@@ -100,7 +100,7 @@ def main():
         for layout in ("files", "shards"):
             project = root / layout
             raw = project / "data" / "raw"
-            t = {"fetch": timed(lambda: fetch(layout, s3.url, raw, counts, args.shard_size))}
+            t = {"fetch": timed(lambda layout=layout, raw=raw: fetch(layout, s3.url, raw, counts, args.shard_size))}
             t["files"] = files_in(raw)
             t.update(dvc_cycle(project, "data/raw", s3.url, f"remote-{layout}"))
             results[layout] = t

@@ -137,7 +137,7 @@ def fetch_into_shards(downloader, labels, shard_size, concurrency, bar=None):
         entry = shards.get(name)
         if entry is not None:
             bad = {b["id"]: b["label"] for b in entry["bad"]}
-            retried = downloader.fetch_all(bad, concurrency, bar=bar) if bad else []
+            retried = downloader.fetch_all(bad, concurrency, progress=bar is not None, bar=bar) if bad else []
             if bar is not None:
                 bar.update(len(ids) - len(bad))
             if not any(r.ok for r in retried):
@@ -147,7 +147,7 @@ def fetch_into_shards(downloader, labels, shard_size, concurrency, bar=None):
             unpack(images_dir / name, entry, labels, images_dir, metadata_dir)  # a retried bin came good: repack
             if bar is not None:
                 bar.update(-len(ids))
-        fetched = downloader.fetch_all({i: labels[i] for i in ids}, concurrency, bar=bar)
+        fetched = downloader.fetch_all({i: labels[i] for i in ids}, concurrency, progress=bar is not None, bar=bar)
         good = [r for r in fetched if r.ok]
         bins = pack(images_dir / name, good, images_dir, metadata_dir)
         shards[name] = {

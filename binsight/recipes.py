@@ -4,7 +4,8 @@
     notebook      the SageMaker notebook's recipe: frozen ImageNet ResNet50 + a new head, CE, Adam
     gpu           the params.yaml defaults (full fine-tuning of an ImageNet ResNet50, lower backbone lr)
     abid-full     all of ABID (run `binsight list s3://aft-vbi-pds/ --out abid/all_bins.json` first):
-                  classes 0-5, ImageNet ResNet50, tar shards streamed to the GPU, batch 256 (docs/scale.md)
+                  classes 0-5, fetched into raw tar shards, ImageNet ResNet50, tar shards streamed to
+                  the GPU, batch 256 (docs/scale.md)
     cpu-scratch   the best from-scratch recipe of the study on real bins (docs/results.md),
                   sized for 2 CPU cores and no downloadable weights (12 bf16 epochs at 96 px; 8 fp32
                   epochs on a CPU without native bf16, which fit the bare loop's time there too)
@@ -15,7 +16,12 @@ import subprocess
 
 # What every recipe pins about its data: `dvc exp run` applies the last experiment's params to the
 # workspace, so a recipe that left these out would inherit another recipe's list or policy.
-SUBSET_DATA = {"fetch.file_list": "abid/file_list.json", "classes.policy": "subset", "train.data": "files"}
+SUBSET_DATA = {
+    "fetch.file_list": "abid/file_list.json",
+    "classes.policy": "subset",
+    "train.data": "files",
+    "fetch.layout": "files",
+}
 
 NOTEBOOK = {
     **SUBSET_DATA,
@@ -120,6 +126,7 @@ ABID_FULL = {
     **GPU,
     "fetch.file_list": "abid/all_bins.json",
     "classes.policy": "anchors",
+    "fetch.layout": "shards",  # raw tar shards: DVC tracks ~535 files, not ~1.07M (docs/scale.md)
     "train.data": "shards",
     "batch_size": 256,
     "lr": 0.002,
