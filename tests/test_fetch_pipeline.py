@@ -3,15 +3,11 @@
 import csv
 import hashlib
 import json
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.support.project import call, dvc, env, git_commit, make_project, set_params
+from tests.support.project import call, dvc, git_commit, kill_when, make_project, python_m, set_params
 from tests.support.s3server import S3Proxy
 
 pytestmark = pytest.mark.xdist_group("fetch")
@@ -115,19 +111,14 @@ def test_killed_fetch_resumes_without_downloading_verified_files_again(tmp_path,
     bins = dict(sorted(b.clean.items())[:120])  # a third of the bucket: enough to kill mid-way
     with S3Proxy(b.url, delay=0.03) as slow:
         project = new_project(tmp_path, b, slow.url, [bins], concurrency=4)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "stages.fetch", "--no-progress"],
-            cwd=project,
-            env=env(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
         images = project / "data/raw/images"
-        deadline = time.time() + 60
-        while time.time() < deadline and len(list(images.glob("*.jpg"))) < len(bins) // 3:
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        kill_when(
+            python_m("stages.fetch", "--no-progress"),
+            project,
+            lambda: len(list(images.glob("*.jpg"))) >= len(bins) // 3,
+            timeout=60,
+            poll=0.05,
+        )
     done_before = {p.stem: p.read_bytes() for p in images.glob("*.jpg")}
     assert 0 < len(done_before) < len(bins), "the kill did not land mid-way"
 

@@ -2,10 +2,6 @@
 through the real `dvc repro`; the raw shards read back by every consumer of the fetched bins."""
 
 import json
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +13,7 @@ from binsight.download import BinRecord
 from binsight.raw_bins import RAW_INDEX, RawBins
 from binsight.raw_shards import pack, unpack
 from tests.support.bucket import REAL_SAMPLE
-from tests.support.project import call, dvc, env, set_params
+from tests.support.project import call, dvc, kill_when, python_m, set_params
 from tests.support.s3server import S3Proxy
 from tests.test_fetch_pipeline import new_project, read_rows
 
@@ -114,23 +110,17 @@ def test_fetch_into_raw_shards_tracks_few_files_and_feeds_the_shard_stage(tmp_pa
 def test_killed_fetch_into_shards_resumes_without_downloading_verified_bins_again(tmp_path, abid_bucket):
     b = abid_bucket
     bins = dict(sorted(b.clean.items())[:120])
-    images = None
     with S3Proxy(b.url, delay=0.03) as slow:
         project = new_project(tmp_path, b, slow.url, [bins], concurrency=4, layout="shards", shard_size=20)
         images = project / "data/raw/images"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "stages.fetch", "--no-progress"],
-            cwd=project,
-            env=env(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        # kill once a shard is packed and the next group is under way
+        kill_when(
+            python_m("stages.fetch", "--no-progress"),
+            project,
+            lambda: (images / RAW_INDEX).exists() and len(list(images.glob("*.jpg"))) >= 5,
+            timeout=60,
+            poll=0.02,
         )
-        deadline = time.time() + 60
-        # kill once a shard is packed and the next group is half downloaded
-        while time.time() < deadline and not ((images / RAW_INDEX).exists() and len(list(images.glob("*.jpg"))) >= 5):
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
     packed = set(RawBins(images).where)
     staged = {p.stem for p in images.glob("*.jpg")}
     done_before = packed | staged

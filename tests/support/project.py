@@ -282,15 +282,19 @@ def in_terminal(args, cwd, columns=120, timeout=300):
     return [line[:columns] for line in text.splitlines()]
 
 
-def kill_when_written(args, cwd, path, timeout=300, poll=0.005):
-    """Start `args`, and kill -9 it the moment `path` appears (or it exits first): a crash right
-    after a checkpoint landed. -> the exit status."""
+def kill_when(args, cwd, ready, timeout=300, poll=0.005):
+    """Start `args`, and kill -9 it the moment `ready()` is true (or it exits first). -> the exit status."""
     import signal
     import time
 
     proc = subprocess.Popen(args, cwd=cwd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + timeout
-    while not Path(path).exists() and time.time() < deadline and proc.poll() is None:
+    while not ready() and time.time() < deadline and proc.poll() is None:
         time.sleep(poll)
     proc.send_signal(signal.SIGKILL)
     return proc.wait()
+
+
+def kill_when_written(args, cwd, path, timeout=300, poll=0.005):
+    """kill -9 `args` the moment `path` appears: a crash right after a checkpoint landed."""
+    return kill_when(args, cwd, lambda: Path(path).exists(), timeout, poll)
