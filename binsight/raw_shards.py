@@ -8,16 +8,15 @@ holds the bins and labels its group asks for, retries only the bins that were ba
 back out of shards that no longer fit the list (a changed list) instead of downloading them again.
 """
 
-import io
 import json
-import os
 import tarfile
 from dataclasses import asdict
 from pathlib import Path
 
 from binsight.download import BinRecord
-from binsight.files import atomic_write_text
+from binsight.files import atomic_path, atomic_write_text, remove_partial_files
 from binsight.raw_bins import RAW_FORMAT, RAW_INDEX, read_raw_index
+from binsight.shards import add_member
 
 RECORD_FIELDS = ("width", "height", "bytes", "sha256")
 
@@ -28,24 +27,13 @@ def shard_groups(ids, shard_size):
     return [(f"raw-{i // shard_size:05d}.tar", ids[i : i + shard_size]) for i in range(0, len(ids), shard_size)]
 
 
-def _add(tar, name, data):
-    info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode = len(data), 0, 0o644
-    tar.addfile(info, io.BytesIO(data))
-
-
 def pack(path, records, images_dir, metadata_dir):
     """Pack the good bins of `records` (their files in images_dir / metadata_dir) into the tar at `path`;
     -> {id: {"image": (offset, size), "metadata": (offset, size), "label", width, height, bytes, sha256}}."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
-    with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
+    with atomic_path(path) as tmp, tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
         for r in records:
-            _add(tar, f"{r.id}.jpg", (Path(images_dir) / f"{r.id}.jpg").read_bytes())
-            _add(tar, f"{r.id}.json", (Path(metadata_dir) / f"{r.id}.json").read_bytes())
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+            add_member(tar, f"{r.id}.jpg", (Path(images_dir) / f"{r.id}.jpg").read_bytes())
+            add_member(tar, f"{r.id}.json", (Path(metadata_dir) / f"{r.id}.json").read_bytes())
     # The offsets come from reading the headers back: what a reader will find, whatever tarfile wrote.
     with tarfile.open(path) as tar:
         spans = {m.name: (m.offset_data, m.size) for m in tar.getmembers()}
@@ -116,8 +104,7 @@ def fetch_into_shards(downloader, labels, shard_size, concurrency, bar=None):
     images_dir, metadata_dir = downloader.images_dir, downloader.metadata_dir
     for folder in (images_dir, metadata_dir):
         folder.mkdir(parents=True, exist_ok=True)
-    for stale in images_dir.glob(".raw-*.tar.partial"):
-        stale.unlink()
+        remove_partial_files(folder)
     groups = shard_groups(labels, shard_size)
     planned = dict(groups)
     shards = (read_raw_index(images_dir) or {"shards": {}})["shards"]

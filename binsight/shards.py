@@ -47,7 +47,7 @@ def encode_image(src, image_size, quality):
     return buf.getvalue()
 
 
-def _add(tar, name, data):
+def add_member(tar, name, data):
     info = tarfile.TarInfo(name)
     info.size, info.mtime, info.mode = len(data), 0, 0o644  # fixed mtime: the same bins give the same bytes
     tar.addfile(info, io.BytesIO(data))
@@ -68,8 +68,8 @@ def write_shard(path, rows, images_dir, metadata_dir, image_size, quality):
             meta_bytes = bins.metadata_bytes(bin_id)
             meta = json.loads(meta_bytes) if meta_bytes is not None else None
             record = {"id": bin_id, "label": label, "count": count, "metadata": meta}
-            _add(tar, f"{bin_id}.jpg", jpeg)
-            _add(tar, f"{bin_id}.json", json.dumps(record).encode())
+            add_member(tar, f"{bin_id}.jpg", jpeg)
+            add_member(tar, f"{bin_id}.json", json.dumps(record).encode())
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
