@@ -19,6 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.pages import write_block  # noqa: E402
 from bench.scale import dvc_cycle, sh, source_bins, timed, upload  # noqa: E402
 from binsight.download import Downloader  # noqa: E402
 from binsight.raw_shards import fetch_into_shards  # noqa: E402
@@ -71,16 +72,6 @@ def table(results, n, args, commit):
     return "\n".join(lines)
 
 
-def write_block(path, text):
-    block = f"{BEGIN}\n{text}{END}\n"
-    page = path.read_text() if path.exists() else ""
-    if BEGIN in page and END in page:
-        page = page[: page.index(BEGIN)] + block + page[page.index(END) + len(END) + 1 :]
-    else:
-        page += "\n" + block
-    path.write_text(page)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", default=None, help="a local copy of the bucket to copy bins from")
@@ -106,7 +97,7 @@ def main():
             results[layout] = t
             print(f"fetch_layout: {layout} {t}", flush=True)
     text = table(results, len(counts), args, commit)
-    write_block(Path(args.out), text)
+    write_block(Path(args.out), text, BEGIN, END, at_end=True)
     print(text)
 
 

@@ -28,6 +28,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.pages import write_block  # noqa: E402
 from binsight.recipes import overrides  # noqa: E402
 
 ARMS = {
@@ -182,13 +183,9 @@ def main():
 
 def write_between_markers(page, text):
     """Replace the generated part of the page, keeping the reading written around it."""
-    old = page.read_text() if page.exists() else ""
-    if BEGIN in old and END in old:
-        head, rest = old.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
-        page.write_text(f"{head}{BEGIN}\n{text}{END}{tail}")
-    else:
-        page.write_text(f"# Class policies and the shard path on real bins\n\n{BEGIN}\n{text}{END}\n")
+    if not (page.exists() and BEGIN in page.read_text() and END in page.read_text()):
+        page.write_text("# Class policies and the shard path on real bins\n")
+    write_block(page, text, BEGIN, END, at_end=True)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.pages import write_block  # noqa: E402
 from binsight.datasets import BinImages, InMemoryBatches, InMemoryImages, eval_transform  # noqa: E402
 from binsight.distributed import ShardSampler  # noqa: E402
 from binsight.download import Downloader  # noqa: E402
@@ -229,7 +230,7 @@ def main():
         print(f"scale: per-file {results['per-file']}", flush=True)
     shutil.rmtree(root, ignore_errors=True)
     text = report(results, rates, len(counts), args, commit)
-    write_block(Path(args.out), text)
+    write_block(Path(args.out), text, BEGIN, END)
     print(text)
 
 
@@ -252,17 +253,6 @@ def loaders_table(rates):
 
 
 BEGIN, END = "<!-- begin bench/scale.py -->", "<!-- end bench/scale.py -->"
-
-
-def write_block(path, text):
-    """Replace the block bench/scale.py owns in `path` (between its markers), keeping the rest of the page."""
-    block = f"{BEGIN}\n{text}{END}\n"
-    page = path.read_text() if path.exists() else ""
-    if BEGIN in page and END in page:
-        page = page[: page.index(BEGIN)] + block + page[page.index(END) + len(END) + 1 :]
-    else:
-        page = block + page
-    path.write_text(page)
 
 
 def report(results, rates, n, args, commit):
