@@ -26,9 +26,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import binsight.training as training  # noqa: E402
+import binsight.train.training_run as training  # noqa: E402
 import stages.train as train_stage  # noqa: E402
-from binsight.loops import evaluate_split, train_one_epoch  # noqa: E402
+from binsight.train.loops import evaluate_split, train_one_epoch  # noqa: E402
 from stages import featurize  # noqa: E402
 from tests.support.dataset import write_dataset  # noqa: E402
 
@@ -65,7 +65,7 @@ class EpochClock:
 def fit(root, params_file, mode, quiet):
     """One run of the train stage; -> (EpochClock, whole-run seconds, its log)."""
     clock = EpochClock()
-    # the names that binsight.training.fit (the train stage's loop) calls
+    # the names that binsight.train.training_run.fit (the train stage's loop) calls
     training.train_one_epoch = clock.timed(train_one_epoch, True)
     training.evaluate_split = clock.timed(evaluate_split, False)
     log = io.StringIO()

@@ -1,4 +1,4 @@
-"""Does the shard data path keep the device fed? The product's training loop (binsight.loops.train_one_epoch)
+"""Does the shard data path keep the device fed? The product's training loop (binsight.train.loops.train_one_epoch)
 fed by shard batches, against the same loop on batches already resident on the device (the compute-only
 ceiling), same model, batch size and precision, measured side by side in one run.
 
@@ -28,10 +28,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from binsight.loops import Parts, amp_dtype, pick_device, train_one_epoch, use_channels_last  # noqa: E402
-from binsight.model import model_from_params  # noqa: E402
-from binsight.shards import pack_splits  # noqa: E402
-from binsight.streaming import ShardBatches, ShardSet, ShardStream, steps_per_epoch  # noqa: E402
+from binsight.data.shard_stream import ShardBatches, ShardSet, ShardStream, steps_per_epoch  # noqa: E402
+from binsight.data.training_shards import pack_splits  # noqa: E402
+from binsight.model.counting_model import model_from_params  # noqa: E402
+from binsight.train.loops import Parts, amp_dtype, pick_device, train_one_epoch, use_channels_last  # noqa: E402
 
 
 def parts_for(arch, device, classes=6):
@@ -122,8 +122,8 @@ def against_cache(args, rows, source, fed, parts):
     """Epochs fed from shards (read every epoch, and kept decoded in memory after the first) and from the
     per-file path's in-memory cache, interleaved in a rotating order after a warm-up, so no arm always
     runs first (a cold first epoch) and all see the same machine."""
-    from binsight.datasets import InMemoryBatches, InMemoryImages
-    from binsight.distributed import ShardSampler
+    from binsight.data.image_datasets import InMemoryBatches, InMemoryImages
+    from binsight.train.distributed import ShardSampler
 
     start = time.perf_counter()
     cache = InMemoryImages([(i, c) for i, c, _ in rows], source / "bin-images", list(range(6)), args.size)

@@ -15,9 +15,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from binsight.abid import image_key, metadata_key  # noqa: E402
-from binsight.download import Downloader  # noqa: E402
-from binsight.s3 import make_client  # noqa: E402
+from binsight.data.abid_format import image_key, metadata_key  # noqa: E402
+from binsight.data.download import Downloader  # noqa: E402
+from binsight.data.s3_client import make_client  # noqa: E402
 from tests.support.bucket import admin_client, put  # noqa: E402
 from tests.support.s3server import MotoS3, S3Proxy  # noqa: E402
 from tests.support.synthetic import make_bins  # noqa: E402

@@ -21,9 +21,9 @@ sys.path.insert(0, str(REPO))
 
 from bench.pages import write_block  # noqa: E402
 from bench.scale import dvc_cycle, sh, source_bins, timed, upload  # noqa: E402
-from binsight.download import Downloader  # noqa: E402
-from binsight.raw_shards import fetch_into_shards  # noqa: E402
-from binsight.s3 import make_client  # noqa: E402
+from binsight.data.download import Downloader  # noqa: E402
+from binsight.data.raw_shards import fetch_into_shards  # noqa: E402
+from binsight.data.s3_client import make_client  # noqa: E402
 from tests.support.s3server import MotoS3  # noqa: E402
 
 BEGIN, END = "<!-- begin bench/fetch_layout.py -->", "<!-- end bench/fetch_layout.py -->"

@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.pages import write_block  # noqa: E402
-from binsight.recipes import overrides  # noqa: E402
+from binsight.tune.recipes import overrides  # noqa: E402
 
 ARMS = {
     "1-5 only (subset), per-file": {"classes.policy": "subset", "train.data": "files"},
@@ -159,7 +159,7 @@ def main():
     merge(args.bins, merged)
     arms_root = root / "arms"
     arms_root.mkdir()
-    stage(REPO, "binsight.listing", str(merged), "--out", str(root / "all_bins.json"), "--no-progress")
+    stage(REPO, "binsight.data.bucket_listing", str(merged), "--out", str(root / "all_bins.json"), "--no-progress")
     report = json.loads((root / "all_bins.report.json").read_text())
     print("list:", report["listed"], "bins", report["bins_per_count"], "skipped", report["skipped_reasons"])
     results = {

@@ -34,12 +34,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.pages import write_block  # noqa: E402
-from binsight.datasets import BinImages, InMemoryBatches, InMemoryImages, eval_transform  # noqa: E402
-from binsight.distributed import ShardSampler  # noqa: E402
-from binsight.download import Downloader  # noqa: E402
-from binsight.s3 import make_client  # noqa: E402
-from binsight.shards import pack_splits  # noqa: E402
-from binsight.streaming import ShardBatches, ShardSet, ShardStream  # noqa: E402
+from binsight.data.download import Downloader  # noqa: E402
+from binsight.data.image_datasets import BinImages, InMemoryBatches, InMemoryImages, eval_transform  # noqa: E402
+from binsight.data.s3_client import make_client  # noqa: E402
+from binsight.data.shard_stream import ShardBatches, ShardSet, ShardStream  # noqa: E402
+from binsight.data.training_shards import pack_splits  # noqa: E402
+from binsight.train.distributed import ShardSampler  # noqa: E402
 from tests.support.bucket import admin_client  # noqa: E402
 from tests.support.s3server import MotoS3  # noqa: E402
 from tests.support.synthetic import make_bins  # noqa: E402

@@ -36,10 +36,10 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from binsight.aux_targets import read_aux_targets  # noqa: E402
-from binsight.images import load_rgb  # noqa: E402
-from binsight.losses import standardizer  # noqa: E402
-from binsight.model import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from binsight.data.image_datasets import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from binsight.data.image_decode import load_rgb  # noqa: E402
+from binsight.model.aux_targets import read_aux_targets  # noqa: E402
+from binsight.model.count_losses import standardizer  # noqa: E402
 from binsight.tables import read_split  # noqa: E402
 
 STRONG = {"aug": "strong", "scale": 0.75, "shift": 0.1}

@@ -1,7 +1,7 @@
 """Benchmark: the HTTP server's throughput and latency, single-image and batched requests.
 
 Saves an untrained model of the chosen architecture (the weights do not change the cost), starts
-`python -m binsight.serve` in a subprocess on 127.0.0.1, and sends photo-sized synthetic JPEGs
+`python -m binsight.serve.http_server` in a subprocess on 127.0.0.1, and sends photo-sized synthetic JPEGs
 from this process over real HTTP. Prints requests/s, images/s and p50/p99 latency for:
 
   single, 1 at a time       one image per request, sequential: the latency floor

@@ -20,8 +20,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from binsight.shards import encode_image, pack_splits  # noqa: E402
-from binsight.streaming import ShardSet, ShardStream, decode_jpeg  # noqa: E402
+from binsight.data.shard_stream import ShardSet, ShardStream, decode_jpeg  # noqa: E402
+from binsight.data.training_shards import encode_image, pack_splits  # noqa: E402
 
 
 def tree_size(folder):

@@ -24,7 +24,7 @@ from pathlib import Path
 import dvc.api
 from dvc.exceptions import PathMissingError
 
-from binsight.recipes import CPU_SCRATCH, set_flags
+from binsight.tune.recipes import CPU_SCRATCH, set_flags
 
 # The recipe the study started from: full-width ResNet18, 112 px, 6 epochs (the bare loop's setting).
 STUDY_BASE = {**CPU_SCRATCH, "model.width": 1.0, "train.image_size": 112, "epochs": 6, "train.amp": "auto"}

@@ -3,8 +3,8 @@ loader with and without reduced-scale JPEG decoding (train.jpeg_draft), and a tr
 torch's default Adam against the fused kernel the train stage uses, in the default layout and
 channels-last, side by side in one run.
 
-Uses the real code paths (binsight.model, binsight.datasets, binsight.loops.train_one_epoch) on generated
-bin photos the size of real ABID ones (about 500x400 px). On a GPU box:
+Uses the real code paths (binsight.model.counting_model, binsight.data.image_datasets,
+binsight.train.loops.train_one_epoch) on generated bin photos the size of real ABID ones (about 500x400 px). On a GPU box:
 
     .venv/bin/python bench/train.py --arch resnet50 --size 224 --images 2048 --batch-size 64 --workers 8
 """
@@ -20,10 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from binsight.datasets import BinImages, make_loader, train_transform  # noqa: E402
-from binsight.loops import Parts, amp_dtype, pick_device, train_one_epoch, use_channels_last  # noqa: E402
-from binsight.model import build_model  # noqa: E402
-from binsight.training import make_optimizer  # noqa: E402
+from binsight.data.image_datasets import BinImages, make_loader, train_transform  # noqa: E402
+from binsight.model.counting_model import build_model  # noqa: E402
+from binsight.train.loops import Parts, amp_dtype, pick_device, train_one_epoch, use_channels_last  # noqa: E402
+from binsight.train.training_run import make_optimizer  # noqa: E402
 from tests.support.synthetic import draw_bin, jpeg_bytes  # noqa: E402
 
 TRAIN = {"lr": 1e-3, "backbone_lr": None, "optimizer": "adam", "weight_decay": 0.0, "momentum": 0.9}
@@ -81,7 +81,7 @@ def time_training(rows, folder, args, device, freeze):
 def time_steps(args, device, rounds=3, steps=4):
     """ms per full fine-tune step (forward, backward, update) on one in-memory batch: torch's default Adam (a
     Python loop over the tensors on the CPU, foreach kernels on a GPU), the fused kernel that
-    binsight.training.make_optimizer picks, and the same with the model and batch channels-last. The
+    binsight.train.training_run.make_optimizer picks, and the same with the model and batch channels-last. The
     variants take turns, so all of them see the same machine."""
     dtype, criterion = amp_dtype(args.amp, device, training=True), nn.CrossEntropyLoss()
     x = torch.randn(args.batch_size, 3, args.size, args.size, device=device)

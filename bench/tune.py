@@ -58,7 +58,17 @@ def tune(project, trials, workers):
     study = f"w{workers}"
     start = time.perf_counter()
     run(
-        [sys.executable, "-m", "binsight.tune", "--trials", str(trials), "--workers", str(workers), "--study", study],
+        [
+            sys.executable,
+            "-m",
+            "binsight.tune.bayes_search",
+            "--trials",
+            str(trials),
+            "--workers",
+            str(workers),
+            "--study",
+            study,
+        ],
         project,
         timeout=7200,
         gpu=True,

@@ -1,9 +1,9 @@
 """The named choices of params.yaml, in a module without torch, so the data stages (fetch, split,
 explore) and params validation start in a fraction of a second."""
 
-AUGMENTS = ("none", "flips", "dihedral", "full")  # train.augment (binsight/datasets.py)
-LOSSES = ("ce", "neighbour", "ordinal", "regression")  # train.loss (binsight/losses.py)
-TTA_MODES = ("none", "flips", "dihedral")  # model.tta (binsight/views.py)
+AUGMENTS = ("none", "flips", "dihedral", "full")  # train.augment (binsight/data/image_datasets.py)
+LOSSES = ("ce", "neighbour", "ordinal", "regression")  # train.loss (binsight/model/count_losses.py)
+TTA_MODES = ("none", "flips", "dihedral")  # model.tta (binsight/data/square_views.py)
 
 
 def augment_mode(value):

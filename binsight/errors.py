@@ -33,7 +33,7 @@ DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d+)?|mps(:0)?")
 
 def check_device_name(name):
     """Stop on a --device that is none of auto, cpu, cuda, cuda:N, mps, mps:0 (torch-free, like the check above;
-    whether that device is present here is for binsight.inference.resolve_device)."""
+    whether that device is present here is for binsight.serve.predictor.resolve_device)."""
     if name is not None and not DEVICE_NAME.fullmatch(name):
         raise ConfigError(f"--device {name!r} is not a device: expected auto, cpu, cuda, cuda:N, mps or mps:0")
 

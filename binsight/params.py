@@ -152,7 +152,12 @@ KNOWN_ARCHS = (
     "convnext_base",
     "convnext_large",
 )
-SCALABLE_ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101")  # model.width != 1 (binsight.model.scaled_resnet)
+SCALABLE_ARCHS = (
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+)  # model.width != 1 (binsight.model.counting_model.scaled_resnet)
 
 
 def check_model(p):

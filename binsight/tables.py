@@ -5,9 +5,9 @@ import io
 import json
 from pathlib import Path
 
+from binsight.data.raw_bins import RawBins
 from binsight.errors import DataError
 from binsight.files import atomic_write_text
-from binsight.raw_bins import RawBins
 
 
 def write_csv(path, rows, columns):

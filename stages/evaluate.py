@@ -22,9 +22,12 @@ import argparse
 import numpy as np
 from dvclive import Live
 
-from binsight.classes import CAPSTONE_COUNTS
+from binsight.data.class_policy import CAPSTONE_COUNTS
+from binsight.data.image_decode import load_rgb
+from binsight.data.raw_bins import RawBins
 from binsight.errors import DataError, one_line_errors
-from binsight.evaluation import (
+from binsight.evaluate.count_metrics import count_metrics
+from binsight.evaluate.scoring import (
     capstone_scores,
     per_class_accuracy,
     prediction_rows,
@@ -32,13 +35,10 @@ from binsight.evaluation import (
     split_loader,
     timed_predictions,
 )
-from binsight.images import load_rgb
-from binsight.loops import amp_dtype, pick_device
-from binsight.metrics import count_metrics
-from binsight.model import load_model
+from binsight.model.counting_model import load_model
 from binsight.params import check_evaluate, load_params, section, train_section
-from binsight.raw_bins import RawBins
 from binsight.tables import read_split_counts, write_csv, write_json
+from binsight.train.loops import amp_dtype, pick_device
 
 HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1", "rmse", "mae", "off_by_one_accuracy")
 

@@ -11,8 +11,8 @@ metadata has null) and summary.json (`dvc metrics show`).
 import argparse
 from pathlib import Path
 
-from binsight.abid import parse_metadata
-from binsight.dataset_stats import (
+from binsight.data.abid_format import parse_metadata
+from binsight.data.dataset_stats import (
     CLASS_COLUMNS,
     ITEM_COLUMNS,
     RESOLUTION_COLUMNS,
@@ -24,9 +24,9 @@ from binsight.dataset_stats import (
     size_histogram,
     summary,
 )
+from binsight.data.raw_bins import RawBins
 from binsight.errors import DataError, one_line_errors
 from binsight.params import is_int, load_params, require, section
-from binsight.raw_bins import RawBins
 from binsight.tables import read_csv, write_csv, write_json
 
 

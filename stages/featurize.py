@@ -13,9 +13,9 @@ import argparse
 import time
 
 from binsight.errors import one_line_errors
-from binsight.feature_store import SPLITS, cacheable, feature_key, write_features, write_not_cached
 from binsight.params import check_model, load_params, section, train_section
 from binsight.tables import read_split
+from binsight.train.feature_store import SPLITS, cacheable, feature_key, write_features, write_not_cached
 
 
 @one_line_errors
@@ -37,9 +37,9 @@ def main(argv=None):
         return
     rows = {split: read_split(args.split, split, args.images) for split in SPLITS}
     # torch takes seconds to import: only when there is something to compute
-    from binsight.embeddings import backbone_digest, compute_features
-    from binsight.loops import amp_dtype, pick_device, seed_everything
-    from binsight.model import model_from_params
+    from binsight.model.counting_model import model_from_params
+    from binsight.train.embeddings import backbone_digest, compute_features
+    from binsight.train.loops import amp_dtype, pick_device, seed_everything
 
     # The same seed and build as the train stage: a backbone without pretrained weights gets the
     # same random init there, and the digest in meta.json proves it.

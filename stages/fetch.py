@@ -6,7 +6,7 @@ the bucket, `fetch.local_dir`), verify them, write a manifest.
 Outputs: data/raw/images/<id>.jpg, data/raw/metadata/<id>.json, data/raw/manifest.csv and
 data/fetch_report.json (every bin that was missing, corrupt or mislabelled, and why). With
 `fetch.layout: shards` the images and metadata go into data/raw/images/raw-NNNNN.tar instead
-(binsight/raw_shards.py): a few hundred files for DVC to track, not two a bin.
+(binsight/data/raw_shards.py): a few hundred files for DVC to track, not two a bin.
 """
 
 import argparse
@@ -16,13 +16,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from binsight.abid import limit_per_class, parse_file_list_bytes
-from binsight.classes import check_classes, label_for
-from binsight.download import MANIFEST_COLUMNS, Downloader, build_report, local_folder, manifest_rows
+from binsight.data.abid_format import limit_per_class, parse_file_list_bytes
+from binsight.data.class_policy import check_classes, label_for
+from binsight.data.download import MANIFEST_COLUMNS, Downloader, build_report, local_folder, manifest_rows
+from binsight.data.raw_shards import fetch_into_shards, unshard_all
+from binsight.data.s3_client import make_client
 from binsight.errors import BinsightError, DataError, one_line_errors
 from binsight.params import check_fetch, load_params, section
-from binsight.raw_shards import fetch_into_shards, unshard_all
-from binsight.s3 import make_client
 from binsight.tables import write_csv, write_json
 
 

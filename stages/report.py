@@ -3,15 +3,15 @@
     python -m stages.report           # what `dvc repro report` runs
 
 Sections: summary, exploration, training curves, test confusion matrix, misclassified photos.
-A section whose stage has not run yet says so (see binsight/report.py).
+A section whose stage has not run yet says so (see binsight/evaluate/html_report.py).
 """
 
 import argparse
 import re
 
 from binsight.errors import one_line_errors
+from binsight.evaluate.html_report import build_report, git_revision
 from binsight.files import atomic_write_text
-from binsight.report import build_report, git_revision
 
 
 @one_line_errors

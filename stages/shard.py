@@ -1,5 +1,5 @@
 """Stage `shard`: pack each split into tar shards (webdataset layout), images pre-resized to
-train.image_size once, labels and metadata inside (binsight/shards.py).
+train.image_size once, labels and metadata inside (binsight/data/training_shards.py).
 
     python -m stages.shard            # what `dvc repro shard` runs
 
@@ -13,10 +13,10 @@ import argparse
 
 from tqdm import tqdm
 
+from binsight.data.stratified_split import SPLITS
+from binsight.data.training_shards import pack_splits
 from binsight.errors import one_line_errors
 from binsight.params import check_shard, load_params, section, train_section
-from binsight.shards import pack_splits
-from binsight.splitting import SPLITS
 from binsight.tables import read_split_counts
 
 

@@ -11,10 +11,10 @@ Classes are split one by one, so adding bins of other counts leaves the 1-5 bins
 import argparse
 from pathlib import Path
 
-from binsight.classes import check_classes, label_for
+from binsight.data.class_policy import check_classes, label_for
+from binsight.data.stratified_split import SPLITS, stratified_split
 from binsight.errors import DataError, one_line_errors
 from binsight.params import check_split, load_params, section
-from binsight.splitting import SPLITS, stratified_split
 from binsight.tables import read_labels, write_csv
 
 

@@ -5,18 +5,18 @@
 
 Outputs: models/model.pt (best val accuracy: weights + what rebuilds them), models/checkpoint.pt
 (last epoch, to resume a killed run), dvclive/train/ (params, per-epoch metrics and plots).
-The steps are in binsight/training.py.
+The steps are in binsight/train/training_run.py.
 """
 
 import argparse
 import os
 import sys
 
-from binsight.aux_targets import read_aux_targets
 from binsight.errors import ConfigError, one_line_errors
+from binsight.model.aux_targets import read_aux_targets
 from binsight.params import check_model, check_train_with_model, load_params, section, train_section
-from binsight.paths import Paths
 from binsight.tables import read_split
+from binsight.train.run_paths import Paths
 
 
 def parse_args(argv):
@@ -50,7 +50,7 @@ def relaunch_distributed(dist_params, argv):
             "--rdzv-backend=c10d --rdzv-endpoint=HOST:29400 -m stages.train` on every node"
         )
     if dist_params["nproc_per_node"] > 1:
-        from binsight.distributed import torchrun_command
+        from binsight.train.distributed import torchrun_command
 
         cmd = torchrun_command(dist_params["nproc_per_node"], "stages.train", argv)
         print(f"train: launching {dist_params['nproc_per_node']} processes: {' '.join(cmd[1:])}", flush=True)
@@ -70,8 +70,8 @@ def main(argv=None):
     if train_params["aux_weight"]:
         read_aux_targets(train_rows, args.metadata, args.images)
     # torch takes seconds to import: only now, so a bad param or path is reported at once
-    from binsight.distributed import init_world, under_torchrun
-    from binsight.training import fit
+    from binsight.train.distributed import init_world, under_torchrun
+    from binsight.train.training_run import fit
 
     if not under_torchrun():
         relaunch_distributed(train_params["distributed"], argv)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from binsight.abid import (
+from binsight.data.abid_format import (
     bin_id_from_path,
     image_key,
     limit_per_class,

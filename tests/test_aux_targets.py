@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from binsight.abid import parse_metadata
-from binsight.aux_targets import AUX_OUTPUTS, aux_targets, read_aux_targets
+from binsight.data.abid_format import parse_metadata
 from binsight.errors import ConfigError, DataError
-from binsight.losses import AuxTargetLoss, CountingLoss, standardizer
-from binsight.model import build_model, load_model, save_model
+from binsight.model.aux_targets import AUX_OUTPUTS, aux_targets, read_aux_targets
+from binsight.model.count_losses import AuxTargetLoss, CountingLoss, standardizer
+from binsight.model.counting_model import build_model, load_model, save_model
 from binsight.params import check_train_with_model
 
 
@@ -100,9 +100,9 @@ def test_the_second_head_trains_beside_the_count_and_stays_out_of_the_model_file
 def test_both_loaders_serve_each_image_with_its_own_metadata_targets(tmp_path):
     """Decoded every epoch (BinImages through a DataLoader) or kept in memory (InMemoryBatches): the
     third element of a batch is the aux rows of the same bins as the images and counts, in order."""
-    from binsight.datasets import BinImages, InMemoryBatches, InMemoryImages, eval_transform, make_loader
-    from binsight.distributed import ShardSampler
+    from binsight.data.image_datasets import BinImages, InMemoryBatches, InMemoryImages, eval_transform, make_loader
     from binsight.tables import read_split
+    from binsight.train.distributed import ShardSampler
     from tests.support.dataset import write_dataset
 
     write_dataset(tmp_path, n_per_class=3)

@@ -3,9 +3,9 @@ augmentation only ever flips or turns a photo (never crops, so no item leaves th
 
 import torch
 
-from binsight.datasets import BinImages, InMemoryBatches, InMemoryImages, augment_batch, eval_transform
-from binsight.distributed import ShardSampler
-from binsight.views import dihedral
+from binsight.data.image_datasets import BinImages, InMemoryBatches, InMemoryImages, augment_batch, eval_transform
+from binsight.data.square_views import dihedral
+from binsight.train.distributed import ShardSampler
 from tests.support.bucket import REAL_SAMPLE
 
 SIZE = 48

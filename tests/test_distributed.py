@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from binsight.distributed import ShardSampler
-from binsight.model import load_model
-from binsight.training import collapse_streak
+from binsight.model.counting_model import load_model
+from binsight.train.distributed import ShardSampler
+from binsight.train.training_run import collapse_streak
 from tests.support.dataset import SMALL_MODEL, SMALL_TRAIN, write_dataset
 from tests.support.project import git_commit, make_project, python_m, run
 

@@ -12,7 +12,7 @@ from collections import Counter
 import pytest
 from PIL import Image
 
-from binsight.dataset_stats import bins_from_manifest, size_histogram, summary
+from binsight.data.dataset_stats import bins_from_manifest, size_histogram, summary
 from tests.support.bucket import admin_client
 from tests.support.project import call, dvc, git_commit, make_project, run, set_params
 

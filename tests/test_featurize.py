@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from binsight.embeddings import cached_features
 from binsight.errors import ConfigError
-from binsight.loops import seed_everything
-from binsight.model import model_from_params
+from binsight.model.counting_model import model_from_params
 from binsight.params import check_model, load_params, train_section
 from binsight.tables import read_split
+from binsight.train.embeddings import cached_features
+from binsight.train.loops import seed_everything
 from stages import featurize
 from tests.support.dataset import write_dataset
 from tests.support.project import call, clone, dvc, git_commit, kill_when_written, make_project, python_m, set_params

@@ -11,8 +11,8 @@ import httpx
 import pytest
 import torch
 
-from binsight.evaluation import split_loader, timed_predictions
-from binsight.model import load_model
+from binsight.evaluate.scoring import split_loader, timed_predictions
+from binsight.model.counting_model import load_model
 from binsight.tables import read_split
 from tests.support.dataset import SMALL_MODEL, SMALL_TRAIN, write_dataset
 from tests.support.project import git_commit, make_project, run, visible_gpus
@@ -65,7 +65,7 @@ def test_two_gpu_ddp_with_nccl(tmp_path):
 
 @needs_cuda
 def test_the_server_picks_the_gpu_and_answers_as_on_the_cpu(tmp_path):
-    """`python -m binsight.serve` without --device takes CUDA where it is visible (and its reduced
+    """`python -m binsight.serve.http_server` without --device takes CUDA where it is visible (and its reduced
     precision, amp: auto): a bin photo gets about the probabilities of a server pinned to the CPU."""
     model = untrained_model(tmp_path / "model.pt")
     jpeg = jpeg_bytes(draw_bin(3, (520, 400), random.Random(0)))
@@ -90,7 +90,7 @@ def test_shards_decoded_by_nvjpeg_train_on_the_gpu_and_match_the_cpu_decode(tmp_
     run([sys.executable, "-m", "stages.evaluate"], project, gpu=True)
     # nvJPEG and libjpeg decode the same pre-resized JPEGs to within a few levels per pixel
     code = (
-        "import torch; from binsight.streaming import ShardSet, ShardStream, decode_on_device;"
+        "import torch; from binsight.data.shard_stream import ShardSet, ShardStream, decode_on_device;"
         "s = ShardSet('data/shards'); c = list(range(1, 6));"
         "cpu = [x for x, _, _ in ShardStream(s, 'test', c)];"
         "raw = [x for x, _, _ in ShardStream(s, 'test', c, decode='gpu')];"

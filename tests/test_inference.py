@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from binsight.errors import ConfigError, DataError
-from binsight.inference import BadImage, BatchQueue, Predictor, decode_image, lock_metrics, resolve_device, result
+from binsight.serve.predictor import BadImage, BatchQueue, Predictor, decode_image, lock_metrics, resolve_device, result
 from tests.support.serving import png_bytes, untrained_model
 from tests.support.synthetic import draw_bin, jpeg_bytes, make_bins
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from binsight.abid import expected_quantity, file_list_object, parse_file_list
-from binsight.classes import admitted, check_classes, class_name, label_for
+from binsight.data.abid_format import expected_quantity, file_list_object, parse_file_list
+from binsight.data.class_policy import admitted, check_classes, class_name, label_for
 from binsight.errors import ConfigError
 from binsight.tables import class_names, read_csv
 from tests.support.bucket import build_list_bucket
@@ -25,7 +25,7 @@ def test_list_reads_every_bin_of_the_bucket_and_names_the_skipped(whole_bucket, 
     bucket, expected, skipped = whole_bucket
     out = tmp_path / "all_bins.json"
     ran = call(
-        "binsight.listing",
+        "binsight.data.bucket_listing",
         f"s3://{bucket.name}/",
         "--out",
         out,
@@ -54,7 +54,7 @@ def test_a_killed_list_resumes_from_what_it_read(whole_bucket, tmp_path):
     lines = [json.dumps({"id": i, "count": 999}) for i in some]
     (tmp_path / "all_bins.json.partial.jsonl").write_text("\n".join(lines) + '\n{"id": "3000')
     ran = call(
-        "binsight.listing",
+        "binsight.data.bucket_listing",
         f"s3://{bucket.name}",
         "--out",
         out,
@@ -75,9 +75,9 @@ def test_list_reads_a_local_copy_and_refuses_a_folder_without_metadata(tmp_path)
         (tmp_path / "copy" / "bin-images").mkdir(exist_ok=True)
         (tmp_path / "copy" / "metadata" / f"{bin_id}.json").write_text(json.dumps({"EXPECTED_QUANTITY": count}))
         (tmp_path / "copy" / "bin-images" / f"{bin_id}.jpg").write_bytes(b"jpeg")
-    call("binsight.listing", tmp_path / "copy", "--out", tmp_path / "l.json", "--no-progress", cwd=tmp_path)
+    call("binsight.data.bucket_listing", tmp_path / "copy", "--out", tmp_path / "l.json", "--no-progress", cwd=tmp_path)
     assert listed(tmp_path / "l.json") == {"000001": 0, "000002": 7}
-    bad = call("binsight.listing", tmp_path, "--out", tmp_path / "x.json", cwd=tmp_path, check=False)
+    bad = call("binsight.data.bucket_listing", tmp_path, "--out", tmp_path / "x.json", cwd=tmp_path, check=False)
     assert bad.returncode == 2 and "no metadata/ folder" in bad.stderr
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from binsight.download import local_folder
+from binsight.data.download import local_folder
 from binsight.errors import ConfigError
 from tests.support.bucket import admin_client
 from tests.support.project import call, git_commit, make_project, set_params

@@ -1,16 +1,24 @@
 """The counting losses: head widths, label <-> class mapping, decoding to a count as documented in
-binsight/losses.py, and a small fit through the real training code on generated bins."""
+binsight/model/count_losses.py, and a small fit through the real training code on generated bins."""
 
 import json
 
 import pytest
 import torch
 
-from binsight.evaluation import split_loader, timed_predictions
-from binsight.loops import seed_everything
-from binsight.losses import LOSSES, CountingLoss, class_weights, decode, neighbour_targets, ordinal_levels, output_size
-from binsight.model import load_model, model_from_params
+from binsight.evaluate.scoring import split_loader, timed_predictions
+from binsight.model.count_losses import (
+    LOSSES,
+    CountingLoss,
+    class_weights,
+    decode,
+    neighbour_targets,
+    ordinal_levels,
+    output_size,
+)
+from binsight.model.counting_model import load_model, model_from_params
 from binsight.tables import read_split
+from binsight.train.loops import seed_everything
 from tests.support.dataset import SMALL_MODEL, write_dataset
 from tests.support.project import call, git_commit, make_project, set_params
 

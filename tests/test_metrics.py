@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from binsight.loops import mean_loss
-from binsight.metrics import confusion, count_metrics
+from binsight.evaluate.count_metrics import confusion, count_metrics
+from binsight.train.loops import mean_loss
 
 
 def test_metrics_match_hand_computed_values():

@@ -13,7 +13,7 @@ from tests.support.synthetic import make_bins
 
 
 def predict(*args, stdin=None):
-    return call("binsight.predict", *args, cwd=REPO, check=False, stdin=stdin)
+    return call("binsight.serve.predict_command", *args, cwd=REPO, check=False, stdin=stdin)
 
 
 def json_lines(proc):
@@ -125,7 +125,7 @@ def test_user_mistakes_are_one_line_errors(model, folder, tmp_path, args, expect
 
 
 def test_help_explains_the_inputs():
-    proc = call("binsight.predict", "--help", cwd=REPO)
+    proc = call("binsight.serve.predict_command", "--help", cwd=REPO)
     for words in ("--json", "--batch-size", "stdin", "folder"):
         assert words in proc.stdout
 
@@ -154,7 +154,7 @@ def test_a_bucket_prefix_is_scored_to_a_file_and_a_rerun_resumes_it(model, abid_
 
 
 def test_a_shard_set_is_scored_to_csv(model, tmp_path):
-    from binsight.shards import pack_splits
+    from binsight.data.training_shards import pack_splits
 
     images, metadata = tmp_path / "images", tmp_path / "metadata"
     images.mkdir()

@@ -4,9 +4,10 @@ checked on real ABID photos large enough (300-800 px) for draft decoding to chan
 
 import torch
 
-from binsight.evaluation import split_loader
-from binsight.inference import Predictor
-from binsight.model import IMAGENET_MEAN, IMAGENET_STD, build_model, load_model, preprocessing, save_model
+from binsight.data.image_datasets import IMAGENET_MEAN, IMAGENET_STD
+from binsight.evaluate.scoring import split_loader
+from binsight.model.counting_model import build_model, load_model, preprocessing, save_model
+from binsight.serve.predictor import Predictor
 from tests.support.bucket import REAL_SAMPLE
 
 SIZE = 64

@@ -8,10 +8,10 @@ import pytest
 import torch
 import yaml
 
-from binsight.datasets import BinImages, eval_transform
-from binsight.download import BinRecord
-from binsight.raw_bins import RAW_INDEX, RawBins
-from binsight.raw_shards import pack, unpack
+from binsight.data.download import BinRecord
+from binsight.data.image_datasets import BinImages, eval_transform
+from binsight.data.raw_bins import RAW_INDEX, RawBins
+from binsight.data.raw_shards import pack, unpack
 from tests.support.bucket import REAL_SAMPLE
 from tests.support.project import call, dvc, kill_when, python_m, set_params
 from tests.support.s3server import S3Proxy

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from binsight.params import check_model, load_params, train_section
-from binsight.recipes import FP32_EPOCHS, RECIPES, overrides, set_flags
+from binsight.tune.recipes import FP32_EPOCHS, RECIPES, overrides, set_flags
 from tests.support.project import REPO, call
 
 

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from binsight.errors import DataError
-from binsight.report import confusion_counts, table_rows
+from binsight.evaluate.html_report import confusion_counts, table_rows
 from tests.support import browser
 from tests.support.bucket import REAL_SAMPLE
 from tests.support.project import call, clone, make_project, repo_pythonpath, set_params

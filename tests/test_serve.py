@@ -1,4 +1,4 @@
-"""The real server (`python -m binsight.serve`, uvicorn) in a subprocess on 127.0.0.1, serving the model
+"""The real server (`python -m binsight.serve.http_server`, uvicorn) in a subprocess on 127.0.0.1, serving the model
 the pipeline test trained, asked over real HTTP; s3:// URLs read from the local S3 server."""
 
 import csv
@@ -253,7 +253,7 @@ def test_cli_prints_what_the_server_answers(server, client, trained_project, tes
     paths = [str(trained_project / f"data/raw/images/{i}.jpg") for i in ids]
     # --device cpu, like the server: on a GPU box predict would pick CUDA and its reduced precision
     proc = call(
-        "binsight.predict",
+        "binsight.serve.predict_command",
         "--json",
         "--device",
         "cpu",
@@ -306,7 +306,7 @@ def test_load_from_a_second_process_has_no_errors(server, client, trained_projec
 
 def test_a_missing_model_stops_the_server_with_one_line(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "binsight.serve", "--model", str(tmp_path / "none.pt")],
+        [sys.executable, "-m", "binsight.serve.http_server", "--model", str(tmp_path / "none.pt")],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -319,6 +319,12 @@ def test_a_missing_model_stops_the_server_with_one_line(tmp_path):
 
 
 def test_help_gives_the_command_and_the_limits():
-    out = call("binsight.serve", "--help", cwd=REPO).stdout
-    for words in ("python -m binsight.serve --model models/model.pt", "--max-body-mb", "413", "415", "s3://"):
+    out = call("binsight.serve.http_server", "--help", cwd=REPO).stdout
+    for words in (
+        "python -m binsight.serve.http_server --model models/model.pt",
+        "--max-body-mb",
+        "413",
+        "415",
+        "s3://",
+    ):
         assert words in out

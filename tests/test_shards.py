@@ -12,9 +12,9 @@ import tarfile
 import pytest
 import torch
 
+from binsight.data.shard_stream import ShardBatches, ShardSet, ShardStream, cache_decision, deal, steps_per_epoch
+from binsight.data.training_shards import read_index, verify_shards
 from binsight.errors import DataError
-from binsight.shards import read_index, verify_shards
-from binsight.streaming import ShardBatches, ShardSet, ShardStream, cache_decision, deal, steps_per_epoch
 from tests.support.bucket import REPO, admin_client
 from tests.support.dataset import SMALL_MODEL, SMALL_TRAIN, write_dataset
 from tests.support.project import call, git_commit, kill_when_written, make_project, python_m, run, set_params

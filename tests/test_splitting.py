@@ -1,8 +1,8 @@
 import pytest
 
+from binsight.data.stratified_split import split_sizes, stratified_split
 from binsight.errors import ConfigError
 from binsight.params import check_split
-from binsight.splitting import split_sizes, stratified_split
 
 RATIOS = {"train": 0.6, "val": 0.2, "test": 0.2}
 

@@ -40,19 +40,24 @@ def params_file(path, overrides):
 @pytest.mark.parametrize(
     "module,args,status,expected",
     [
-        ("binsight.predict", ["--help"], 0, "--batch-size"),
+        ("binsight.serve.predict_command", ["--help"], 0, "--batch-size"),
         (
-            "binsight.predict",
+            "binsight.serve.predict_command",
             ["--model", "{tmp}/missing.pt", "README.md"],
             2,
             "missing.pt not found: train a model first",
         ),
-        ("binsight.predict", ["--model", "{tmp}/missing.pt", "{tmp}/nothing.jpg"], 2, "nothing.jpg not found"),
-        ("binsight.predict", ["--device", "gpu", "README.md"], 2, "--device 'gpu' is not a device"),
-        ("binsight.serve", ["--help"], 0, "--allow-bucket"),
-        ("binsight.serve", ["--model", "{tmp}/missing.pt"], 2, "missing.pt not found: train a model first"),
         (
-            "binsight.serve",
+            "binsight.serve.predict_command",
+            ["--model", "{tmp}/missing.pt", "{tmp}/nothing.jpg"],
+            2,
+            "nothing.jpg not found",
+        ),
+        ("binsight.serve.predict_command", ["--device", "gpu", "README.md"], 2, "--device 'gpu' is not a device"),
+        ("binsight.serve.http_server", ["--help"], 0, "--allow-bucket"),
+        ("binsight.serve.http_server", ["--model", "{tmp}/missing.pt"], 2, "missing.pt not found: train a model first"),
+        (
+            "binsight.serve.http_server",
             ["--device", "cuda:x", "--model", "{tmp}/missing.pt"],
             2,
             "--device 'cuda:x' is not a device",
@@ -103,6 +108,6 @@ def test_help_and_mistakes_answer_without_importing_torch(tmp_path, module, args
 
 def test_the_probe_sees_torch_when_a_command_needs_it(tmp_path):
     """The check above could pass by never looking: a command that loads a model does import torch."""
-    proc = probe("binsight.predict", "--model", REPO / "README.md", REPO / "README.md")
+    proc = probe("binsight.serve.predict_command", "--model", REPO / "README.md", REPO / "README.md")
     assert proc.returncode == 2 and "is not a binsight model file" in proc.stderr, proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == "torch imported: True", proc.stderr

@@ -12,10 +12,17 @@ import torchvision
 import yaml
 
 from binsight.errors import ConfigError, DataError, one_line_errors
-from binsight.loops import cpu_has_bf16, use_channels_last
-from binsight.model import RESNET_LAYOUTS, build_model, load_model, model_from_params, resolve_weights, save_model
+from binsight.model.counting_model import (
+    RESNET_LAYOUTS,
+    build_model,
+    load_model,
+    model_from_params,
+    resolve_weights,
+    save_model,
+)
 from binsight.params import SCALABLE_ARCHS, TOP_LEVEL_TRAIN, check_model, check_train, load_params
-from binsight.training import make_optimizer
+from binsight.train.loops import cpu_has_bf16, use_channels_last
+from binsight.train.training_run import make_optimizer
 from tests.support.dataset import SMALL_MODEL, SMALL_TRAIN, write_dataset
 from tests.support.project import (
     REPO,
@@ -255,7 +262,7 @@ def test_bf16_training_on_the_cpu_is_channels_last_where_the_cpu_computes_bf16(p
 
 def test_a_change_of_epochs_is_not_resumable_but_patience_is(tmp_path):
     """The warmup + cosine schedule spans all epochs: a run with other `epochs` must start over."""
-    from binsight.checkpoint import fingerprint
+    from binsight.train.checkpoint import fingerprint
 
     split = tmp_path / "train.csv"
     split.write_text("id,label\n1,1\n")
@@ -329,7 +336,7 @@ def test_a_killed_and_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path)
 def test_curves_cut_by_a_kill_mid_epoch_are_trimmed_to_the_last_whole_epoch(tmp_path):
     """A kill between two curves' rows of one epoch: that epoch is dropped from every curve (then
     logged again whole on resume), so no curve has an epoch twice or lacks one."""
-    from binsight.training import complete_curves
+    from binsight.train.training_run import complete_curves
 
     curves = tmp_path / "plots" / "metrics"
     (curves / "train").mkdir(parents=True)

@@ -1,4 +1,4 @@
-"""`python -m binsight.tune`: Optuna trials as real DVC experiments, a leaderboard, best params."""
+"""`python -m binsight.tune.bayes_search`: Optuna trials as real DVC experiments, a leaderboard, best params."""
 
 import csv
 import hashlib
@@ -15,7 +15,7 @@ import yaml
 
 from binsight.errors import ConfigError
 from binsight.params import load_params
-from binsight.tune import check_tune, cli_value, lookup
+from binsight.tune.bayes_search import check_tune, cli_value, lookup
 from tests.support.bucket import admin_client
 from tests.support.project import call, clone, dvc, env, experiments, git_commit, python_m, run, set_params
 
@@ -62,7 +62,7 @@ def test_values_reach_params_yaml_as_plain_numbers():
 
 
 def tune(project, *args, **kwargs):
-    return run(python_m("binsight.tune", *args), project, **kwargs)
+    return run(python_m("binsight.tune.bayes_search", *args), project, **kwargs)
 
 
 def study_of(project, name):
@@ -186,7 +186,7 @@ def test_a_worker_killed_mid_trial_leaves_a_failed_trial_and_the_rest_complete(f
     project = clone_project(frozen_project)
     small_space(project, epochs=12, pruner="none")  # long enough to be killed mid-way
     proc = subprocess.Popen(
-        python_m("binsight.tune", "--trials", "2", "--workers", "2", "--study", "k"),
+        python_m("binsight.tune.bayes_search", "--trials", "2", "--workers", "2", "--study", "k"),
         cwd=project,
         env=env(),
         stdout=subprocess.PIPE,
@@ -231,7 +231,7 @@ def test_the_pruner_stops_a_trial_whose_lr_makes_it_diverge(frozen_project, clon
 
 
 def test_workers_get_gpus_round_robin_or_an_even_share_of_the_cpu():
-    from binsight.trials import visible_gpus, worker_env
+    from binsight.tune.trial_runs import visible_gpus, worker_env
 
     assert visible_gpus({"CUDA_VISIBLE_DEVICES": "2,5"}) == ["2", "5"]
     assert visible_gpus({"CUDA_VISIBLE_DEVICES": ""}) == [] and visible_gpus({"CUDA_VISIBLE_DEVICES": "-1"}) == []
@@ -250,7 +250,7 @@ def test_a_storage_that_cannot_be_opened_is_a_one_line_error(tmp_path):
         ("nonsense://x", "Can't load plugin"),
         (f"sqlite:///{tmp_path}/no/such/dir/t.db", "unable to open"),
     ):
-        proc = call("binsight.tune", "--trials", "1", "--storage", url, cwd=project, check=False)
+        proc = call("binsight.tune.bayes_search", "--trials", "1", "--storage", url, cwd=project, check=False)
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1, proc.stderr
         assert lines[0].startswith(f"error: --storage {url}: cannot open it") and reason in lines[0], lines

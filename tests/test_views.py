@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from binsight.inference import Predictor
-from binsight.model import build_model, preprocessing, save_model
-from binsight.views import average_over_views, dihedral, views
+from binsight.data.square_views import average_over_views, dihedral, views
+from binsight.model.counting_model import build_model, preprocessing, save_model
+from binsight.serve.predictor import Predictor
 from tests.support.synthetic import draw_bin
 
 

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from binsight.splitting import stratified_split
+from binsight.data.stratified_split import stratified_split
 from tests.support.synthetic import make_bins
 
 # Half the channels (model.width: 0.5): the stage tests train about a quarter of the compute and still

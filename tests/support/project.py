@@ -125,7 +125,7 @@ def dvc(project, *args, check=True, **env_extra):
 
 
 def python_m(module, *args):
-    """`python -m MODULE ARGS` as dvc.yaml runs a stage and a user runs `binsight.predict`, `tune` or `serve`."""
+    """`python -m MODULE ARGS` as dvc.yaml runs a stage and a user runs a command module."""
     return [sys.executable, "-m", module, *map(str, args)]
 
 

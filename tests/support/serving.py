@@ -29,7 +29,7 @@ def untrained_model(path, arch="resnet18", image_size=64, classes=(1, 2, 3, 4, 5
     """A randomly initialised counter saved as the train stage would save one (for latency, not accuracy)."""
     import torch
 
-    from binsight.model import model_from_params, save_model
+    from binsight.model.counting_model import model_from_params, save_model
 
     torch.manual_seed(seed)
     params = {"arch": arch, "weights": "none", "freeze_backbone": False, "head": {"hidden": [], "dropout": 0.0}}
@@ -52,11 +52,11 @@ def png_bytes(jpeg):
 
 class InProcessServer:
     """`binsight serve ARGS` in this process: the app `main` would serve for the same flags and environment
-    (binsight.serve.build), on a real uvicorn on a thread at a free port of 127.0.0.1. The process-level
+    (binsight.serve.http_server.build), on a real uvicorn on a thread at a free port of 127.0.0.1. The process-level
     command, started as a user starts it, is `Server`'s."""
 
     def __init__(self, *argv, timeout=60):
-        from binsight import serve
+        from binsight.serve import http_server as serve
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -86,7 +86,7 @@ class InProcessServer:
 
 
 class Server:
-    """`python -m binsight.serve` in a subprocess, its output in `log`; `url` once /health answers.
+    """`python -m binsight.serve.http_server` in a subprocess, its output in `log`; `url` once /health answers.
     `as_tests_run`: with the tests' environment (`tests.support.project.env`: on the CPU unless `gpu`);
     otherwise with this process's environment (bench/serve.py)."""
 
@@ -95,7 +95,7 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = Path(log)
         serve_args = ["--model", model, "--port", self.port, *args]
-        cmd = project.python_m("binsight.serve", *serve_args)
+        cmd = project.python_m("binsight.serve.http_server", *serve_args)
         self._log_file = open(self.log, "wb")
         full_env = {
             **(project.env(gpu) if as_tests_run else os.environ),

@@ -9,7 +9,7 @@ import sys
 import torch
 import torch.distributed as dist
 
-from binsight.streaming import ShardBatches, ShardSet, ShardStream, steps_per_epoch
+from binsight.data.shard_stream import ShardBatches, ShardSet, ShardStream, steps_per_epoch
 
 
 def main(shards_dir, out, batch, workers):

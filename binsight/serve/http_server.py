@@ -1,6 +1,6 @@
 """HTTP server for the trained counter: what the notebook deployed as a SageMaker endpoint, without a cloud account.
 
-    python -m binsight.serve --model models/model.pt --host 127.0.0.1 --port 8080
+    python -m binsight.serve.http_server --model models/model.pt --host 127.0.0.1 --port 8080
 
     curl -s --data-binary @bin.jpg -H 'Content-Type: image/jpeg' localhost:8080/predict
     curl -s -d '{"url": "s3://aft-vbi-pds/bin-images/00013.jpg"}' -H 'Content-Type: application/json' \\
@@ -39,8 +39,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
+from binsight.data.s3_client import make_client
 from binsight.errors import BadImage, check_device_name, one_line_errors, require_model_file
-from binsight.s3 import make_client
 
 IMAGE_TYPES = {"image/jpeg", "image/jpg", "image/png"}
 ABID_BUCKET = "aft-vbi-pds"
@@ -363,7 +363,7 @@ def parse_args(argv=None):
 
 def build(args):
     """-> (app, its forward-pass worker, the predictor) for parsed `args`: what `main` serves."""
-    from binsight.inference import BatchQueue, Predictor, lock_metrics
+    from binsight.serve.predictor import BatchQueue, Predictor, lock_metrics
 
     predictor = Predictor(args.model, args.device, tta=args.tta)
     batcher = BatchQueue(predictor.predict_tensors, args.max_batch, args.max_wait_ms / 1000)

@@ -8,15 +8,15 @@ default). They are training
 targets only, never an input: the metadata holds the count too. The second head is not saved in
 the model file, so evaluate, predict and serve never see it. Reading them needs no torch, so the
 train stage checks every training bin's metadata before it imports torch; the loss term is
-binsight.losses.AuxTargetLoss.
+binsight.model.count_losses.AuxTargetLoss.
 """
 
 import math
 from pathlib import Path
 
-from binsight.abid import parse_metadata
+from binsight.data.abid_format import parse_metadata
+from binsight.data.raw_bins import RawBins
 from binsight.errors import DataError
-from binsight.raw_bins import RawBins
 
 PRODUCT_CLASSES = 5
 AUX_OUTPUTS = PRODUCT_CLASSES + 2  # logits for the number of products, then log volume and log weight

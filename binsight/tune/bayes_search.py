@@ -35,10 +35,19 @@ import yaml
 from binsight.errors import BinsightError, ConfigError, one_line_errors
 from binsight.files import atomic_write_text
 from binsight.params import is_number, load_params
-from binsight.pruning import link_env, make_pruner, open_storage, trial_user_attrs
-from binsight.search import check_tune, cli_value, duration, format_table, leaderboard, lookup, nested, suggest
 from binsight.tables import write_csv
-from binsight.trials import experiment_commit, experiment_metrics, run_experiment, visible_gpus, worker_env
+from binsight.tune.pruning import link_env, make_pruner, open_storage, trial_user_attrs
+from binsight.tune.search_space import (
+    check_tune,
+    cli_value,
+    duration,
+    format_table,
+    leaderboard,
+    lookup,
+    nested,
+    suggest,
+)
+from binsight.tune.trial_runs import experiment_commit, experiment_metrics, run_experiment, visible_gpus, worker_env
 
 
 class TrialFailed(BinsightError):

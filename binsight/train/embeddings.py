@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from binsight.datasets import BinImages, eval_transform, make_loader
-from binsight.feature_store import FORMAT, cacheable, feature_key, read_meta
+from binsight.data.image_datasets import BinImages, eval_transform, make_loader
 from binsight.progress import Progress
 from binsight.tables import read_labels
+from binsight.train.feature_store import FORMAT, cacheable, feature_key, read_meta
 
 
 def backbone_digest(backbone):

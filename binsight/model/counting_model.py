@@ -14,12 +14,11 @@ import torchvision
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, conv1x1
 
+from binsight.data.image_datasets import IMAGENET_MEAN, IMAGENET_STD
 from binsight.errors import ConfigError, DataError, require_model_file
 from binsight.files import atomic_path
-from binsight.losses import output_size
+from binsight.model.count_losses import output_size
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 MODEL_FORMAT = 1
 RESIZE = "bilinear, to a square (aspect ratio not kept: nothing is cropped away)"
 
@@ -40,7 +39,7 @@ class BinCounter(nn.Module):
             layers.append(nn.Dropout(dropout))
         layers.append(nn.Linear(width, num_classes))
         self.head = nn.Sequential(*layers)
-        # Training only (train.aux_weight): a second head for the metadata targets (binsight.aux_targets),
+        # Training only (train.aux_weight): a second head for the metadata targets (binsight.model.aux_targets),
         # its outputs after the head's. save_model leaves it out.
         self.aux = nn.Linear(feature_dim, aux_outputs) if aux_outputs else None
         if freeze_backbone:
@@ -168,7 +167,7 @@ def build_model(
 
 
 def model_from_params(model_params, num_classes, pretrained=True, loss="ce", aux_outputs=0):
-    """The model for `num_classes` counts, its head as wide as `loss` needs (binsight.losses)."""
+    """The model for `num_classes` counts, its head as wide as `loss` needs (binsight.model.count_losses)."""
     return build_model(
         model_params["arch"],
         model_params["weights"],

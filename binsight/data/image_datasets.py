@@ -1,7 +1,7 @@
 """Datasets and loaders: split CSV rows -> (image tensor, class index[, aux targets]).
 
 Every image goes through the same steps, in training, evaluate, predict and serve:
-    decode (binsight.images.load_rgb, optionally JPEG draft) -> resize to a square (bilinear)
+    decode (binsight.data.image_decode.load_rgb, optionally JPEG draft) -> resize to a square (bilinear)
     -> uint8 tensor -> [augment, training only] -> float, normalised with the ImageNet mean/std.
 With `cache: true` the first three steps run once per image and the uint8 tensors stay in memory
 (`InMemoryImages`): on a CPU, decoding is then paid once instead of every epoch.
@@ -15,10 +15,14 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from binsight.choices import AUGMENTS, augment_mode  # noqa: F401 (AUGMENTS: re-exported)
-from binsight.images import load_rgb
-from binsight.model import IMAGENET_MEAN, IMAGENET_STD
-from binsight.raw_bins import RawBins
-from binsight.views import dihedral
+from binsight.data.image_decode import load_rgb
+from binsight.data.raw_bins import RawBins
+from binsight.data.square_views import dihedral
+
+# torchvision's ImageNet statistics: every backbone it ships was trained on inputs normalised with them,
+# and a model trained from scratch keeps them so that one preprocessing serves every model file.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # Counting-safe augmentations only: every item stays in the frame (no random crops or zooms).
 
@@ -67,7 +71,7 @@ def train_transform(image_size, augment):
 
 class BinImages(Dataset):
     """Images named by a split CSV, decoded on every access. `classes` maps counts to class indices.
-    With `aux` (a tensor [n, 3], binsight.aux_targets) an item is (image, class index, its aux row)."""
+    With `aux` (a tensor [n, 3], binsight.model.aux_targets) an item is (image, class index, its aux row)."""
 
     def __init__(self, rows, images_dir, classes, transform, image_size, jpeg_draft=True, aux=None):
         self.rows, self.bins, self.transform, self.aux = rows, RawBins(images_dir), transform, aux

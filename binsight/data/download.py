@@ -24,10 +24,10 @@ from botocore.exceptions import (
 )
 from tqdm import tqdm
 
-from binsight.abid import image_key, metadata_key, parse_metadata
+from binsight.data.abid_format import image_key, metadata_key, parse_metadata
+from binsight.data.image_decode import verify_jpeg
 from binsight.errors import BinsightError, ConfigError, DataError
 from binsight.files import atomic_write_bytes, remove_partial_files
-from binsight.images import verify_jpeg
 
 STREAM_ERRORS = (ResponseStreamingError, ReadTimeoutError, IncompleteReadError, ConnectionClosedError)
 FATAL_CODES = {"NoSuchBucket", "InvalidBucketName", "PermanentRedirect"}

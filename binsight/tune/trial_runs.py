@@ -1,5 +1,5 @@
 """One tuning trial = one `dvc exp run --temp`: its own temp copy of the repo, its own GPU (or its
-share of the CPU threads), the workspace untouched. Used by binsight.tune's workers."""
+share of the CPU threads), the workspace untouched. Used by binsight.tune.bayes_search's workers."""
 
 import json
 import os

@@ -5,8 +5,8 @@ from optuna.trial import TrialState
 
 from binsight.errors import ConfigError
 from binsight.params import is_number, require
-from binsight.pruning import check_pruner
-from binsight.trials import cli_value
+from binsight.tune.pruning import check_pruner
+from binsight.tune.trial_runs import cli_value
 
 
 def flatten_space(space, prefix=""):

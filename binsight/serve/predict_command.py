@@ -77,7 +77,7 @@ def s3_images(url, client):
 
 def shard_images(folder):
     """A shard set (folder with index.json) -> (shard/member name, a reader of its bytes), shard by shard."""
-    from binsight.shards import read_index
+    from binsight.data.training_shards import read_index
 
     index = read_index(folder)
     for entries in index["splits"].values():
@@ -221,8 +221,8 @@ def main(argv=None):
     if local and not expand_inputs(local):
         raise DataError(f"no .jpg, .jpeg or .png images in {' '.join(local)}")
     require_model_file(args.model)
-    from binsight.inference import Predictor  # torch: seconds to import, so only once the input is known good
-    from binsight.s3 import make_client
+    from binsight.data.s3_client import make_client
+    from binsight.serve.predictor import Predictor  # torch: seconds to import, so only once the input is known good
 
     predictor = Predictor(args.model, args.device, tta=args.tta)
     out = ResultFile(args.out, predictor.names) if args.out else None

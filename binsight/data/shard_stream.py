@@ -1,4 +1,4 @@
-"""The streaming data path: batches read from tar shards (binsight.shards), locally or straight from S3.
+"""The streaming data path: batches read from tar shards (binsight.data.training_shards), locally or straight from S3.
 
     ShardStream    an IterableDataset: this process's shards, read in a seeded order through a shuffle
                    buffer, decoded in the loader's worker processes (or left as JPEG bytes for the GPU)
@@ -35,9 +35,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from webdataset.tariterators import group_by_keys, tar_file_expander
 
-from binsight.datasets import augment_batch, normalize
+from binsight.data.image_datasets import augment_batch, normalize
+from binsight.data.training_shards import FORMAT, INDEX
 from binsight.errors import DataError
-from binsight.shards import FORMAT, INDEX
 
 
 class ShardSet:
@@ -49,7 +49,7 @@ class ShardSet:
         self.s3 = parsed.scheme == "s3"
         if self.s3:
             if client is None:  # your own bucket: signed with your AWS credentials; AWS_ENDPOINT_URL for MinIO etc.
-                from binsight.s3 import make_client
+                from binsight.data.s3_client import make_client
 
                 client = make_client(endpoint_url=os.environ.get("AWS_ENDPOINT_URL"), anonymous=False)
             self.client, self.bucket = client, parsed.netloc
@@ -58,7 +58,7 @@ class ShardSet:
                 self.prefix += "/"
             self.index = self._s3_index()
         else:
-            from binsight.shards import read_index
+            from binsight.data.training_shards import read_index
 
             self.client, self.folder = None, Path(self.location)
             self.index = read_index(self.folder)

@@ -7,12 +7,12 @@ from functools import partial
 
 import numpy as np
 
-from binsight.classes import CAPSTONE_COUNTS
-from binsight.datasets import BinImages, eval_transform, make_loader
+from binsight.data.class_policy import CAPSTONE_COUNTS
+from binsight.data.image_datasets import BinImages, eval_transform, make_loader
 from binsight.errors import DataError
-from binsight.loops import predict
-from binsight.losses import decode
+from binsight.model.count_losses import decode
 from binsight.progress import Progress
+from binsight.train.loops import predict
 
 
 def split_loader(rows, images_dir, meta, batch_size, num_workers, device):
@@ -26,7 +26,7 @@ def split_loader(rows, images_dir, meta, batch_size, num_workers, device):
 def shard_split_loader(location, meta, batch_size, num_workers, device, decode="cpu"):
     """The test shards -> ([(id, label, count)] in split order, a loader over them). The loader yields
     in worker order; `timed_predictions` puts the probabilities back in split order."""
-    from binsight.streaming import ShardBatches, ShardSet, ShardStream
+    from binsight.data.shard_stream import ShardBatches, ShardSet, ShardStream
 
     shards = ShardSet(location)
     size = meta["preprocess"]["image_size"]

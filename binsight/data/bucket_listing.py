@@ -22,7 +22,7 @@ from urllib.parse import unquote, urlparse
 
 from tqdm import tqdm
 
-from binsight.abid import IMAGE_DIR, METADATA_DIR, expected_quantity, file_list_object, metadata_key
+from binsight.data.abid_format import IMAGE_DIR, METADATA_DIR, expected_quantity, file_list_object, metadata_key
 from binsight.errors import BinsightError, ConfigError, one_line_errors
 from binsight.files import atomic_write_text
 
@@ -60,8 +60,8 @@ class Source:
     """The bins of a bucket prefix or a local folder: list ids, read one metadata object."""
 
     def __init__(self, source, endpoint_url=None, anonymous=True, concurrency=64, retries=5):
-        from binsight.download import Downloader
-        from binsight.s3 import make_client
+        from binsight.data.download import Downloader
+        from binsight.data.s3_client import make_client
 
         self.kind, where, self.prefix = parse_source(source)
         if self.kind == "folder":
@@ -102,7 +102,7 @@ class Source:
 
     def quantity(self, bin_id):
         """-> {"id", "count"} or {"id", "skip", "detail"}."""
-        from binsight.download import MissingObject
+        from binsight.data.download import MissingObject
 
         try:
             data = self.reader.get(metadata_key(self.prefix, bin_id))

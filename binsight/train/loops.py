@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from binsight.views import average_over_views
+from binsight.data.square_views import average_over_views
 
 
 def pick_device():
@@ -94,7 +94,7 @@ class Parts:
     device: torch.device
     dtype: object = None  # autocast precision, or None for fp32
     channels_last: bool = False
-    decode: object = softmax  # head outputs -> class probabilities (binsight.losses.decode)
+    decode: object = softmax  # head outputs -> class probabilities (binsight.model.count_losses.decode)
     scheduler: object = None  # stepped after every optimizer step
     scaler: object = None  # GradScaler, for fp16
     ema: object = None  # AveragedModel of the module that learns, when train.ema > 0
@@ -124,7 +124,7 @@ def train_one_epoch(model, loader, parts, world=None, profiler=None, progress=No
     """One pass over `loader`, stepping `parts.optimizer` on `model` (the DDP wrapper of `parts.trained`
     under several processes, else `parts.trained`). With a `world` of several processes, the returned
     loss, accuracy and image count are over all of them. A batch of three (images, targets, aux
-    targets) passes the third to the criterion (binsight.aux_targets)."""
+    targets) passes the third to the criterion (binsight.model.aux_targets)."""
     model.train()
     device, dtype = parts.device, parts.dtype
     sums = torch.zeros(3, device=device, dtype=torch.float64)  # loss * n, correct, n
@@ -172,7 +172,7 @@ def train_one_epoch(model, loader, parts, world=None, profiler=None, progress=No
 @torch.no_grad()
 def predict(model, loader, device, dtype=None, channels_last=False, decode=softmax, tta="none", progress=None):
     """-> (probabilities [n, classes] float32, targets [n]) as numpy arrays, in loader order.
-    With `tta` (binsight.views), the probabilities are averaged over the counting-safe views."""
+    With `tta` (binsight.data.square_views), the probabilities are averaged over the counting-safe views."""
     model.eval()
     probs, targets = [], []
 

@@ -162,7 +162,7 @@ def overrides(name, native_bf16=None):
     recipe = dict(RECIPES[name])
     if name == "cpu-scratch":
         if native_bf16 is None:
-            from binsight.loops import cpu_has_bf16
+            from binsight.train.loops import cpu_has_bf16
 
             native_bf16 = cpu_has_bf16()
         if not native_bf16:

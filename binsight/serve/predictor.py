@@ -20,13 +20,13 @@ import torch
 import yaml
 from PIL import Image, UnidentifiedImageError
 
-from binsight.datasets import eval_transform
+from binsight.data.image_datasets import eval_transform
+from binsight.data.image_decode import load_rgb
+from binsight.data.square_views import TTA_MODES, average_over_views
 from binsight.errors import BadImage, ConfigError, DataError, check_device_name
-from binsight.images import load_rgb
-from binsight.loops import amp_dtype, pick_device
-from binsight.losses import decode
-from binsight.model import load_model
-from binsight.views import TTA_MODES, average_over_views
+from binsight.model.count_losses import decode
+from binsight.model.counting_model import load_model
+from binsight.train.loops import amp_dtype, pick_device
 
 FORMATS = ("JPEG", "PNG")
 # Far above any bin photo, far below what would exhaust memory; JPEGs count after draft scaling.
@@ -43,7 +43,7 @@ def file_digest(path, algorithm="sha256"):
 
 def decode_image(data, size, max_pixels=MAX_PIXELS):
     """JPEG or PNG bytes -> an RGB PIL image, fully decoded the way evaluate decodes files
-    (binsight.images.load_rgb), so results match. Raises BadImage saying why not."""
+    (binsight.data.image_decode.load_rgb), so results match. Raises BadImage saying why not."""
     if not data:
         raise BadImage("empty body: expected JPEG or PNG bytes")
     try:

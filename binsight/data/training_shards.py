@@ -20,10 +20,10 @@ from pathlib import Path
 
 from PIL import Image
 
+from binsight.data.image_decode import load_rgb
+from binsight.data.raw_bins import RawBins
 from binsight.errors import DataError
 from binsight.files import atomic_write_text
-from binsight.images import load_rgb
-from binsight.raw_bins import RawBins
 
 FORMAT = "webdataset"
 INDEX = "index.json"
@@ -39,7 +39,7 @@ def shard_plan(rows, shard_size, seed, split):
 def encode_image(src, image_size, quality):
     """A bin's photo (a path or a file object) -> JPEG bytes at image_size x image_size: the resize every
     data path shares (bilinear, antialiased), done once here instead of every epoch."""
-    from binsight.datasets import resize_to_tensor
+    from binsight.data.image_datasets import resize_to_tensor
 
     pixels = resize_to_tensor(image_size)(load_rgb(src, image_size))
     buf = io.BytesIO()

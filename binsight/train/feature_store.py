@@ -1,4 +1,4 @@
-"""The features folder that `featurize` writes and `train` reads (its layout: binsight/embeddings.py,
+"""The features folder that `featurize` writes and `train` reads (its layout: binsight/train/embeddings.py,
 which computes and loads the vectors with torch). Torch-free, so the stage decides and says
 "nothing to cache" in a blink when the backbone is fine-tuned.
 """

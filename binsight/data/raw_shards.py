@@ -13,10 +13,10 @@ import tarfile
 from dataclasses import asdict
 from pathlib import Path
 
-from binsight.download import BinRecord
+from binsight.data.download import BinRecord
+from binsight.data.raw_bins import RAW_FORMAT, RAW_INDEX, read_raw_index
+from binsight.data.training_shards import add_member
 from binsight.files import atomic_path, atomic_write_text, remove_partial_files
-from binsight.raw_bins import RAW_FORMAT, RAW_INDEX, read_raw_index
-from binsight.shards import add_member
 
 RECORD_FIELDS = ("width", "height", "bytes", "sha256")
 

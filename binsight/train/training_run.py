@@ -19,14 +19,26 @@ import torch
 from dvclive import Live
 from torch.nn.parallel import DistributedDataParallel
 
-from binsight.aux_targets import AUX_OUTPUTS, read_aux_targets
-from binsight.checkpoint import fingerprint, load_resumable, restore_rng, rng_state, save_checkpoint
-from binsight.datasets import BinImages, InMemoryBatches, InMemoryImages, eval_transform, make_loader, train_transform
-from binsight.distributed import BalancedShardSampler, ShardSampler
-from binsight.embeddings import FeatureBatches, cached_features
+from binsight.data.image_datasets import (
+    BinImages,
+    InMemoryBatches,
+    InMemoryImages,
+    eval_transform,
+    make_loader,
+    train_transform,
+)
+from binsight.data.shard_stream import ShardSet, shard_loaders
 from binsight.errors import BinsightError, ConfigError
 from binsight.files import atomic_write_text
-from binsight.loops import (
+from binsight.model.aux_targets import AUX_OUTPUTS, read_aux_targets
+from binsight.model.count_losses import AuxTargetLoss, CountingLoss, class_weights, decode, output_size, standardizer
+from binsight.model.counting_model import model_from_params, preprocessing, save_model
+from binsight.progress import Progress as ProgressBar
+from binsight.tables import class_names, read_split
+from binsight.train.checkpoint import fingerprint, load_resumable, restore_rng, rng_state, save_checkpoint
+from binsight.train.distributed import BalancedShardSampler, ShardSampler
+from binsight.train.embeddings import FeatureBatches, cached_features
+from binsight.train.loops import (
     Parts,
     amp_dtype,
     evaluate_split,
@@ -35,14 +47,9 @@ from binsight.loops import (
     train_one_epoch,
     use_channels_last,
 )
-from binsight.losses import AuxTargetLoss, CountingLoss, class_weights, decode, output_size, standardizer
-from binsight.model import model_from_params, preprocessing, save_model
-from binsight.paths import Paths
-from binsight.profiling import StepProfiler
-from binsight.progress import Progress as ProgressBar
-from binsight.pruning import TrialLink, TrialPruned
-from binsight.streaming import ShardSet, shard_loaders
-from binsight.tables import class_names, read_split
+from binsight.train.profiling import StepProfiler
+from binsight.train.run_paths import Paths
+from binsight.tune.pruning import TrialLink, TrialPruned
 
 COLLAPSE_EPOCHS = 2  # warn when val predictions are all one class this many epochs in a row
 LOADER_BOUND = 0.5  # warn when the loop waits for data more than this fraction of an epoch
@@ -55,7 +62,7 @@ class TrainingDiverged(BinsightError):
 @dataclass
 class Run:
     """What every step of one training run reads: where it reads and writes, its params, its classes
-    (the counts the model tells apart), its process group and its fingerprint (binsight.checkpoint)."""
+    (the counts the model tells apart), its process group and its fingerprint (binsight.train.checkpoint)."""
 
     paths: Paths
     model_params: dict
@@ -73,7 +80,7 @@ class Run:
 @dataclass
 class EpochResult:
     epoch: int  # from 0; the log, the curves and the model file count from 1
-    stats: object  # binsight.loops.EpochStats of the training pass
+    stats: object  # binsight.train.loops.EpochStats of the training pass
     lr: float
     val_loss: float
     val_acc: float
@@ -223,7 +230,7 @@ def load_data(paths, check_images=True):
 
 def build_parts(run, train_rows, aux=None):
     """The model, optimizer, loss and precision of a run. With `aux` (the training rows' metadata targets,
-    binsight.aux_targets) the model has a second head for them and the loss adds their term."""
+    binsight.model.aux_targets) the model has a second head for them and the loss adds their term."""
     model_params, train_params, classes = run.model_params, run.train_params, run.classes
     seed_everything(train_params["seed"])  # the same initial weights on every rank
     device = process_device(run.world)
@@ -287,7 +294,7 @@ def add_schedule_and_ema(parts, train_params, steps_per_epoch):
 def make_loaders(run, parts, train_rows, val_rows, aux=None, shards=None):
     """-> ({"train", "val", "sampler"}, the cached features or None), and `parts.trained` set to the
     module that learns (the head alone on cached features). `aux`: the training rows' metadata
-    targets, served with their images. `shards` (a binsight.streaming.ShardSet): stream from them."""
+    targets, served with their images. `shards` (a binsight.data.shard_stream.ShardSet): stream from them."""
     paths, model_params, train_params, world, say = run.paths, run.model_params, run.train_params, run.world, run.say
     size, batch = train_params["image_size"], train_params["batch_size"]
     pin = train_params["pin_memory"] and parts.device.type == "cuda"
