@@ -4,7 +4,8 @@ torch's default Adam against the fused kernel the train stage uses, in the defau
 channels-last, side by side in one run.
 
 Uses the real code paths (binsight.model.counting_model, binsight.data.image_datasets,
-binsight.train.loops.train_one_epoch) on generated bin photos the size of real ABID ones (about 500x400 px). On a GPU box:
+binsight.train.loops.train_one_epoch) on generated bin photos the size of real ABID ones
+(about 500x400 px). On a GPU box:
 
     .venv/bin/python bench/train.py --arch resnet50 --size 224 --images 2048 --batch-size 64 --workers 8
 """

@@ -10,10 +10,24 @@ from pathlib import Path
 
 import yaml
 
-from binsight.choices import AUGMENTS, LOSSES, TTA_MODES, augment_mode
 from binsight.errors import ConfigError
 
 PARAMS_FILE = Path("params.yaml")
+
+# The named choices of params.yaml. This module imports no torch, so the data stages (fetch, split, explore)
+# and params validation start in a fraction of a second.
+AUGMENTS = ("none", "flips", "dihedral", "full")  # train.augment (binsight/data/image_datasets.py)
+LOSSES = ("ce", "neighbour", "ordinal", "regression")  # train.loss (binsight/model/count_losses.py)
+TTA_MODES = ("none", "flips", "dihedral")  # model.tta (binsight/data/square_views.py)
+
+
+def augment_mode(value):
+    """train.augment -> one of AUGMENTS (true/false, from older params files: full/none)."""
+    if value is True:
+        return "full"
+    if value is False or value is None:
+        return "none"
+    return value
 
 
 def load_params(path=PARAMS_FILE):
@@ -385,6 +399,8 @@ def check_train_with_model(model_params, train_params):
 def check_shard(p):
     p = dict(p)
     p.setdefault("seed", 0)
+    p.setdefault("pack", "auto")
+    require(p["pack"] in ("auto", "always"), "shard.pack", p["pack"], "auto (only when train.data is shards) or always")
     require(
         is_int(p.get("size")) and 1 <= p["size"] <= 100_000, "shard.size", p.get("size"), "bins a shard, 1 to 100000"
     )

@@ -6,18 +6,32 @@ train.image_size once, labels and metadata inside (binsight/data/training_shards
 Outputs data/shards/{train,val,test}-NNNNN.tar and data/shards/index.json. A rerun keeps every shard
 that is whole and still holds what the split asks for, so a killed run resumes where it stopped.
 Training and evaluate read the shards when train.data is `shards`; `dvc push`/`pull` move a few
-hundred files instead of two per bin.
+hundred files instead of two per bin. With `shard.pack: auto` and `train.data: files` nothing reads them,
+so nothing is packed: data/shards/ then holds only a note saying so (`shard.pack: always` packs anyway).
 """
 
 import argparse
+from pathlib import Path
 
 from tqdm import tqdm
 
 from binsight.data.stratified_split import SPLITS
 from binsight.data.training_shards import pack_splits
 from binsight.errors import one_line_errors
+from binsight.files import atomic_write_text
 from binsight.params import check_shard, load_params, section, train_section
 from binsight.tables import read_split_counts
+
+UNPACKED_NOTE = "NOT_PACKED.txt"
+
+
+def write_unpacked_note(out):
+    """The output DVC expects, without shards: one file that says why (DVC removed the old shards)."""
+    atomic_write_text(
+        Path(out) / UNPACKED_NOTE,
+        "No shards: train.data is files, which reads data/raw/images. Set train.data: shards to train on "
+        "shards, or shard.pack: always to pack them anyway (e.g. to `dvc push` them for another machine).\n",
+    )
 
 
 @one_line_errors
@@ -32,7 +46,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     params = load_params(args.params)
-    p, size = section(params, "shard", check_shard), train_section(params)["image_size"]
+    p, train = section(params, "shard", check_shard), train_section(params)
+    size = train["image_size"]
+    if p["pack"] == "auto" and train["data"] == "files":
+        write_unpacked_note(args.out)
+        print(f"shard: nothing to pack (train.data: files reads no shards; shard.pack: always packs) -> {args.out}/")
+        return
     splits = {name: read_split_counts(args.split, name, args.images) for name in SPLITS}
     total = sum(len(rows) for rows in splits.values())
     with tqdm(total=total, desc="shard", unit="bin", disable=True if args.no_progress else None) as bar:

@@ -17,6 +17,7 @@ from binsight.model.aux_targets import read_aux_targets
 from binsight.params import check_model, check_train_with_model, load_params, section, train_section
 from binsight.tables import read_split
 from binsight.train.run_paths import Paths
+from binsight.tune.pruning import TrialLink
 
 
 def parse_args(argv):
@@ -85,8 +86,10 @@ def main(argv=None):
         live=args.live,
         features=args.features,
     )
+    # set by `binsight tune` for its trials: their pruner hears every epoch's val accuracy
+    reporter = TrialLink.from_env() if world.is_main and not world.enabled else None
     try:
-        fit(paths, model_params, train_params, world)
+        fit(paths, model_params, train_params, world, reporter)
     finally:
         world.close()
 

@@ -53,6 +53,7 @@ def test_fetch_into_raw_shards_tracks_few_files_and_feeds_the_shard_stage(tmp_pa
     b = abid_bucket
     good = {**b.clean, **b.real}
     project = new_project(tmp_path, b, b.url, [b.clean, b.faults, b.real], layout="shards", shard_size=64)
+    set_params(project, {"shard": {"pack": "always"}})  # the training shards too, though train.data is files
     dvc(project, "repro", "shard")
     images, metadata = project / "data/raw/images", project / "data/raw/metadata"
     tars = sorted(p.name for p in images.glob("raw-*.tar"))

@@ -42,6 +42,17 @@ def sharded(tmp_path_factory):
     return project, splits, ran
 
 
+def test_nothing_is_packed_for_a_run_on_files_unless_asked(tmp_path):
+    project = make_project(tmp_path / "proj", commit=False, params={"train": {"data": "files"}})
+    write_dataset(project, n_per_class=6, classes=(1, 2))
+    out = call("stages.shard", "--no-progress", cwd=project).stdout
+    assert "nothing to pack" in out
+    assert [p.name for p in (project / "data/shards").iterdir()] == ["NOT_PACKED.txt"]
+    set_params(project, {"shard": {"pack": "always"}})
+    call("stages.shard", "--no-progress", cwd=project)
+    assert ShardSet(project / "data/shards").entries("train")
+
+
 def test_every_bin_lands_in_exactly_one_shard_with_its_label(sharded):
     project, splits, ran = sharded
     shards = ShardSet(project / "data/shards")

@@ -14,10 +14,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from binsight.choices import AUGMENTS, augment_mode  # noqa: F401 (AUGMENTS: re-exported)
 from binsight.data.image_decode import load_rgb
 from binsight.data.raw_bins import RawBins
 from binsight.data.square_views import dihedral
+from binsight.params import AUGMENTS, augment_mode  # noqa: F401 (AUGMENTS: re-exported)
 
 # torchvision's ImageNet statistics: every backbone it ships was trained on inputs normalised with them,
 # and a model trained from scratch keeps them so that one preprocessing serves every model file.

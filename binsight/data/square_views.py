@@ -10,7 +10,7 @@ probabilities over the views).
 
 import torch
 
-from binsight.choices import TTA_MODES  # noqa: F401 (re-exported)
+from binsight.params import TTA_MODES  # noqa: F401 (re-exported)
 
 
 def dihedral(x, k):

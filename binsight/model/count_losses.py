@@ -19,8 +19,8 @@ evaluate, predict and serve treat all of them alike (the predicted count is the 
 import torch
 import torch.nn.functional as F
 
-from binsight.choices import LOSSES
 from binsight.model.aux_targets import PRODUCT_CLASSES
+from binsight.params import LOSSES
 
 
 def output_size(loss, num_classes):

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from binsight.choices import augment_mode
 from binsight.files import atomic_path
+from binsight.params import augment_mode
 from binsight.tables import write_csv, write_json
 
 FORMAT = 1

@@ -14,6 +14,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from dvclive import Live
@@ -36,7 +37,7 @@ from binsight.model.counting_model import model_from_params, preprocessing, save
 from binsight.progress import Progress as ProgressBar
 from binsight.tables import class_names, read_split
 from binsight.train.checkpoint import fingerprint, load_resumable, restore_rng, rng_state, save_checkpoint
-from binsight.train.distributed import BalancedShardSampler, ShardSampler
+from binsight.train.distributed import BalancedShardSampler, ShardSampler, World
 from binsight.train.embeddings import FeatureBatches, cached_features
 from binsight.train.loops import (
     Parts,
@@ -49,7 +50,6 @@ from binsight.train.loops import (
 )
 from binsight.train.profiling import StepProfiler
 from binsight.train.run_paths import Paths
-from binsight.tune.pruning import TrialLink, TrialPruned
 
 COLLAPSE_EPOCHS = 2  # warn when val predictions are all one class this many epochs in a row
 LOADER_BOUND = 0.5  # warn when the loop waits for data more than this fraction of an epoch
@@ -151,8 +151,20 @@ def collapse_streak(streak, pred_hist):
     return streak + 1 if sum(1 for n in pred_hist if n) == 1 else 0
 
 
-def fit(paths, model_params, train_params, world):
-    """Train, keep the best epoch by val accuracy in `paths.model`, checkpoint every epoch."""
+class EpochReporter(Protocol):
+    """Told each epoch's val accuracy (nan when the training loss diverged); says whether to stop the run.
+    `binsight tune` passes its trial's pruner (binsight.tune.pruning.TrialLink)."""
+
+    def report(self, val_acc: float, epoch: int) -> bool: ...
+
+
+class RunPruned(BinsightError):
+    """The EpochReporter stopped this run: its val accuracy trails the tuning study's other trials."""
+
+
+def fit(paths: Paths, model_params: dict, train_params: dict, world: World, reporter: EpochReporter | None = None):
+    """Train, keep the best epoch by val accuracy in `paths.model`, checkpoint every epoch. `reporter`, when
+    given, hears every epoch's val accuracy and may stop the run early (RunPruned)."""
     run = Run(paths, model_params, train_params, world)
     started = time.perf_counter()
     shards = ShardSet(train_params["shards"] or paths.shards) if train_params["data"] == "shards" else None
@@ -180,7 +192,6 @@ def fit(paths, model_params, train_params, world):
     else:
         seed_everything(train_params["seed"] + 1000 * world.rank + progress.start)  # other augmentation per rank
     live = open_live(run, progress)
-    tuner = TrialLink.from_env() if world.is_main and not world.enabled else None  # set by `binsight tune`
     profiler = (
         StepProfiler(Path(paths.live) / "profile", parts.device) if train_params["profile"] and world.is_main else None
     )
@@ -194,8 +205,8 @@ def fit(paths, model_params, train_params, world):
             stats = train_one_epoch(net, loaders["train"], parts, world, profiler, bar)
         profiler = close_profiler(profiler, run.say)
         if not math.isfinite(stats.loss):
-            if tuner is not None and tuner.report(float("nan"), epoch):
-                raise TrialPruned(f"pruned by binsight tune at epoch {epoch + 1}: the training loss is {stats.loss}")
+            if reporter is not None and reporter.report(float("nan"), epoch):
+                raise RunPruned(f"pruned by binsight tune at epoch {epoch + 1}: the training loss is {stats.loss}")
             raise TrainingDiverged(
                 f"training loss is {stats.loss} at epoch {epoch + 1} with lr {lr:g}: "
                 "lower lr (or set train.amp: off) and run again"
@@ -210,8 +221,8 @@ def fit(paths, model_params, train_params, world):
                 f"epoch waited for batches); raise train.num_workers (now {train_params['num_workers']})",
                 flush=True,
             )
-        if tuner is not None and tuner.report(val_acc, epoch) and not stop:
-            raise TrialPruned(
+        if reporter is not None and reporter.report(val_acc, epoch) and not stop:
+            raise RunPruned(
                 f"pruned by binsight tune at epoch {epoch + 1}/{train_params['epochs']}: val acc "
                 f"{val_acc:.3f} trails the study's other trials at this epoch"
             )

@@ -14,15 +14,10 @@ import random
 import time
 import warnings
 
-from binsight.errors import BinsightError
 from binsight.params import require
 
 ENV = "BINSIGHT_TUNE_TRIAL"
 PRUNERS = ("none", "median", "hyperband")
-
-
-class TrialPruned(BinsightError):
-    """The tuner's pruner stopped this run: its val accuracy trails the study's other trials."""
 
 
 def check_pruner(p):
