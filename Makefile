@@ -63,7 +63,7 @@ exps: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" dvc exp show --no-pager --only-changed --drop '$(EXP_HIDDEN)' $(EXPS_ARGS)
 
 bench: setup-dev
-	$(BIN)/python bench/fetch.py
+	$(BIN)/python -m bench.fetch
 
 clean-venv:
 	rm -rf $(VENV)

@@ -8,7 +8,7 @@ train_one_epoch + evaluate_split (the train and val passes), so model building a
 left out of both sides. Prints both wall times and the ratio; a tuning trial pays the featurize
 cost never (DVC's cache), a first run once.
 
-    .venv/bin/python bench/features.py [--epochs 3] [--bins 200] [--size 224] [--arch resnet18]
+    python -m bench.features [--epochs 3] [--bins 200] [--size 224] [--arch resnet18]
 """
 
 import argparse
@@ -17,20 +17,17 @@ import io
 import logging
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import binsight.train.training_run as training  # noqa: E402
-import stages.train as train_stage  # noqa: E402
-from binsight.train.loops import evaluate_split, train_one_epoch  # noqa: E402
-from stages import featurize  # noqa: E402
-from tests.support.dataset import write_dataset  # noqa: E402
+import binsight.train.training_run as training
+import stages.train as train_stage
+from binsight.train.loops import evaluate_split, train_one_epoch
+from stages import featurize
+from tests.support.dataset import write_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 

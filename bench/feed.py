@@ -2,36 +2,33 @@
 fed by shard batches, against the same loop on batches already resident on the device (the compute-only
 ceiling), same model, batch size and precision, measured side by side in one run.
 
-    python bench/feed.py --source ../abid/dev                      # on a GPU: ResNet50, 224 px, batch 256
-    python bench/feed.py --source ../abid/dev --arch resnet18 --size 96 --batch 32 --steps 20   # a CPU
-    python bench/feed.py --source ../abid/dev --arch resnet18 --size 96 --batch 32 --workers 2 --against-cache 3
+    python -m bench.feed --source ../abid/dev                      # on a GPU: ResNet50, 224 px, batch 256
+    python -m bench.feed --source ../abid/dev --arch resnet18 --size 96 --batch 32 --steps 20   # a CPU
+    python -m bench.feed --source ../abid/dev --arch resnet18 --size 96 --batch 32 --workers 2 --against-cache 3
 
 `--against-cache N`: N rounds of one epoch from each arm, interleaved in a rotating order after a warm-up so
 all see the same machine: shards read every epoch, shards kept decoded in memory after their first read
 (train.cache_images with --workers 0, what binsight recipe cpu-scratch runs) and the per-file path's
 in-memory cache. Prints their img/s side by side.
 
-Prints img/s of each and their ratio. On a GPU box run ../shared/tools/gpu_ceiling.py (or any
-compute-only ResNet50 step) beside it to check the ceiling itself. `--decode gpu` hands JPEG bytes to
-nvJPEG instead of decoding in the loader workers.
+Prints img/s of each and their ratio: the second arm is the compute-only ceiling at the same batch, so
+the ratio says how much of the GPU the data path leaves idle. `--decode gpu` hands JPEG bytes to nvJPEG
+instead of decoding in the loader workers.
 """
 
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from binsight.data.shard_stream import ShardBatches, ShardSet, ShardStream, steps_per_epoch  # noqa: E402
-from binsight.data.training_shards import pack_splits  # noqa: E402
-from binsight.model.counting_model import model_from_params  # noqa: E402
-from binsight.train.loops import Parts, amp_dtype, pick_device, train_one_epoch, use_channels_last  # noqa: E402
+from binsight.data.shard_stream import ShardBatches, ShardSet, ShardStream, steps_per_epoch
+from binsight.data.training_shards import pack_splits
+from binsight.model.counting_model import model_from_params
+from binsight.train.loops import Parts, amp_dtype, pick_device, train_one_epoch, use_channels_last
 
 
 def parts_for(arch, device, classes=6):

@@ -4,23 +4,20 @@ Both download the same bins (image + metadata) from a local S3 server (moto) beh
 adds a fixed delay to every request, standing in for the round trip to the real bucket. Prints
 both wall times and their ratio, measured side by side in this one run.
 
-    .venv/bin/python bench/fetch.py [--bins 200] [--delay 0.03] [--concurrency 32]
+    python -m bench.fetch [--bins 200] [--delay 0.03] [--concurrency 32]
 """
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from binsight.data.abid_format import image_key, metadata_key  # noqa: E402
-from binsight.data.download import Downloader  # noqa: E402
-from binsight.data.s3_client import make_client  # noqa: E402
-from tests.support.bucket import admin_client, put  # noqa: E402
-from tests.support.s3server import MotoS3, S3Proxy  # noqa: E402
-from tests.support.synthetic import make_bins  # noqa: E402
+from binsight.data.abid_format import image_key, metadata_key
+from binsight.data.download import Downloader
+from binsight.data.s3_client import make_client
+from tests.support.bucket import admin_client, put
+from tests.support.s3server import MotoS3, S3Proxy
+from tests.support.synthetic import make_bins
 
 
 def notebook_loop(url, bucket, labels, out):

@@ -1,7 +1,7 @@
 """Where fetch puts the bins: one file a bin (`fetch.layout: files`) against raw tar shards
 (`fetch.layout: shards`), side by side in one run. Adds its table to docs/scale.md.
 
-    python bench/fetch_layout.py --source ../abid/dev --bins 10000
+    python -m bench.fetch_layout --source ../abid/dev --bins 10000
 
 The same bins (copies of `--source`'s, each made unique, or generated) sit in a local S3 server on
 loopback (moto). Each layout runs binsight's own fetch of all of them, then `dvc add`, `dvc status`,
@@ -12,19 +12,17 @@ two layouts take turns: per-file first, then shards.
 import argparse
 import datetime
 import os
-import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from bench.pages import write_block
+from bench.scale import dvc_cycle, sh, source_bins, timed, upload
+from binsight.data.download import Downloader
+from binsight.data.raw_shards import fetch_into_shards
+from binsight.data.s3_client import make_client
+from tests.support.s3server import MotoS3
 
-from bench.pages import write_block  # noqa: E402
-from bench.scale import dvc_cycle, sh, source_bins, timed, upload  # noqa: E402
-from binsight.data.download import Downloader  # noqa: E402
-from binsight.data.raw_shards import fetch_into_shards  # noqa: E402
-from binsight.data.s3_client import make_client  # noqa: E402
-from tests.support.s3server import MotoS3  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 BEGIN, END = "<!-- begin bench/fetch_layout.py -->", "<!-- end bench/fetch_layout.py -->"
 STEPS = ("fetch", "dvc add", "dvc status", "dvc push", "dvc pull")
@@ -53,7 +51,7 @@ def table(results, n, args, commit):
         "## Fetch: one file a bin against raw shards",
         "",
         f"Measured {datetime.date.today()} at commit {commit}, {os.cpu_count()} CPU cores, a local S3 server (moto) "
-        f"on loopback, with `python bench/fetch_layout.py {source}--bins {n}`: binsight's fetch of the same "
+        f"on loopback, with `python -m bench.fetch_layout {source}--bins {n}`: binsight's fetch of the same "
         f"{n} bins into data/raw, then DVC on data/raw (raw shards of {args.shard_size} bins).",
         "",
         "| fetch.layout | files DVC tracks | " + " | ".join(STEPS) + " |",

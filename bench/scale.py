@@ -1,7 +1,7 @@
 """Scale: the per-file layout against tar shards at tens of thousands of bins, and each data path's
 loader rate per CPU core, measured side by side in one run. Writes docs/scale.md.
 
-    python bench/scale.py --source ../abid/dev --bins 50000
+    python -m bench.scale --source ../abid/dev --bins 50000
 
 `--source`: a local copy of the bucket (bin-images/, metadata/) whose bins are copied, each made unique
 (a JPEG comment and a metadata field carry its new id), until there are `--bins` of them; without it the
@@ -30,19 +30,18 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from bench.pages import write_block
+from binsight.data.download import Downloader
+from binsight.data.image_datasets import BinImages, InMemoryBatches, InMemoryImages, eval_transform
+from binsight.data.s3_client import make_client
+from binsight.data.shard_stream import ShardBatches, ShardSet, ShardStream
+from binsight.data.training_shards import pack_splits
+from binsight.train.distributed import ShardSampler
+from tests.support.bucket import admin_client
+from tests.support.s3server import MotoS3
+from tests.support.synthetic import make_bins
 
-from bench.pages import write_block  # noqa: E402
-from binsight.data.download import Downloader  # noqa: E402
-from binsight.data.image_datasets import BinImages, InMemoryBatches, InMemoryImages, eval_transform  # noqa: E402
-from binsight.data.s3_client import make_client  # noqa: E402
-from binsight.data.shard_stream import ShardBatches, ShardSet, ShardStream  # noqa: E402
-from binsight.data.training_shards import pack_splits  # noqa: E402
-from binsight.train.distributed import ShardSampler  # noqa: E402
-from tests.support.bucket import admin_client  # noqa: E402
-from tests.support.s3server import MotoS3  # noqa: E402
-from tests.support.synthetic import make_bins  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 SAMPLE = REPO / "tests" / "data" / "abid_sample"
 CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -264,7 +263,7 @@ def report(results, rates, n, args, commit):
         "## Per-file layout against tar shards",
         "",
         f"Measured {datetime.date.today()} at commit {commit}, {os.cpu_count()} CPU cores, DVC and a local S3 "
-        f"server (moto) on loopback, with `python bench/scale.py {source.replace('generated bins', '')} "
+        f"server (moto) on loopback, with `python -m bench.scale {source.replace('generated bins', '')} "
         f"--bins {n}`. Same bins, same JPEG bytes ({args.size} px shards of {args.shard_size} bins).",
         "",
         "| layout | bins | files | " + " | ".join(cols) + " |",

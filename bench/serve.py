@@ -9,23 +9,20 @@ from this process over real HTTP. Prints requests/s, images/s and p50/p99 latenc
   single, no micro-batching the same against a second server started with --max-batch 1
   batch                     --batch images per multipart request
 
-    .venv/bin/python bench/serve.py [--arch resnet18] [--image-size 224] [--requests 200] [--concurrency 16]
+    python -m bench.serve [--arch resnet18] [--image-size 224] [--requests 200] [--concurrency 16]
         [--batch 16]
 """
 
 import argparse
 import random
-import sys
 import tempfile
 from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tests.support.http_load import run_load  # noqa: E402
-from tests.support.serving import Server, untrained_model  # noqa: E402
-from tests.support.synthetic import draw_bin, jpeg_bytes  # noqa: E402
+from tests.support.http_load import run_load
+from tests.support.serving import Server, untrained_model
+from tests.support.synthetic import draw_bin, jpeg_bytes
 
 
 def photos(n, seed=0):

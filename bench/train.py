@@ -7,25 +7,22 @@ Uses the real code paths (binsight.model.counting_model, binsight.data.image_dat
 binsight.train.loops.train_one_epoch) on generated bin photos the size of real ABID ones
 (about 500x400 px). On a GPU box:
 
-    .venv/bin/python bench/train.py --arch resnet50 --size 224 --images 2048 --batch-size 64 --workers 8
+    python -m bench.train --arch resnet50 --size 224 --images 2048 --batch-size 64 --workers 8
 """
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+from torch import nn
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from binsight.data.image_datasets import BinImages, make_loader, train_transform  # noqa: E402
-from binsight.model.counting_model import build_model  # noqa: E402
-from binsight.train.loops import Parts, amp_dtype, pick_device, train_one_epoch, use_channels_last  # noqa: E402
-from binsight.train.training_run import make_optimizer  # noqa: E402
-from tests.support.synthetic import draw_bin, jpeg_bytes  # noqa: E402
+from binsight.data.image_datasets import BinImages, make_loader, train_transform
+from binsight.model.counting_model import build_model
+from binsight.train.loops import Parts, amp_dtype, pick_device, train_one_epoch, use_channels_last
+from binsight.train.training_run import make_optimizer
+from tests.support.synthetic import draw_bin, jpeg_bytes
 
 TRAIN = {"lr": 1e-3, "backbone_lr": None, "optimizer": "adam", "weight_decay": 0.0, "momentum": 0.9}
 

@@ -6,7 +6,7 @@ embeddings), then runs `binsight tune` twice on it with the same trial count and
 `--workers 1` and `--workers N` (pruner off, so both sides do the same work). Prints each side's
 wall time, trials per hour and the ratio.
 
-    .venv/bin/python bench/tune.py [--trials 6] [--workers 2] [--bins-per-class 80] [--epochs 10]
+    python -m bench.tune [--trials 6] [--workers 2] [--bins-per-class 80] [--epochs 10]
 """
 
 import argparse
@@ -20,12 +20,10 @@ from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tests.support.bucket import build_bucket  # noqa: E402
-from tests.support.project import dvc, git_commit, make_project, run  # noqa: E402
-from tests.support.s3server import MotoS3  # noqa: E402
-from tests.support.tuning import FROZEN_MODEL, FROZEN_TRAIN  # noqa: E402
+from tests.support.bucket import build_bucket
+from tests.support.project import dvc, git_commit, make_project, run
+from tests.support.s3server import MotoS3
+from tests.support.tuning import FROZEN_MODEL, FROZEN_TRAIN
 
 
 def build(root, s3_url, bins_per_class, epochs, size):

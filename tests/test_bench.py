@@ -1,5 +1,6 @@
-"""The benchmarks under bench/ are not run by the suite (they time things), so nothing else would
-notice when a refactor breaks one: every script must at least import and answer --help."""
+"""The benchmarks under bench/ and the studies under studies/ are not run by the suite (they time things or
+train for hours), so nothing else would notice when a refactor breaks one: every script must at least import
+and answer --help, run as the docs say, `python -m bench.NAME` from the repo root."""
 
 import subprocess
 import sys
@@ -10,33 +11,47 @@ import pytest
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPTS = sorted(p for p in (REPO / "bench").glob("*.py") if p.name != "__init__.py")
+HELPERS = ("__init__", "pages")
+SCRIPTS = sorted(
+    ".".join(p.relative_to(REPO).with_suffix("").parts)
+    for folder in ("bench", "studies")
+    for p in (REPO / folder).rglob("*.py")
+    if p.stem not in HELPERS
+)
 
 
-def test_every_benchmark_imports_and_explains_itself(tmp_path):
-    assert len(SCRIPTS) >= 5
-    # one process for all of them: each --help is run in-process through runpy, so torch is imported once;
-    # from another folder, as `python bench/x.py` finds the repo's modules only through its own sys.path
+def test_every_benchmark_and_study_imports_and_explains_itself():
+    assert len([s for s in SCRIPTS if s.startswith("bench.")]) >= 8 and any(s.startswith("studies.") for s in SCRIPTS)
+    # one process for all of them: each --help is run in-process through runpy, so torch is imported once
     code = (
         "import runpy, sys\n"
-        "for path in sys.argv[1:]:\n"
-        "    sys.argv = [path, '--help']\n"
+        "for name in sys.argv[1:]:\n"
+        "    sys.argv = [name, '--help']\n"
         "    try:\n"
-        "        runpy.run_path(path, run_name='__main__')\n"
+        "        runpy.run_module(name, run_name='__main__', alter_sys=True)\n"
         "    except SystemExit as e:\n"
-        "        assert e.code in (0, None), f'{path} --help exited {e.code}'\n"
-        "    print('ok', path, flush=True)\n"
+        "        assert e.code in (0, None), f'{name} --help exited {e.code}'\n"
+        "    print('ok', name, flush=True)\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code, *map(str, SCRIPTS)], cwd=tmp_path, capture_output=True, text=True, timeout=300
-    )
+    proc = subprocess.run([sys.executable, "-c", code, *SCRIPTS], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for path in SCRIPTS:
-        assert f"ok {path}" in proc.stdout
+    for name in SCRIPTS:
+        assert f"ok {name}" in proc.stdout
+
+
+def test_no_script_edits_sys_path_and_none_points_outside_the_repo():
+    for path in [
+        *(REPO / "bench").rglob("*.py"),
+        *(REPO / "studies").rglob("*.py"),
+        *(REPO / "binsight").rglob("*.py"),
+    ]:
+        text = path.read_text()
+        assert "sys.path.insert" not in text and "sys.path.append" not in text, path
+        assert "../" + "shared" not in text, path  # split: this file itself must not hold the path
 
 
 def test_scratch_map_runs_each_row_with_its_seeds_and_averages_the_seeds():
-    from bench.scratch_map import BASE, GRIDS, grid_jobs, summarize
+    from studies.recipes.scratch_map import BASE, GRIDS, grid_jobs, summarize
 
     jobs = grid_jobs(["compute", "data"])
     assert len(jobs) == sum(seeds for name in ("compute", "data") for _, _, seeds in GRIDS[name])

@@ -3,7 +3,7 @@ scratch, 112 px, 6 epochs, AdamW with a one-cycle schedule, horizontal flips onl
 split files and images the pipeline uses. Prints its test accuracy and wall time: the time is the
 budget a from-scratch recipe of the product gets on the same machine.
 
-    python bench/bare_loop.py --split data/split --images data/raw/images
+    python -m studies.recipes.bare_loop --split data/split --images data/raw/images
 """
 
 import argparse

@@ -1,7 +1,7 @@
 """Shard formats side by side: webdataset tar shards (what binsight uses), litdata and
 mosaicml-streaming, on the same pre-resized JPEGs: write time, files, bytes and read img/s on one core.
 
-    python bench/shard_formats.py --images ../abid/dev/bin-images --n 3000
+    python -m studies.formats.shard_formats --images ../abid/dev/bin-images --n 3000
 
 The three readers each decode the same JPEG bytes with the same function, so the read rate compares the
 formats' own overhead. litdata and mosaicml-streaming are not binsight requirements: install them into a
@@ -11,17 +11,14 @@ missing is reported as such.
 
 import argparse
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from binsight.data.shard_stream import ShardSet, ShardStream, decode_jpeg  # noqa: E402
-from binsight.data.training_shards import encode_image, pack_splits  # noqa: E402
+from binsight.data.shard_stream import ShardSet, ShardStream, decode_jpeg
+from binsight.data.training_shards import encode_image, pack_splits
 
 
 def tree_size(folder):

@@ -16,7 +16,7 @@ AdamW, a centre crop, and averaging two models.
 Augmentations ("strong"): flips, transposes, zoom crops keeping 75-100 % of the side and shifts of
 up to 10 % of the side, edge pixels repeated.
 
-    python bench/scratch_map.py --split data/split --images data/raw/images --workers 6 [--grid all]
+    python -m studies.recipes.scratch_map --split data/split --images data/raw/images --workers 6 [--grid all]
 """
 
 import argparse
@@ -34,13 +34,11 @@ import torch.nn.functional as F
 import torchvision
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from binsight.data.image_datasets import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
-from binsight.data.image_decode import load_rgb  # noqa: E402
-from binsight.model.aux_targets import read_aux_targets  # noqa: E402
-from binsight.model.count_losses import standardizer  # noqa: E402
-from binsight.tables import read_split  # noqa: E402
+from binsight.data.image_datasets import IMAGENET_MEAN, IMAGENET_STD
+from binsight.data.image_decode import load_rgb
+from binsight.model.aux_targets import read_aux_targets
+from binsight.model.count_losses import standardizer
+from binsight.tables import read_split
 
 STRONG = {"aug": "strong", "scale": 0.75, "shift": 0.1}
 BASE = {"size": 96, "epochs": 8}

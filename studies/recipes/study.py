@@ -3,10 +3,10 @@ budget, from scratch, with several seeds, as queued DVC experiments; then one ta
 
 Run inside a project whose fetch and split are done (docs/results.md, "Setup for every rebuild"):
 
-    python bench/study.py queue --seeds 0 1     # `dvc exp run --queue` for every variant x seed
+    python -m studies.recipes.study queue --seeds 0 1     # `dvc exp run --queue` for every variant x seed
     dvc queue start -j 1                        # one worker: a run uses both cores
-    python bench/study.py bare --seeds 0 1      # the bare PyTorch loop on the same split: the budget
-    python bench/study.py table                 # mean ± spread per variant (every experiment's dvclive metrics)
+    python -m studies.recipes.study bare --seeds 0 1   # the bare PyTorch loop on the same split: the budget
+    python -m studies.recipes.study table       # mean ± spread per variant (every experiment's dvclive metrics)
 
 Every variant is the study's base recipe (STUDY_BASE: resnet18 from scratch, 112 px, 6 epochs,
 fp32) with one change; the winner became `binsight recipe cpu-scratch`. Each run reports
@@ -42,7 +42,8 @@ VARIANTS = {
     "96 px, bf16, 12 epochs": {"train.image_size": 96, "train.amp": "bf16", "epochs": 12},
     "96 px, bf16, 10 epochs": {"train.image_size": 96, "train.amp": "bf16", "epochs": 10},
     "80 px, bf16, 16 epochs": {"train.image_size": 80, "train.amp": "bf16", "epochs": 16},
-    # a second head on the metadata's products listed, total volume and weight (bench/scratch_map.py --grid aux)
+    # a second head on the metadata's products listed, total volume and weight
+    # (studies/recipes/scratch_map.py --grid aux)
     "96 px, bf16, 12 epochs, aux targets x1": {
         "train.image_size": 96,
         "train.amp": "bf16",
@@ -99,7 +100,7 @@ def bare(seeds):
     BARE_LOG.parent.mkdir(exist_ok=True)
     for seed in seeds:
         out = subprocess.run(
-            [sys.executable, str(Path(__file__).with_name("bare_loop.py")), "--seed", str(seed)],
+            [sys.executable, "-m", "studies.recipes.bare_loop", "--seed", str(seed)],
             check=True,
             capture_output=True,
             text=True,

@@ -1,0 +1,1 @@
+"""Shard formats side by side (webdataset, litdata, mosaicml-streaming): docs/scale.md."""
