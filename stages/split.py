@@ -4,7 +4,7 @@
 
 The class policy (params `classes:`) turns each bin's item count into its class label and leaves out
 the counts it does not admit. Outputs data/split/{train,val,test}.csv with columns id,label,count
-(label: the class; count: the bin's EXPECTED_QUANTITY, which evaluate uses for the capstone's 1-5 figure).
+(label: the class; count: the bin's EXPECTED_QUANTITY, which evaluate uses for the accuracy on the bins with 1-5 items).
 Classes are split one by one, so adding bins of other counts leaves the 1-5 bins' split unchanged.
 """
 

@@ -203,8 +203,8 @@ def test_training_on_shards_resumes_after_kill_9_and_evaluate_reads_the_test_sha
     assert {r["id"]: int(r["label"]) for r in predicted} == dict(splits["test"])
     headline = json.loads((copy / "metrics.json").read_text())
     evaluated = json.loads((copy / "dvclive/evaluate/metrics.json").read_text())["test"]
-    assert evaluated["capstone"]["n"] == sum(1 for _, c in splits["test"] if 1 <= c <= 5)
-    assert headline["test_acc_1to5"] == evaluated["capstone"]["accuracy"]
+    assert evaluated["counts_1to5"]["n"] == sum(1 for _, c in splits["test"] if 1 <= c <= 5)
+    assert headline["test_acc_1to5"] == evaluated["counts_1to5"]["accuracy"]
 
 
 def test_shards_stream_from_s3_as_from_disk_and_train_reads_them_there(sharded, s3_server, tmp_path, monkeypatch):

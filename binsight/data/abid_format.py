@@ -168,7 +168,7 @@ def expected_quantity(data):
 
 def file_list_object(counts, prefix=""):
     """{bin_id: count} -> the file_list.json object {"count": ["<prefix>metadata/<id>.json", ...]},
-    counts in numeric order, ids sorted: the capstone's format, for any counts."""
+    counts in numeric order, ids sorted: the subset list's format, for any counts."""
     by_count = {}
     for bin_id in sorted(counts):
         by_count.setdefault(counts[bin_id], []).append(metadata_key(prefix, bin_id))

@@ -1,18 +1,18 @@
 """Class policies: which item counts a run learns, and as which classes.
 
-    subset   the capstone's 1-5: bins with 0 or more than 5 items are left out
+    subset   1-5, as the subset list (abid/file_list.json) and the notebook: 0 or more than 5 left out
     anchors  0-5, as the ABID challenge baseline and the papers that beat it: more than 5 left out
     clip     every bin; counts of clip_at or more are one class ("6+" for clip_at 6)
 
 A label is the class's smallest count, so labels sort in count order and a label names its class:
-under `clip` with clip_at 6, label 6 stands for "6 or more". The capstone's comparable figure is
-always taken on the bins with 1-5 items (`CAPSTONE_COUNTS`), whatever the policy.
+under `clip` with clip_at 6, label 6 stands for "6 or more". The figure comparable with the notebook's
+is always taken on the bins with 1-5 items (`COUNTS_1TO5`), whatever the policy.
 """
 
 from binsight.errors import ConfigError
 
 POLICIES = ("subset", "anchors", "clip")
-CAPSTONE_COUNTS = (1, 2, 3, 4, 5)
+COUNTS_1TO5 = (1, 2, 3, 4, 5)  # the counts of the subset list, the notebook's 32 % and the headline's test_acc_1to5
 
 
 def check_classes(p):

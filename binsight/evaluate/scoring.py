@@ -7,7 +7,7 @@ from functools import partial
 
 import numpy as np
 
-from binsight.data.class_policy import CAPSTONE_COUNTS
+from binsight.data.class_policy import COUNTS_1TO5
 from binsight.data.image_datasets import BinImages, eval_transform, make_loader
 from binsight.errors import DataError
 from binsight.model.count_losses import decode
@@ -77,11 +77,12 @@ def per_class_accuracy(y_true, y_pred, classes):
     ]
 
 
-def capstone_scores(probs, y_true, counts, classes):
-    """The capstone's comparable figure: accuracy on the bins with 1-5 items, decoded two ways: the argmax
-    over every class the model knows, and the argmax over the classes 1-5 alone. n: how many such bins."""
-    mask = np.isin(counts, CAPSTONE_COUNTS)
-    keep = [i for i, c in enumerate(classes) if c in CAPSTONE_COUNTS]
+def scores_on_counts_1to5(probs, y_true, counts, classes):
+    """The figure comparable with the notebook's (its subset list holds only bins with 1-5 items): accuracy on
+    the bins with 1-5 items, decoded two ways: the argmax over every class the model knows, and the argmax over
+    the classes 1-5 alone. n: how many such bins."""
+    mask = np.isin(counts, COUNTS_1TO5)
+    keep = [i for i, c in enumerate(classes) if c in COUNTS_1TO5]
     if not mask.any() or not keep:
         return {"accuracy": float("nan"), "accuracy_argmax_1to5": float("nan"), "n": int(mask.sum())}
     classes = np.asarray(classes)

@@ -110,9 +110,9 @@ def run_arm(root, name, settings, file_list, local_dir, seeds):
                 "train_bins": train_n,
                 "acc": m["accuracy"],
                 "n": m["n"],
-                "acc15": m["capstone"]["accuracy"],
-                "acc15_argmax15": m["capstone"]["accuracy_argmax_1to5"],
-                "n15": m["capstone"]["n"],
+                "acc15": m["counts_1to5"]["accuracy"],
+                "acc15_argmax15": m["counts_1to5"]["accuracy_argmax_1to5"],
+                "n15": m["counts_1to5"]["n"],
             }
         )
         print(name, results[-1], flush=True)

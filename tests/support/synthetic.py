@@ -75,7 +75,7 @@ def make_bins(n_per_class, seed=0, first_id=100000, classes=(1, 2, 3, 4, 5)):
 
 
 def file_list(labels):
-    """{bin_id: label} -> the capstone's file_list.json object."""
+    """{bin_id: label} -> file_list.json's object."""
     out = {}
     for bin_id, label in sorted(labels.items()):
         out.setdefault(str(label), []).append(f"data/metadata/{bin_id}.json")

@@ -1,0 +1,168 @@
+"""The evaluate stage's work as library calls: score a saved model on the test split, then log what it found.
+
+    result = evaluate_model(model, meta, rows_with_counts, loader, device, dtype)
+    log_evaluation(live, result, images_dir, misclassified)
+    write_json("metrics.json", headline(result))
+
+A run is scored twice when the model asks for test-time augmentation (model.tta): with its views and with a
+single view, so the report shows what TTA buys and what it costs (ms per image).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from binsight.data.class_policy import COUNTS_1TO5
+from binsight.data.image_decode import load_rgb
+from binsight.data.raw_bins import RawBins
+from binsight.evaluate.count_metrics import count_metrics
+from binsight.evaluate.scoring import per_class_accuracy, scores_on_counts_1to5, timed_predictions
+
+# what `dvclive/evaluate/metrics.json` holds for the views the model asks for and for a single view
+HEADLINE_SCORES = ("accuracy", "balanced_accuracy", "macro_f1", "rmse", "mae", "off_by_one_accuracy")
+
+
+@dataclass
+class Evaluation:
+    """A model's scores on the test bins it knows the classes of."""
+
+    rows: list[tuple[str, int]]  # (bin id, label) in split order
+    classes: list[int]
+    tta: str
+    probs: np.ndarray  # [n, K], with the model's test-time views
+    y_true: np.ndarray
+    y_pred: np.ndarray
+    scores: dict[str, Any]  # count_metrics with the model's views
+    single_scores: dict[str, Any]  # the same with one view
+    counts_1to5: dict[str, float]  # scores_on_counts_1to5: the figure comparable with the notebook's
+    seconds_per_image: float
+    single_seconds_per_image: float
+    val_acc: float | None
+
+
+def known_rows(rows_with_counts: list[tuple[str, int, int]], classes: list[int]) -> tuple[list, list[int]]:
+    """-> (the rows whose label the model knows, the labels it does not know, sorted)."""
+    unknown = sorted({label for _, label, _ in rows_with_counts} - set(classes))
+    return [r for r in rows_with_counts if r[1] in classes], unknown
+
+
+def evaluate_model(
+    model: torch.nn.Module,
+    meta: dict,
+    rows_with_counts: list[tuple[str, int, int]],
+    loader,
+    device: torch.device,
+    dtype: torch.dtype | None,
+) -> Evaluation:
+    """Score `model` on `rows_with_counts` [(id, label, count)], the bins `loader` yields (in any order)."""
+    classes, tta = meta["classes"], meta["preprocess"]["tta"]
+    rows = [(i, label) for i, label, _ in rows_with_counts]
+    single, single_s = timed_predictions(model, meta, loader, device, dtype, "none")
+    probs, tta_s = timed_predictions(model, meta, loader, device, dtype, tta) if tta != "none" else (single, single_s)
+    y_true = np.array([label for _, label in rows])
+    y_pred = np.array([classes[i] for i in probs.argmax(1)])
+    counts = np.array([count for _, _, count in rows_with_counts])
+    return Evaluation(
+        rows=rows,
+        classes=classes,
+        tta=tta,
+        probs=probs,
+        y_true=y_true,
+        y_pred=y_pred,
+        scores=count_metrics(y_true, y_pred, classes),
+        single_scores=count_metrics(y_true, np.array([classes[i] for i in single.argmax(1)]), classes),
+        counts_1to5=scores_on_counts_1to5(probs, y_true, counts, classes),
+        seconds_per_image=tta_s,
+        single_seconds_per_image=single_s,
+        val_acc=meta.get("val_acc"),
+    )
+
+
+def has_other_counts(result: Evaluation) -> bool:
+    """Whether the test split holds bins outside 1-5, so that the 1-5 figure differs from the accuracy."""
+    return result.counts_1to5["n"] != len(result.rows)
+
+
+def metric_groups(result: Evaluation) -> dict[str, float]:
+    """Every number of dvclive/evaluate/metrics.json, by its key."""
+    metrics = {}
+    for name in HEADLINE_SCORES:
+        metrics[f"test/{name}"] = result.scores[name]
+        metrics[f"test/single_view/{name}"] = result.single_scores[name]
+    for c, s in result.scores["per_class"].items():
+        metrics[f"test/per_class/{c}/precision"] = s["precision"]
+        metrics[f"test/per_class/{c}/recall"] = s["recall"]
+    metrics["test/n"] = len(result.rows)
+    for name, value in result.counts_1to5.items():
+        metrics[f"test/counts_1to5/{name}"] = value
+    metrics["test/ms_per_image"] = 1000 * result.seconds_per_image
+    metrics["test/single_view/ms_per_image"] = 1000 * result.single_seconds_per_image
+    return metrics
+
+
+def log_evaluation(live, result: Evaluation, images_dir: str, max_images: int) -> None:
+    """The metrics, the confusion matrix, accuracy per count and up to `max_images` misclassified photos."""
+    for key, value in metric_groups(result).items():
+        live.log_metric(key, value, plot=False)
+    y_true, y_pred, rows = result.y_true, result.y_pred, result.rows
+    live.log_sklearn_plot(
+        "confusion_matrix",
+        [str(v) for v in y_true],
+        [str(v) for v in y_pred],
+        name="confusion_matrix.json",
+        title="Test confusion matrix (item count)",
+        x_label="true count",
+        y_label="predicted count",
+    )
+    live.log_plot(
+        "per_class_accuracy",
+        per_class_accuracy(y_true, y_pred, result.classes),
+        x="count",
+        y="accuracy",
+        template="bar_horizontal",
+        title="Test accuracy per item count",
+    )
+    bins = RawBins(images_dir)  # a run on shards read from S3 may have no local copy: those images are skipped
+    wrong = [i for i in range(len(rows)) if y_pred[i] != y_true[i] and rows[i][0] in bins]
+    for i in wrong[:max_images]:
+        bin_id, label = rows[i]
+        img = load_rgb(bins.image(bin_id), 256)
+        img.thumbnail((256, 256))
+        live.log_image(f"misclassified/{bin_id}_true{label}_pred{y_pred[i]}.jpg", img)
+
+
+def headline(result: Evaluation) -> dict[str, float | None]:
+    """metrics.json, the few numbers `dvc exp show` lists: test and val accuracy, and the accuracy on the bins
+    with 1-5 items when the test split holds other counts too."""
+    if has_other_counts(result):
+        return {
+            "test_acc": result.scores["accuracy"],
+            "test_acc_1to5": result.counts_1to5["accuracy"],
+            "val_acc": result.val_acc,
+        }
+    return {"test_acc": result.scores["accuracy"], "val_acc": result.val_acc}
+
+
+def summary(result: Evaluation) -> str:
+    """One line for the log."""
+    s, one, c = result.scores, result.single_scores, result.counts_1to5
+    line = (
+        f"evaluate: test accuracy {s['accuracy']:.3f}, balanced {s['balanced_accuracy']:.3f}, "
+        f"macro-F1 {s['macro_f1']:.3f}, RMSE {s['rmse']:.3f}, off-by-one "
+        f"{s['off_by_one_accuracy']:.3f} on {len(result.rows)} bins"
+    )
+    if has_other_counts(result):
+        line += (
+            f"; on the {c['n']} bins with {COUNTS_1TO5[0]}-{COUNTS_1TO5[-1]} items "
+            f"{c['accuracy']:.3f} (argmax over 1-5: {c['accuracy_argmax_1to5']:.3f})"
+        )
+    if result.tta != "none":
+        line += (
+            f"; TTA {result.tta} ({1000 * result.seconds_per_image:.1f} ms/image) vs one view "
+            f"{one['accuracy']:.3f} ({1000 * result.single_seconds_per_image:.1f} ms/image)"
+        )
+    return line
