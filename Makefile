@@ -1,6 +1,6 @@
 # Two commands on a fresh machine:
 #   make repro   set up .venv and run the whole pipeline (fetch -> split -> train -> evaluate)
-#   make test    set up .venv with the test tools, run ruff and the whole test suite (what .ci/run runs)
+#   make test    set up .venv with the test tools, run ruff, mypy and the whole test suite (what .ci/run runs)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -38,7 +38,7 @@ browser:
 	      apt-get install -y -qq --no-install-recommends chromium >/dev/null; } \
 	  || echo "make: chromium could not be installed; the headless-browser tests will skip" >&2; }
 
-# The whole suite, as CI runs it: lint and format check, then every test (-m "" lifts the fast-tier filter
+# The whole suite, as CI runs it: lint, format and type check, then every test (-m "" lifts the fast-tier filter
 # of pyproject.toml) on one pytest worker per core, at most 8. --dist loadgroup keeps the tests that share
 # an expensive module fixture (a started server, a fetched project) on one worker.
 test: setup-dev browser lint
@@ -52,6 +52,7 @@ test-fast: setup-dev
 lint: setup-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: setup-dev
 	$(BIN)/ruff check --fix .

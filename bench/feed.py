@@ -28,18 +28,21 @@ import torch
 from binsight.data.shard_stream import ShardBatches, ShardSet, ShardStream, steps_per_epoch
 from binsight.data.training_shards import pack_splits
 from binsight.model.counting_model import model_from_params
+from binsight.params import check_model
 from binsight.train.loops import Parts, amp_dtype, pick_device, train_one_epoch, use_channels_last
 
 
 def parts_for(arch, device, classes=6):
     model = model_from_params(
-        {
-            "arch": arch,
-            "weights": "none",
-            "freeze_backbone": False,
-            "width": 1.0,
-            "head": {"hidden": [], "dropout": 0.0},
-        },
+        check_model(
+            {
+                "arch": arch,
+                "weights": "none",
+                "freeze_backbone": False,
+                "width": 1.0,
+                "head": {"hidden": [], "dropout": 0.0},
+            }
+        ),
         classes,
     ).to(device)
     dtype = amp_dtype("auto", device, training=True)

@@ -20,11 +20,12 @@ from torch import nn
 
 from binsight.data.image_datasets import BinImages, make_loader, train_transform
 from binsight.model.counting_model import build_model
+from binsight.params import TrainParams
 from binsight.train.loops import Parts, amp_dtype, pick_device, train_one_epoch, use_channels_last
 from binsight.train.training_run import make_optimizer
 from tests.support.synthetic import draw_bin, jpeg_bytes
 
-TRAIN = {"lr": 1e-3, "backbone_lr": None, "optimizer": "adam", "weight_decay": 0.0, "momentum": 0.9}
+TRAIN = TrainParams(lr=1e-3, backbone_lr=None, optimizer="adam", weight_decay=0.0, momentum=0.9)
 
 
 def write_photos(folder, n):

@@ -25,7 +25,7 @@ from binsight.errors import DataError, one_line_errors
 from binsight.evaluate.model_evaluation import evaluate_model, headline, known_rows, log_evaluation, summary
 from binsight.evaluate.scoring import prediction_rows, shard_split_loader, split_loader
 from binsight.model.counting_model import load_model
-from binsight.params import check_evaluate, load_params, section, train_section
+from binsight.params import EvaluateParams, load_params, section, train_section
 from binsight.tables import read_split_counts, write_csv, write_json
 from binsight.train.loops import amp_dtype, pick_device
 
@@ -44,16 +44,16 @@ def parse_args(argv):
 
 
 @one_line_errors
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     params = load_params(args.params)
-    eval_params, train_params = section(params, "evaluate", check_evaluate), train_section(params)
+    eval_params, train_params = section(params, EvaluateParams), train_section(params)
     device = pick_device()
     model, meta = load_model(args.model, device)
-    batch, workers, on_shards = eval_params["batch_size"], train_params["num_workers"], train_params["data"] == "shards"
+    batch, workers, on_shards = eval_params.batch_size, train_params.num_workers, train_params.data == "shards"
     if on_shards:
         rows_with_counts, loader = shard_split_loader(
-            train_params["shards"] or args.shards, meta, batch, workers, device, train_params["decode"]
+            train_params.shards or args.shards, meta, batch, workers, device, train_params.decode
         )
     else:
         rows_with_counts = read_split_counts(args.split, "test", args.images)
@@ -65,11 +65,11 @@ def main(argv=None):
     if not on_shards:
         rows = [(i, label) for i, label, _ in rows_with_counts]
         loader = split_loader(rows, args.images, meta, batch, workers, device)
-    result = evaluate_model(model, meta, rows_with_counts, loader, device, amp_dtype(train_params["amp"], device))
+    result = evaluate_model(model, meta, rows_with_counts, loader, device, amp_dtype(train_params.amp, device))
     columns = ["id", "label", "pred", "prob", *(f"p{c}" for c in result.classes)]
     write_csv(args.predictions, prediction_rows(result.rows, result.probs, result.classes), columns)
     with Live(dir=args.live, save_dvc_exp=False, dvcyaml=False) as live:  # `dvc exp run` records experiments
-        log_evaluation(live, result, args.images, eval_params["misclassified"])
+        log_evaluation(live, result, args.images, eval_params.misclassified)
     write_json(args.headline, headline(result))
     print(summary(result))
 

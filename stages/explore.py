@@ -26,18 +26,8 @@ from binsight.data.dataset_stats import (
 )
 from binsight.data.raw_bins import RawBins
 from binsight.errors import DataError, one_line_errors
-from binsight.params import is_int, load_params, require, section
+from binsight.params import ExploreParams, load_params, section
 from binsight.tables import read_csv, write_csv, write_json
-
-
-def check_explore(p):
-    require(
-        is_int(p.get("size_bins")) and 1 <= p["size_bins"] <= 1000,
-        "explore.size_bins",
-        p.get("size_bins"),
-        "an integer from 1 to 1000",
-    )
-    return p
 
 
 def load_metadata(folder, bin_ids, images_dir=None):
@@ -64,7 +54,7 @@ def blank_none(rows):
 
 
 @one_line_errors
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
     parser.add_argument("--manifest", default="data/raw/manifest.csv", help="fetch manifest (default: %(default)s)")
@@ -75,7 +65,7 @@ def main(argv=None):
     parser.add_argument("--out", default="data/explore", help="output folder (default: %(default)s)")
     args = parser.parse_args(argv)
 
-    p = section(load_params(args.params), "explore", check_explore)
+    p = section(load_params(args.params), ExploreParams)
     bins = bins_from_manifest(read_csv(args.manifest, required=("id", "label", "width", "height", "bytes")))
     if not bins:
         raise DataError(f"{args.manifest} lists no bins: did fetch find any?")
@@ -84,7 +74,7 @@ def main(argv=None):
 
     out = Path(args.out)
     write_csv(out / "class_counts.csv", class_counts(bins, metadata), CLASS_COLUMNS)
-    write_csv(out / "file_sizes.csv", size_histogram([b.bytes for b in bins], p["size_bins"]), SIZE_COLUMNS)
+    write_csv(out / "file_sizes.csv", size_histogram([b.bytes for b in bins], p.size_bins), SIZE_COLUMNS)
     write_csv(out / "resolutions.csv", resolution_rows(bins), RESOLUTION_COLUMNS)
     write_csv(out / "items.csv", blank_none(items), ITEM_COLUMNS)
     stats = summary(bins, metadata, items)

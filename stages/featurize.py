@@ -13,13 +13,13 @@ import argparse
 import time
 
 from binsight.errors import one_line_errors
-from binsight.params import check_model, load_params, section, train_section
+from binsight.params import ModelParams, load_params, section, train_section
 from binsight.tables import read_split
 from binsight.train.feature_store import SPLITS, cacheable, feature_key, write_features, write_not_cached
 
 
 @one_line_errors
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--split", default="data/split")
@@ -29,7 +29,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     params = load_params(args.params)
-    model_params, train_params = section(params, "model", check_model), train_section(params)
+    model_params, train_params = section(params, ModelParams), train_section(params)
     ok, why = cacheable(model_params, train_params)
     if not ok:
         write_not_cached(args.out, why)
@@ -43,22 +43,22 @@ def main(argv=None):
 
     # The same seed and build as the train stage: a backbone without pretrained weights gets the
     # same random init there, and the digest in meta.json proves it.
-    seed_everything(train_params["seed"])
+    seed_everything(train_params.seed)
     classes = sorted({label for split in ("train", "val") for _, label in rows[split]})
     model = model_from_params(model_params, len(classes))
     device = pick_device()
     backbone = model.backbone.to(device)
     start = time.perf_counter()
-    dtype = amp_dtype(train_params["amp"], device, training=True)  # the precision the image path trains at
+    dtype = amp_dtype(train_params.amp, device, training=True)  # the precision the image path trains at
     arrays = {
         split: compute_features(
             backbone,
             rows[split],
             args.images,
-            train_params["image_size"],
-            train_params["jpeg_draft"],
+            train_params.image_size,
+            train_params.jpeg_draft,
             args.batch_size,
-            train_params["num_workers"],
+            train_params.num_workers,
             device,
             dtype,
         )
@@ -75,8 +75,8 @@ def main(argv=None):
     }
     write_features(args.out, meta, arrays, rows)
     print(
-        f"featurize: {n} images -> {model.feature_dim}-d {model_params['arch']} features at "
-        f"{train_params['image_size']} px in {seconds:.1f}s on {device} ({n / max(seconds, 1e-9):.0f} img/s) "
+        f"featurize: {n} images -> {model.feature_dim}-d {model_params.arch} features at "
+        f"{train_params.image_size} px in {seconds:.1f}s on {device} ({n / max(seconds, 1e-9):.0f} img/s) "
         f"-> {args.out}"
     )
 

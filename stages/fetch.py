@@ -17,12 +17,12 @@ from pathlib import Path
 from tqdm import tqdm
 
 from binsight.data.abid_format import limit_per_class, parse_file_list_bytes
-from binsight.data.class_policy import check_classes, label_for
+from binsight.data.class_policy import label_for
 from binsight.data.download import MANIFEST_COLUMNS, Downloader, build_report, local_folder, manifest_rows
 from binsight.data.raw_shards import fetch_into_shards, unshard_all
 from binsight.data.s3_client import make_client
 from binsight.errors import BinsightError, DataError, one_line_errors
-from binsight.params import check_fetch, load_params, section
+from binsight.params import check_classes, fetch_section, load_params
 from binsight.tables import write_csv, write_json
 
 
@@ -57,7 +57,7 @@ def summary_line(report, moved, report_path):
 
 
 @one_line_errors
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
     parser.add_argument("--out", default="data/raw", help="output folder (default: %(default)s)")
@@ -66,41 +66,37 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     params = load_params(args.params)
-    p, classes = section(params, "fetch", check_fetch), check_classes(params.get("classes"))
-    listed = read_file_list(p["file_list"])
+    p, classes = fetch_section(params), check_classes(params.get("classes"))
+    listed = read_file_list(p.file_list)
     # Only the bins the class policy admits: a list of the whole bucket under `subset` fetches 1-5 only.
-    counts = {i: c for i, c in listed.items() if label_for(c, classes["policy"], classes["clip_at"]) is not None}
+    counts = {i: c for i, c in listed.items() if label_for(c, classes.policy, classes.clip_at) is not None}
     if len(counts) < len(listed):
-        print(f"fetch: {len(listed) - len(counts)} listed bins left out by classes.policy={classes['policy']}")
-    labels = limit_per_class(counts, p["limit_per_class"])
-    folder = local_folder(p["local_dir"])
-    client = (
-        None if folder else make_client(p["region"], p["endpoint_url"], p["anonymous"], p["concurrency"], p["retries"])
-    )
-    downloader = Downloader(client, p["bucket"], p["prefix"], args.out, attempts=p["retries"], folder=folder)
+        print(f"fetch: {len(listed) - len(counts)} listed bins left out by classes.policy={classes.policy}")
+    labels = limit_per_class(counts, p.limit_per_class)
+    folder = local_folder(p.local_dir)
+    client = None if folder else make_client(p.region, p.endpoint_url, p.anonymous, p.concurrency, p.retries)
+    downloader = Downloader(client, p.bucket, p.prefix, args.out, attempts=p.retries, folder=folder)
     where = (
-        f"the local copy {folder}/{p['prefix']}"
-        if folder
-        else f"s3://{p['bucket']}/{p['prefix']} ({p['endpoint_url'] or 'AWS'})"
+        f"the local copy {folder}/{p.prefix}" if folder else f"s3://{p.bucket}/{p.prefix} ({p.endpoint_url or 'AWS'})"
     )
-    print(f"fetch: {len(labels)} bins from {where}, {p['concurrency']} at a time")
-    if p["layout"] == "shards":
+    print(f"fetch: {len(labels)} bins from {where}, {p.concurrency} at a time")
+    if p.layout == "shards":
         with tqdm(total=len(labels), desc="fetch", unit="bin", disable=True if args.no_progress else None) as bar:
-            records = fetch_into_shards(downloader, labels, p["shard_size"], p["concurrency"], bar)
+            records = fetch_into_shards(downloader, labels, p.shard_size, p.concurrency, bar)
     else:
         moved = unshard_all(downloader.images_dir, downloader.metadata_dir, labels)
         if moved:
             print(f"fetch: {moved} bins taken out of the raw shards (fetch.layout: files)")
-        records = downloader.fetch_all(labels, p["concurrency"], progress=not args.no_progress)
+        records = downloader.fetch_all(labels, p.concurrency, progress=not args.no_progress)
 
     write_csv(Path(args.out) / "manifest.csv", manifest_rows(records), MANIFEST_COLUMNS)
-    report = build_report(records, p["max_bad_fraction"], p["file_list"])
+    report = build_report(records, p.max_bad_fraction, p.file_list)
     write_json(args.report, report)
     print(summary_line(report, "copied" if folder else "downloaded", args.report))
-    if report["bad_fraction"] > p["max_bad_fraction"]:
+    if report["bad_fraction"] > p.max_bad_fraction:
         raise DataError(
             f"{report['bad']} of {report['requested']} bins ({report['bad_fraction']:.1%}) are bad, "
-            f"more than fetch.max_bad_fraction={p['max_bad_fraction']:g}; see {args.report}"
+            f"more than fetch.max_bad_fraction={p.max_bad_fraction:g}; see {args.report}"
         )
 
 

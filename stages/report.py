@@ -15,7 +15,7 @@ from binsight.files import atomic_write_text
 
 
 @one_line_errors
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--explore", default="data/explore", help="explore stage outputs (default: %(default)s)")
     parser.add_argument("--train", default="dvclive/train", help="training dvclive folder (default: %(default)s)")

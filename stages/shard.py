@@ -19,7 +19,7 @@ from binsight.data.stratified_split import SPLITS
 from binsight.data.training_shards import pack_splits
 from binsight.errors import one_line_errors
 from binsight.files import atomic_write_text
-from binsight.params import check_shard, load_params, section, train_section
+from binsight.params import ShardParams, load_params, section, train_section
 from binsight.tables import read_split_counts
 
 UNPACKED_NOTE = "NOT_PACKED.txt"
@@ -35,7 +35,7 @@ def write_unpacked_note(out):
 
 
 @one_line_errors
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--split", default="data/split")
@@ -46,9 +46,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     params = load_params(args.params)
-    p, train = section(params, "shard", check_shard), train_section(params)
-    size = train["image_size"]
-    if p["pack"] == "auto" and train["data"] == "files":
+    p, train = section(params, ShardParams), train_section(params)
+    size = train.image_size
+    if p.pack == "auto" and train.data == "files":
         write_unpacked_note(args.out)
         print(f"shard: nothing to pack (train.data: files reads no shards; shard.pack: always packs) -> {args.out}/")
         return
@@ -56,11 +56,11 @@ def main(argv=None):
     total = sum(len(rows) for rows in splits.values())
     with tqdm(total=total, desc="shard", unit="bin", disable=True if args.no_progress else None) as bar:
         index = pack_splits(
-            splits, args.images, args.metadata, args.out, size, p["size"], p["quality"], p["seed"], progress=bar.update
+            splits, args.images, args.metadata, args.out, size, p.size, p.quality, p.seed, progress=bar.update
         )
     files = sum(len(entries) for entries in index["splits"].values())
     print(
-        f"shard: {total} bins in {files} shards of up to {p['size']} at {size} px "
+        f"shard: {total} bins in {files} shards of up to {p.size} at {size} px "
         f"({index['reused']} already whole and kept) -> {args.out}/"
     )
 

@@ -11,15 +11,15 @@ Classes are split one by one, so adding bins of other counts leaves the 1-5 bins
 import argparse
 from pathlib import Path
 
-from binsight.data.class_policy import check_classes, label_for
+from binsight.data.class_policy import label_for
 from binsight.data.stratified_split import SPLITS, stratified_split
 from binsight.errors import DataError, one_line_errors
-from binsight.params import check_split, load_params, section
+from binsight.params import SplitParams, check_classes, load_params, section
 from binsight.tables import read_labels, write_csv
 
 
 @one_line_errors
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--manifest", default="data/raw/manifest.csv")
@@ -27,25 +27,25 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     params = load_params(args.params)
-    p, classes = section(params, "split", check_split), check_classes(params.get("classes"))
+    p, classes = section(params, SplitParams), check_classes(params.get("classes"))
     counts = dict(read_labels(args.manifest))
     if not counts:
         raise DataError(f"{args.manifest} lists no bins: did fetch find any?")
-    labels = {i: label_for(c, classes["policy"], classes["clip_at"]) for i, c in counts.items()}
+    labels = {i: label_for(c, classes.policy, classes.clip_at) for i, c in counts.items()}
     items = [(i, y) for i, y in labels.items() if y is not None]
     if not items:
         raise DataError(
-            f"classes.policy={classes['policy']} admits none of the {len(counts)} bins of {args.manifest}; "
+            f"classes.policy={classes.policy} admits none of the {len(counts)} bins of {args.manifest}; "
             "pick another policy or list other bins"
         )
-    splits = stratified_split(items, p["ratios"], p["seed"])
+    splits = stratified_split(items, p.ratios, p.seed)
     for name in SPLITS:
         rows = [{"id": i, "label": y, "count": counts[i]} for i, y in splits[name]]
         write_csv(Path(args.out) / f"{name}.csv", rows, ("id", "label", "count"))
     sizes = {name: len(rows) for name, rows in splits.items()}
     left_out = len(counts) - len(items)
     print(
-        f"split: {sizes} (seed {p['seed']}, classes.policy={classes['policy']}"
+        f"split: {sizes} (seed {p.seed}, classes.policy={classes.policy}"
         + (f", {left_out} bins left out" if left_out else "")
         + f") -> {args.out}/"
     )

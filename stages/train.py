@@ -14,7 +14,7 @@ import sys
 
 from binsight.errors import ConfigError, one_line_errors
 from binsight.model.aux_targets import read_aux_targets
-from binsight.params import check_model, check_train_with_model, load_params, section, train_section
+from binsight.params import ModelParams, check_train_with_model, load_params, section, train_section
 from binsight.tables import read_split
 from binsight.train.run_paths import Paths
 from binsight.tune.pruning import TrialLink
@@ -44,39 +44,39 @@ def parse_args(argv):
 
 def relaunch_distributed(dist_params, argv):
     """Several processes asked for and not under torchrun yet: start torchrun in our place."""
-    if dist_params["nnodes"] > 1:
+    if dist_params.nnodes > 1:
         raise ConfigError(
-            f"train.distributed.nnodes={dist_params['nnodes']}: start `torchrun "
-            f"--nnodes={dist_params['nnodes']} --nproc_per_node={dist_params['nproc_per_node']} "
+            f"train.distributed.nnodes={dist_params.nnodes}: start `torchrun "
+            f"--nnodes={dist_params.nnodes} --nproc_per_node={dist_params.nproc_per_node} "
             "--rdzv-backend=c10d --rdzv-endpoint=HOST:29400 -m stages.train` on every node"
         )
-    if dist_params["nproc_per_node"] > 1:
+    if dist_params.nproc_per_node > 1:
         from binsight.train.distributed import torchrun_command
 
-        cmd = torchrun_command(dist_params["nproc_per_node"], "stages.train", argv)
-        print(f"train: launching {dist_params['nproc_per_node']} processes: {' '.join(cmd[1:])}", flush=True)
+        cmd = torchrun_command(dist_params.nproc_per_node, "stages.train", argv)
+        print(f"train: launching {dist_params.nproc_per_node} processes: {' '.join(cmd[1:])}", flush=True)
         os.execv(sys.executable, cmd)
 
 
 @one_line_errors
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     params = load_params(args.params)
-    model_params = section(params, "model", check_model)
+    model_params = section(params, ModelParams)
     train_params = check_train_with_model(model_params, train_section(params))
     # an empty split, a missing image or (with train.aux_weight) missing metadata too; training reads them again
     train_rows = read_split(args.split, "train", args.images)
     read_split(args.split, "val", args.images)
-    if train_params["aux_weight"]:
+    if train_params.aux_weight:
         read_aux_targets(train_rows, args.metadata, args.images)
     # torch takes seconds to import: only now, so a bad param or path is reported at once
     from binsight.train.distributed import init_world, under_torchrun
     from binsight.train.training_run import fit
 
     if not under_torchrun():
-        relaunch_distributed(train_params["distributed"], argv)
-    world = init_world(train_params["distributed"]["backend"])
+        relaunch_distributed(train_params.distributed, argv)
+    world = init_world(train_params.distributed.backend)
     paths = Paths(
         split=args.split,
         images=args.images,

@@ -12,7 +12,7 @@ from binsight.errors import ConfigError, DataError
 from binsight.model.aux_targets import AUX_OUTPUTS, aux_targets, read_aux_targets
 from binsight.model.count_losses import AuxTargetLoss, CountingLoss, standardizer
 from binsight.model.counting_model import build_model, load_model, save_model
-from binsight.params import check_train_with_model
+from binsight.params import ModelParams, TrainParams, check_model, check_train_with_model
 
 
 def sku(qty, length=2.0, width=3.0, height=4.0, weight=0.5):
@@ -89,7 +89,7 @@ def test_the_second_head_trains_beside_the_count_and_stays_out_of_the_model_file
     x = torch.randn(2, 3, 32, 32)
     outputs = model(x)
     assert outputs.shape == (2, 5 + AUX_OUTPUTS)
-    save_model(tmp_path / "m.pt", model, [1, 2, 3, 4, 5], params, 32)
+    save_model(tmp_path / "m.pt", model, [1, 2, 3, 4, 5], check_model(params), 32)
     saved = torch.load(tmp_path / "m.pt", weights_only=False)["state_dict"]
     assert not any(k.startswith("aux.") for k in saved) and "head.0.weight" in saved
     loaded, _ = load_model(tmp_path / "m.pt")
@@ -126,7 +126,7 @@ def test_both_loaders_serve_each_image_with_its_own_metadata_targets(tmp_path):
 
 
 def test_a_frozen_backbone_with_metadata_targets_is_refused_with_the_fix():
-    check_train_with_model({"freeze_backbone": False}, {"aux_weight": 1.0})
-    check_train_with_model({"freeze_backbone": True}, {"aux_weight": 0.0})
+    check_train_with_model(ModelParams(freeze_backbone=False), TrainParams(aux_weight=1.0))
+    check_train_with_model(ModelParams(freeze_backbone=True), TrainParams(aux_weight=0.0))
     with pytest.raises(ConfigError, match=r"needs model\.freeze_backbone: false.*set train\.aux_weight: 0"):
-        check_train_with_model({"freeze_backbone": True}, {"aux_weight": 1.0})
+        check_train_with_model(ModelParams(freeze_backbone=True), TrainParams(aux_weight=1.0))

@@ -100,7 +100,7 @@ def test_stale_or_mismatched_features_are_never_used(project):
     rows = {s: read_split(project / "data/split", s, project / "data/raw/images") for s in ("train", "val")}
     classes = [1, 2, 3, 4, 5]
 
-    def backbone(seed=train_params["seed"]):
+    def backbone(seed=train_params.seed):
         seed_everything(seed)
         return model_from_params(model_params, 5).backbone
 
@@ -112,7 +112,7 @@ def test_stale_or_mismatched_features_are_never_used(project):
     ), why
     cases = [
         (
-            (model_params, {**train_params, "image_size": 96}, rows, backbone()),
+            (model_params, train_params.replace(image_size=96), rows, backbone()),
             "not {'arch': 'resnet18', 'weights': 'none', 'image_size': 96",
         ),
         ((model_params, train_params, rows, backbone(seed=7)), "other backbone weights"),
@@ -120,8 +120,8 @@ def test_stale_or_mismatched_features_are_never_used(project):
             (model_params, train_params, {**rows, "train": rows["train"][1:]}, backbone()),
             "does not list the bins of the train split",
         ),
-        ((model_params, {**train_params, "augment": True}, rows, backbone()), "train.augment is true"),
-        ((model_params, {**train_params, "use_features": "never"}, rows, backbone()), "train.use_features is never"),
+        ((model_params, train_params.replace(augment=True), rows, backbone()), "train.augment is true"),
+        ((model_params, train_params.replace(use_features="never"), rows, backbone()), "train.use_features is never"),
         ((model_params, train_params, rows, backbone()), "no "),  # folder missing
     ]
     for i, ((m, t, r, b), expected) in enumerate(cases):

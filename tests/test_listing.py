@@ -5,8 +5,9 @@ import json
 import pytest
 
 from binsight.data.abid_format import expected_quantity, file_list_object, parse_file_list
-from binsight.data.class_policy import admitted, check_classes, class_name, label_for
+from binsight.data.class_policy import admitted, class_name, label_for
 from binsight.errors import ConfigError
+from binsight.params import check_classes
 from binsight.tables import class_names, read_csv
 from tests.support.bucket import build_list_bucket
 from tests.support.project import call
@@ -123,7 +124,7 @@ COUNTS = {f"{c:03d}": c for c in (0, 1, 2, 3, 4, 5, 6, 7, 48)}
 )
 def test_each_class_policy_admits_and_labels_its_counts(policy, expected):
     p = check_classes(policy)
-    assert admitted(COUNTS, p["policy"], p["clip_at"]) == expected
+    assert admitted(COUNTS, p.policy, p.clip_at) == expected
 
 
 def test_class_names_mark_the_open_class_and_bad_policies_are_refused():

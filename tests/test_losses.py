@@ -17,6 +17,7 @@ from binsight.model.count_losses import (
     output_size,
 )
 from binsight.model.counting_model import load_model, model_from_params
+from binsight.params import check_model
 from binsight.tables import read_split
 from binsight.train.loops import seed_everything
 from tests.support.dataset import SMALL_MODEL, write_dataset
@@ -147,7 +148,7 @@ def test_metadata_targets_fit_generated_bins_better_than_chance(fit_project):
     call("stages.train", "--model", "models/aux.pt", "--live", "live_aux", "--checkpoint", "ckpt_aux.pt", cwd=proj)
     head = torch.load(proj / "ckpt_aux.pt", weights_only=False)["model"]["aux.weight"]
     seed_everything(42)  # the run's initial weights, built as the train stage builds them
-    init = model_from_params(SMALL_MODEL, 5, aux_outputs=7).aux.weight.detach()
+    init = model_from_params(check_model(SMALL_MODEL), 5, aux_outputs=7).aux.weight.detach()
     assert head.shape == init.shape == (7, 256)
     assert (head - init).abs().mean() > 0.1 * init.abs().mean()  # it got gradients: it learned
     model, meta = load_model(proj / "models/aux.pt")

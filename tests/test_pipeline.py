@@ -150,7 +150,7 @@ def test_a_hyperparameter_set_twice_is_refused_with_the_fix(tmp_path):
     from binsight.params import load_params, train_section
 
     params = load_params(REPO / "params.yaml")
-    assert train_section(params)["lr"] == params["lr"]
+    assert train_section(params).lr == params["lr"]
     with pytest.raises(ConfigError, match=r"lr is set twice.*keep the top-level one \(`dvc exp run -S lr=...`\)"):
         train_section({**params, "train": {**params["train"], "lr": params["lr"] * 2}})
 

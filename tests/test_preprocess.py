@@ -7,6 +7,7 @@ import torch
 from binsight.data.image_datasets import IMAGENET_MEAN, IMAGENET_STD
 from binsight.evaluate.scoring import split_loader
 from binsight.model.counting_model import build_model, load_model, preprocessing, save_model
+from binsight.params import check_model
 from binsight.serve.predictor import Predictor
 from tests.support.bucket import REAL_SAMPLE
 
@@ -26,7 +27,7 @@ def model_file(path, jpeg_draft):
         path,
         build_model("resnet18", "none", 5),
         [1, 2, 3, 4, 5],
-        PARAMS,
+        check_model(PARAMS),
         SIZE,
         preprocess=preprocessing(SIZE, jpeg_draft, "none"),
     )

@@ -27,10 +27,10 @@ def test_every_recipe_sets_valid_params(name):
     params = apply(load_params(REPO / "params.yaml"), set_flags(RECIPES[name]))
     model, train = check_model(params["model"]), train_section(params)
     if name == "notebook":
-        assert model["freeze_backbone"] and model["weights"] == "IMAGENET1K_V1" and train["loss"] == "ce"
+        assert model.freeze_backbone and model.weights == "IMAGENET1K_V1" and train.loss == "ce"
     if name == "cpu-scratch":
-        assert model["weights"] == "none" and train["backbone_lr"] is None and train["cache_images"]
-    assert model["width"] == 1.0  # explicit: a half-width experiment applied to the workspace must not leak in
+        assert model.weights == "none" and train.backbone_lr is None and train.cache_images
+    assert model.width == 1.0  # explicit: a half-width experiment applied to the workspace must not leak in
 
 
 # Keys that change what a run learns whatever else is set. `dvc exp run` applies an experiment's params to

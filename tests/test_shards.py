@@ -15,6 +15,7 @@ import torch
 from binsight.data.shard_stream import ShardBatches, ShardSet, ShardStream, cache_decision, deal, steps_per_epoch
 from binsight.data.training_shards import read_index, verify_shards
 from binsight.errors import DataError
+from binsight.params import TrainParams
 from tests.support.bucket import REPO, admin_client
 from tests.support.dataset import SMALL_MODEL, SMALL_TRAIN, write_dataset
 from tests.support.project import call, git_commit, kill_when_written, make_project, python_m, run, set_params
@@ -142,13 +143,13 @@ def test_cached_shards_give_the_uncached_order_and_read_each_tar_once(sharded):
 
 
 def test_shard_images_are_cached_only_in_process_and_when_they_fit():
-    train = {"image_size": 64, "cache_images": True, "decode": "cpu"}
+    train = TrainParams(image_size=64, cache_images=True, decode="cpu")
     need = 100 * 3 * 64 * 64
     assert cache_decision(train, 0, 100, free_bytes=4 * need)[0]
     assert not cache_decision(train, 0, 100, free_bytes=need)[0]  # more than half the free memory
     assert not cache_decision(train, 2, 100, free_bytes=4 * need)[0]  # loader workers
-    assert not cache_decision({**train, "decode": "gpu"}, 0, 100, free_bytes=4 * need)[0]
-    assert not cache_decision({**train, "cache_images": False}, 0, 100, free_bytes=4 * need)[0]
+    assert not cache_decision(train.replace(decode="gpu"), 0, 100, free_bytes=4 * need)[0]
+    assert not cache_decision(train.replace(cache_images=False), 0, 100, free_bytes=4 * need)[0]
     with pytest.raises(ValueError, match="in-process"):
         ShardStream(None, "train", [], workers=2, cache=True)
 

@@ -20,7 +20,7 @@ from binsight.model.counting_model import (
     resolve_weights,
     save_model,
 )
-from binsight.params import SCALABLE_ARCHS, TOP_LEVEL_TRAIN, check_model, check_train, load_params
+from binsight.params import SCALABLE_ARCHS, TOP_LEVEL_TRAIN, check_model, check_train, load_params, train_section
 from binsight.train.loops import cpu_has_bf16, use_channels_last
 from binsight.train.training_run import make_optimizer
 from tests.support.dataset import SMALL_MODEL, SMALL_TRAIN, write_dataset
@@ -106,7 +106,7 @@ def test_amp_off_as_yaml_reads_it_is_off():
     # `dvc exp run -S train.amp=off` and `amp: off` in params.yaml both reach us as False (YAML 1.1)
     defaults = yaml.safe_load(open(REPO / "params.yaml"))
     values = {**defaults["train"], **{key: defaults[key] for key in TOP_LEVEL_TRAIN}, "amp": yaml.safe_load("off")}
-    assert check_train(values)["amp"] == "off"
+    assert check_train(values).amp == "off"
 
 
 def test_empty_split_and_missing_image_are_named(project):
@@ -180,7 +180,7 @@ def test_a_narrower_resnet_keeps_its_width_through_the_model_file(tmp_path):
     assert {t.device.type for t in model.state_dict().values()} == {"cpu"}  # none left on the meta device
     conv = model.backbone.layer4[1].conv2.weight  # torchvision's init: kaiming normal, fan_out
     assert conv.std().item() == pytest.approx((2 / (conv.shape[0] * 9)) ** 0.5, rel=0.05)
-    save_model(tmp_path / "model.pt", model, [1, 2, 3, 4, 5], params, 64)
+    save_model(tmp_path / "model.pt", model, [1, 2, 3, 4, 5], check_model(params), 64)
     loaded, _ = load_model(tmp_path / "model.pt")
     x = torch.rand(2, 3, 64, 64)
     model.eval()
@@ -198,9 +198,9 @@ def test_unknown_weights_name_lists_the_choices():
 def test_adam_steps_run_fused_and_update_as_torchs_default_does(name):
     """make_optimizer picks torch's fused Adam/AdamW kernel for a model on the CPU (or a GPU); three steps
     of it move every weight as the default implementation does, to float rounding. Pinned to the CPU."""
-    train_params = {**load_params()["train"], "optimizer": name, "lr": 0.01, "backbone_lr": 0.001, "weight_decay": 0.05}
+    train_params = train_section(load_params()).replace(optimizer=name, lr=0.01, backbone_lr=0.001, weight_decay=0.05)
     torch.manual_seed(0)
-    model = model_from_params(SMALL_MODEL, 5)
+    model = model_from_params(check_model(SMALL_MODEL), 5)
     twin, initial = copy.deepcopy(model), copy.deepcopy(model)
     fused = make_optimizer(model, train_params)
     assert all(g["fused"] for g in fused.param_groups) and [g["lr"] for g in fused.param_groups] == [0.001, 0.01]
@@ -224,7 +224,7 @@ def test_adam_steps_run_fused_and_update_as_torchs_default_does(name):
     assert all(not torch.equal(a, b) for a, b in zip(model.parameters(), initial.parameters()))  # every weight moved
     for a, b in zip(model.parameters(), twin.parameters()):  # (the twin's BatchNorm statistics never ran)
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)  # a step moves a weight by ~1e-3
-    assert not make_optimizer(model, {**train_params, "optimizer": "sgd"}).param_groups[0].get("fused")
+    assert not make_optimizer(model, train_params.replace(optimizer="sgd")).param_groups[0].get("fused")
 
 
 @pytest.mark.parametrize(

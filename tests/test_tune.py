@@ -24,12 +24,12 @@ CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AW
 
 def test_the_default_search_space_is_the_seed_tuners():
     tune_params = check_tune(load_params()["tune"])
-    assert tune_params["space"] == {
+    assert tune_params.space == {
         "lr": {"low": 0.001, "high": 0.1, "log": True},
         "batch_size": [16, 32, 64, 128, 256, 512],
         "epochs": {"low": 10, "high": 20},
     }
-    assert tune_params["metric"] == "best/val_acc" and tune_params["direction"] == "maximize"
+    assert tune_params.metric == "best/val_acc" and tune_params.direction == "maximize"
 
 
 @pytest.mark.parametrize(

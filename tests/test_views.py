@@ -10,6 +10,7 @@ from PIL import Image
 
 from binsight.data.square_views import average_over_views, dihedral, views
 from binsight.model.counting_model import build_model, preprocessing, save_model
+from binsight.params import check_model
 from binsight.serve.predictor import Predictor
 from tests.support.synthetic import draw_bin
 
@@ -52,7 +53,7 @@ def model_file(tmp_path_factory):
         "head": {"hidden": [], "dropout": 0.0},
         "tta": "dihedral",
     }
-    save_model(path, model, [1, 2, 3, 4, 5], params, 64, preprocess=preprocessing(64, True, "dihedral"))
+    save_model(path, model, [1, 2, 3, 4, 5], check_model(params), 64, preprocess=preprocessing(64, True, "dihedral"))
     return path
 
 

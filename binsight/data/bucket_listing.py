@@ -190,7 +190,7 @@ def build_list(source, out, report_path=None, concurrency=64, endpoint_url=None,
 
 
 @one_line_errors
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="binsight list", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -9,22 +9,9 @@ under `clip` with clip_at 6, label 6 stands for "6 or more". The figure comparab
 is always taken on the bins with 1-5 items (`COUNTS_1TO5`), whatever the policy.
 """
 
-from binsight.errors import ConfigError
+from binsight.params import POLICIES  # noqa: F401 (the policies, named where they are checked)
 
-POLICIES = ("subset", "anchors", "clip")
 COUNTS_1TO5 = (1, 2, 3, 4, 5)  # the counts of the subset list, the notebook's 32 % and the headline's test_acc_1to5
-
-
-def check_classes(p):
-    p = dict(p or {})
-    p.setdefault("policy", "subset")
-    p.setdefault("clip_at", 6)
-    if p["policy"] not in POLICIES:
-        raise ConfigError(f"classes.policy={p['policy']!r} is not allowed: expected one of {', '.join(POLICIES)}")
-    k = p["clip_at"]
-    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 1000:
-        raise ConfigError(f"classes.clip_at={k!r} is not allowed: expected an integer from 1 to 1000")
-    return p
 
 
 def label_for(count, policy="subset", clip_at=6):

@@ -6,12 +6,16 @@ fsync, rename), so a killed run leaves nothing half-written and a rerun fetches 
 missing or broken.
 """
 
+from __future__ import annotations
+
 import hashlib
 import random
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 from botocore.exceptions import (
@@ -88,7 +92,15 @@ class FolderObjects:
 class Downloader:
     """Bins from S3 (`client` + `bucket`) or, with `folder`, from a local copy of the bucket."""
 
-    def __init__(self, client, bucket, prefix, out_dir, attempts=5, folder=None):
+    def __init__(
+        self,
+        client: Any,
+        bucket: str,
+        prefix: str,
+        out_dir: str | Path,
+        attempts: int = 5,
+        folder: str | Path | None = None,
+    ) -> None:
         self.client, self.bucket, self.prefix, self.attempts = client, bucket, prefix, attempts
         self.folder = FolderObjects(folder) if folder is not None else None
         self.images_dir = Path(out_dir) / "images"
@@ -186,7 +198,9 @@ class Downloader:
         rec.reason, rec.detail = reason, detail
         return rec
 
-    def fetch_all(self, labels, concurrency=32, progress=True, bar=None):
+    def fetch_all(
+        self, labels: Mapping[str, int], concurrency: int = 32, progress: bool = True, bar: Any = None
+    ) -> list[BinRecord]:
         """Fetch every {bin_id: label}; return BinRecords sorted by id. `bar`: a progress bar of the
         caller's to advance (and leave open) instead of one of its own."""
         for folder in (self.images_dir, self.metadata_dir):

@@ -11,8 +11,11 @@ evaluate on `train.data: files`, explore, the metadata targets) goes through `Ra
 feed the same pipeline.
 """
 
+from __future__ import annotations
+
 import io
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 from binsight.errors import DataError
@@ -38,7 +41,7 @@ def read_raw_index(images_dir):
 class RawBins:
     """Each fetched bin's image and metadata by id, from per-bin files or from raw tar shards."""
 
-    def __init__(self, images_dir, metadata_dir=None):
+    def __init__(self, images_dir: str | Path, metadata_dir: str | Path | None = None) -> None:
         self.images_dir = Path(images_dir)
         self.metadata_dir = Path(metadata_dir) if metadata_dir is not None else None
         index = read_raw_index(self.images_dir)
@@ -50,12 +53,12 @@ class RawBins:
             for bin_id, spans in entry["bins"].items()
         }
 
-    def __contains__(self, bin_id):
+    def __contains__(self, bin_id: object) -> bool:
         if self.sharded:
             return bin_id in self.where
         return (self.images_dir / f"{bin_id}.jpg").exists()
 
-    def missing(self, ids):
+    def missing(self, ids: Iterable[str]) -> list[str]:
         return [i for i in ids if i not in self]
 
     def _read(self, bin_id, part):
@@ -79,12 +82,12 @@ class RawBins:
             return io.BytesIO(self._read(bin_id, "image"))
         return self.images_dir / f"{bin_id}.jpg"
 
-    def image_bytes(self, bin_id):
+    def image_bytes(self, bin_id: str) -> bytes:
         if self.sharded:
             return self._read(bin_id, "image")
         return (self.images_dir / f"{bin_id}.jpg").read_bytes()
 
-    def metadata_bytes(self, bin_id):
+    def metadata_bytes(self, bin_id: str) -> bytes | None:
         """The bin's metadata JSON as fetched, or None when there is none."""
         if self.sharded:
             return self._read(bin_id, "metadata") if bin_id in self.where else None

@@ -20,13 +20,17 @@ Reading from S3 goes through the same boto3 client as fetch: `s3://bucket/prefix
 the shards (e.g. `aws s3 sync data/shards s3://bucket/prefix/`), and each node streams its own shards.
 """
 
+from __future__ import annotations
+
 import io
 import itertools
 import json
 import os
 import random
 import tarfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
@@ -38,12 +42,13 @@ from webdataset.tariterators import group_by_keys, tar_file_expander
 from binsight.data.image_datasets import augment_batch, normalize
 from binsight.data.training_shards import FORMAT, INDEX
 from binsight.errors import DataError
+from binsight.params import TrainParams
 
 
 class ShardSet:
     """Where the shards live (a folder or s3://bucket/prefix/) and their index."""
 
-    def __init__(self, location, client=None):
+    def __init__(self, location: str | Path, client: Any = None) -> None:
         self.location = str(location)
         parsed = urlparse(self.location)
         self.s3 = parsed.scheme == "s3"
@@ -76,7 +81,7 @@ class ShardSet:
             raise DataError(f"{self.location}{INDEX}: format {index.get('format')!r}, expected {FORMAT!r}")
         return index
 
-    def entries(self, split):
+    def entries(self, split: str) -> list[dict[str, Any]]:
         entries = self.index["splits"].get(split)
         if not entries:
             raise DataError(f"{self.location}: no {split} shards in {INDEX}; run `dvc repro shard`")
@@ -122,24 +127,25 @@ class ShardStream(IterableDataset):
 
     def __init__(
         self,
-        shards,
-        split,
-        classes,
-        rank=0,
-        world_size=1,
-        workers=0,
-        shuffle=False,
-        buffer=1000,
-        seed=0,
-        decode="cpu",
-        cache=False,
-    ):
+        shards: ShardSet,
+        split: str,
+        classes: Sequence[int],
+        rank: int = 0,
+        world_size: int = 1,
+        workers: int = 0,
+        shuffle: bool = False,
+        buffer: int = 1000,
+        seed: int = 0,
+        decode: str = "cpu",
+        cache: bool = False,
+    ) -> None:
         self.shards, self.split, self.index = shards, split, {c: i for i, c in enumerate(classes)}
         self.rank, self.world_size, self.workers = rank, world_size, workers
         self.shuffle, self.buffer, self.seed, self.decode, self.epoch = shuffle, buffer, seed, decode, 0
         if cache and (workers or decode != "cpu"):
             raise ValueError("ShardStream caches decoded images only in-process (workers=0, decode='cpu')")
-        self.cache, self.decoded = cache, {}
+        self.cache = cache
+        self.decoded: dict[str, list] = {}  # shard file -> its decoded samples (cache)
         self.entries = shards.entries(split)
         offsets = itertools.accumulate([e["bins"] for e in self.entries], initial=0)
         self.offset = dict(zip((e["file"] for e in self.entries), offsets))
@@ -236,8 +242,16 @@ class ShardBatches:
     `positions` then holds each yielded sample's place in the split, for putting predictions in order."""
 
     def __init__(
-        self, stream, batch_size, device, workers=0, pin_memory=False, augment="none", steps=None, drop_last=False
-    ):
+        self,
+        stream: ShardStream,
+        batch_size: int,
+        device: torch.device,
+        workers: int = 0,
+        pin_memory: bool = False,
+        augment: str = "none",
+        steps: int | None = None,
+        drop_last: bool = False,
+    ) -> None:
         self.stream, self.device, self.augment, self.steps = stream, device, augment, steps
         self.dataset = stream  # as a DataLoader has it
         self.batch_size = batch_size
@@ -252,7 +266,7 @@ class ShardBatches:
             prefetch_factor=4 if workers else None,
         )
         self.normalize = normalize()
-        self.positions = []
+        self.positions: list[torch.Tensor] = []
 
     def set_epoch(self, epoch):
         self.stream.set_epoch(epoch)
@@ -306,13 +320,15 @@ class Epochs:
         return self.batches.images()
 
 
-def cache_decision(train_params, workers, bins, free_bytes=None):
+def cache_decision(
+    train_params: TrainParams, workers: int, bins: int, free_bytes: int | None = None
+) -> tuple[bool, str]:
     """(cache decoded shards?, why): train.cache_images, in-process CPU decoding, and room in memory."""
-    size = train_params["image_size"]
+    size = train_params.image_size
     need = bins * 3 * size * size
-    if not train_params["cache_images"]:
+    if not train_params.cache_images:
         return False, "train.cache_images is false"
-    if workers or train_params["decode"] != "cpu":
+    if workers or train_params.decode != "cpu":
         return False, "decoding runs in loader workers or on the GPU (cached only with num_workers 0, decode cpu)"
     if free_bytes is None:
         free_bytes = available_memory()
@@ -328,10 +344,17 @@ def available_memory():
         return None
 
 
-def shard_loaders(shards, classes, train_params, world, device, pin_memory):
+def shard_loaders(
+    shards: ShardSet,
+    classes: Sequence[int],
+    train_params: TrainParams,
+    world: Any,
+    device: torch.device,
+    pin_memory: bool,
+) -> dict[str, Any]:
     """-> {"train", "val", "sampler", "cache"} over the train and val shards: the training loop's loaders
     ("cache": whether decoded images stay in memory, and why)."""
-    workers, batch = min(train_params["num_workers"], os.cpu_count() or 1), train_params["batch_size"]
+    workers, batch = min(train_params.num_workers, os.cpu_count() or 1), train_params.batch_size
     steps = steps_per_epoch(shards.entries("train"), world.world_size, max(workers, 1), batch)
     if steps == 0:
         raise DataError(
@@ -344,17 +367,17 @@ def shard_loaders(shards, classes, train_params, world, device, pin_memory):
         rank=world.rank,
         world_size=world.world_size,
         workers=workers,
-        seed=train_params["seed"],
-        decode=train_params["decode"],
+        seed=train_params.seed,
+        decode=train_params.decode,
         cache=cache,
     )
     train = ShardBatches(
-        ShardStream(shards, "train", classes, shuffle=True, buffer=train_params["shuffle_buffer"], **common),
+        ShardStream(shards, "train", classes, shuffle=True, buffer=train_params.shuffle_buffer, **common),
         batch,
         device,
         workers,
         pin_memory,
-        train_params["augment"],
+        train_params.augment,
         steps=steps,
         drop_last=True,
     )

@@ -4,7 +4,10 @@ Within each class the ids are ordered by sha256(seed:id): the same on every mach
 version (no RNG stream involved), and adding bins to the list does not reshuffle the others.
 """
 
+from __future__ import annotations
+
 import hashlib
+from collections.abc import Iterable, Mapping
 
 SPLITS = ("train", "val", "test")
 
@@ -20,12 +23,14 @@ def _order_key(seed, bin_id):
     return hashlib.sha256(f"{seed}:{bin_id}".encode()).hexdigest()
 
 
-def stratified_split(items, ratios, seed):
+def stratified_split(
+    items: Iterable[tuple[str, int]], ratios: Mapping[str, float], seed: int
+) -> dict[str, list[tuple[str, int]]]:
     """[(id, label)] -> {"train": [...], "val": [...], "test": [...]}, each sorted by id."""
-    by_class = {}
+    by_class: dict[int, list[str]] = {}
     for bin_id, label in items:
         by_class.setdefault(label, []).append(bin_id)
-    out = {name: [] for name in SPLITS}
+    out: dict[str, list[tuple[str, int]]] = {name: [] for name in SPLITS}
     for label, ids in sorted(by_class.items()):
         ids = sorted(set(ids), key=lambda i: _order_key(seed, i))
         sizes = split_sizes(len(ids), ratios)

@@ -9,14 +9,18 @@ disk speed (docs/scale.md). A shard is plain tar: `tar tf` lists it and any webd
 Bins are spread over the shards in a seeded random order, so every shard holds every class.
 """
 
+from __future__ import annotations
+
 import hashlib
 import io
 import json
 import os
 import random
 import tarfile
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -84,7 +88,7 @@ def sha256_of(path):
     return h.hexdigest()
 
 
-def read_index(folder):
+def read_index(folder: str | Path) -> dict[str, Any]:
     path = Path(folder) / INDEX
     try:
         index = json.loads(path.read_text())
@@ -109,17 +113,17 @@ def reusable(path, entry, rows):
 
 
 def pack_splits(
-    splits,
-    images_dir,
-    metadata_dir,
-    out_dir,
-    image_size,
-    shard_size=1000,
-    quality=95,
-    seed=0,
-    workers=None,
-    progress=None,
-):
+    splits: Mapping[str, Sequence[tuple[str, int, int]]],
+    images_dir: str | Path,
+    metadata_dir: str | Path,
+    out_dir: str | Path,
+    image_size: int,
+    shard_size: int = 1000,
+    quality: int = 95,
+    seed: int = 0,
+    workers: int | None = None,
+    progress: Callable[[int], Any] | None = None,
+) -> dict[str, Any]:
     """{split: [(id, label, count)]} -> shards and index.json in `out_dir`; -> the index.
     A rerun keeps every shard that is already whole and still matches the plan (resume after a kill)."""
     out_dir = Path(out_dir)

@@ -44,7 +44,7 @@ STYLE = {
     "axes.titleweight": "bold",
     "figure.dpi": 100,
     "savefig.dpi": 110,
-    "axes.prop_cycle": matplotlib.cycler(color=plt.get_cmap("tab10").colors),
+    "axes.prop_cycle": matplotlib.cycler(color=plt.get_cmap("tab10").colors),  # type: ignore[attr-defined]
 }
 FIGSIZE = (5.4, 3.5)
 

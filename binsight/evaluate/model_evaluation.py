@@ -10,11 +10,13 @@ single view, so the report shows what TTA buys and what it costs (ms per image).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+from dvclive import Live
 
 from binsight.data.class_policy import COUNTS_1TO5
 from binsight.data.image_decode import load_rgb
@@ -54,7 +56,7 @@ def evaluate_model(
     model: torch.nn.Module,
     meta: dict,
     rows_with_counts: list[tuple[str, int, int]],
-    loader,
+    loader: Iterable,  # a DataLoader over the split's images, or ShardBatches over its shards
     device: torch.device,
     dtype: torch.dtype | None,
 ) -> Evaluation:
@@ -104,7 +106,7 @@ def metric_groups(result: Evaluation) -> dict[str, float]:
     return metrics
 
 
-def log_evaluation(live, result: Evaluation, images_dir: str, max_images: int) -> None:
+def log_evaluation(live: Live, result: Evaluation, images_dir: str, max_images: int) -> None:
     """The metrics, the confusion matrix, accuracy per count and up to `max_images` misclassified photos."""
     for key, value in metric_groups(result).items():
         live.log_metric(key, value, plot=False)

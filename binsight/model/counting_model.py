@@ -6,8 +6,12 @@ classes, the loss (how the head's outputs decode to a count) and the preprocessi
 and serve need nothing but the file and treat every image alike.
 """
 
+from __future__ import annotations
+
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torchvision
@@ -18,6 +22,7 @@ from binsight.data.image_datasets import IMAGENET_MEAN, IMAGENET_STD
 from binsight.errors import ConfigError, DataError, require_model_file
 from binsight.files import atomic_path
 from binsight.model.count_losses import output_size
+from binsight.params import ModelParams, check_model
 
 MODEL_FORMAT = 1
 RESIZE = "bilinear, to a square (aspect ratio not kept: nothing is cropped away)"
@@ -146,8 +151,16 @@ def scaled_resnet(arch, width):
 
 
 def build_model(
-    arch, weights, num_classes, hidden=(), dropout=0.0, freeze_backbone=False, pretrained=True, width=1.0, aux_outputs=0
-):
+    arch: str,
+    weights: str,
+    num_classes: int,
+    hidden: Sequence[int] = (),
+    dropout: float = 0.0,
+    freeze_backbone: bool = False,
+    pretrained: bool = True,
+    width: float = 1.0,
+    aux_outputs: int = 0,
+) -> BinCounter:
     """A BinCounter with `num_classes` outputs. `pretrained=False` skips loading weights (for
     rebuilding a saved model). `width` != 1: a narrower or wider ResNet (scaled_resnet), from scratch."""
     resolved = resolve_weights(arch, weights)
@@ -166,22 +179,24 @@ def build_model(
     return BinCounter(net, feature_dim, num_classes, hidden, dropout, freeze_backbone, aux_outputs)
 
 
-def model_from_params(model_params, num_classes, pretrained=True, loss="ce", aux_outputs=0):
+def model_from_params(
+    model_params: ModelParams, num_classes: int, pretrained: bool = True, loss: str = "ce", aux_outputs: int = 0
+) -> BinCounter:
     """The model for `num_classes` counts, its head as wide as `loss` needs (binsight.model.count_losses)."""
     return build_model(
-        model_params["arch"],
-        model_params["weights"],
+        model_params.arch,
+        model_params.weights,
         output_size(loss, num_classes),
-        model_params["head"]["hidden"],
-        model_params["head"]["dropout"],
-        model_params["freeze_backbone"],
+        model_params.head.hidden,
+        model_params.head.dropout,
+        model_params.freeze_backbone,
         pretrained,
-        model_params.get("width", 1.0),
+        model_params.width,
         aux_outputs,
     )
 
 
-def preprocessing(image_size, jpeg_draft=True, tta="none"):
+def preprocessing(image_size: int, jpeg_draft: bool = True, tta: str = "none") -> dict[str, Any]:
     """The preprocessing contract stored in a model file and honoured by evaluate, predict, serve."""
     return {
         "image_size": int(image_size),
@@ -193,13 +208,22 @@ def preprocessing(image_size, jpeg_draft=True, tta="none"):
     }
 
 
-def save_model(path, model, classes, model_params, image_size, extra=None, loss="ce", preprocess=None):
+def save_model(
+    path: str | Path,
+    model: BinCounter,
+    classes: list[int],
+    model_params: ModelParams,
+    image_size: int,
+    extra: dict | None = None,
+    loss: str = "ce",
+    preprocess: dict | None = None,
+) -> None:
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("aux.")}  # training-only head
     payload = {
         "format": MODEL_FORMAT,
         "state_dict": state,
         "classes": list(classes),
-        "model": model_params,
+        "model": model_params.as_dict(),
         "image_size": image_size,
         "mean": IMAGENET_MEAN,
         "std": IMAGENET_STD,
@@ -211,7 +235,7 @@ def save_model(path, model, classes, model_params, image_size, extra=None, loss=
         torch.save(payload, tmp)
 
 
-def load_model(path, device="cpu"):
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[BinCounter, dict]:
     """Rebuild a saved model -> (model in eval mode on `device`, the saved dict without weights)."""
     path = Path(path)
     require_model_file(path)
@@ -223,6 +247,8 @@ def load_model(path, device="cpu"):
         raise DataError(f"{path} is not a binsight model file (format {MODEL_FORMAT})")
     payload.setdefault("loss", "ce")  # files written before the loss was a choice
     payload.setdefault("preprocess", preprocessing(payload["image_size"]))
-    model = model_from_params(payload["model"], len(payload["classes"]), pretrained=False, loss=payload["loss"])
+    # the file's model section, checked and completed as params.yaml's would be
+    model_params = check_model(payload["model"])
+    model = model_from_params(model_params, len(payload["classes"]), pretrained=False, loss=payload["loss"])
     model.load_state_dict(payload.pop("state_dict"))
     return model.to(device).eval(), payload

@@ -29,6 +29,7 @@ import json
 import os
 import sys
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlparse
 
 import uvicorn
@@ -67,7 +68,7 @@ class Settings:
     max_files: int = 256  # images per multipart or {"urls": [...]} request
     s3_client: object = None  # a boto3 client, or None to refuse s3:// URLs
     allowed_buckets: frozenset = frozenset({ABID_BUCKET})  # s3:// URLs may only read these
-    token: str = None  # bearer token every request but /health must carry; None = open
+    token: str | None = None  # bearer token every request but /health must carry; None = open
     metrics: dict = field(default_factory=dict)
 
 
@@ -236,8 +237,8 @@ def create_app(predictor, batcher, settings):
     )
     register_error_handlers(app)
 
-    @app.post("/predict")
-    async def predict(request: Request):
+    @app.post("/predict", response_model=None)  # the dict is the response as it is, not a model to validate
+    async def predict(request: Request) -> dict[str, Any]:
         kind = media_type(request.headers.get("content-type"))
         if kind in IMAGE_TYPES:
             images, names = [await request.body()], None
@@ -379,7 +380,7 @@ def build(args):
 
 
 @one_line_errors
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     check_device_name(args.device)
     require_model_file(args.model)

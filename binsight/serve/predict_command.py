@@ -186,7 +186,7 @@ def predict_sources(predictor, items, batch_size, workers):
 
 
 @one_line_errors
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="binsight predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

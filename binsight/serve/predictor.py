@@ -6,15 +6,19 @@ augmentation), so the CLI, the server and the test-split predictions agree. A `B
 single-image requests from many threads into one forward pass.
 """
 
+from __future__ import annotations
+
 import hashlib
 import io
 import json
 import queue
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
@@ -98,7 +102,7 @@ def lock_metrics(model_path, lock_path="dvc.lock"):
     return found
 
 
-def resolve_device(name=None):
+def resolve_device(name: str | None = None) -> torch.device:
     """A torch device from a user's --device (None or "auto": the GPU when there is one)."""
     check_device_name(name)
     if not name or name == "auto":
@@ -114,7 +118,9 @@ def resolve_device(name=None):
 class Predictor:
     """A model loaded once; thread-safe predictions on decoded images or raw bytes."""
 
-    def __init__(self, model_path, device=None, max_pixels=MAX_PIXELS, tta=None):
+    def __init__(
+        self, model_path: str | Path, device: str | None = None, max_pixels: int = MAX_PIXELS, tta: str | None = None
+    ) -> None:
         self.path = Path(model_path)
         self.device = resolve_device(device)
         self.model, self.meta = load_model(self.path, self.device)
@@ -133,11 +139,11 @@ class Predictor:
         self._dtype = amp_dtype("auto", self.device)
         self._lock = threading.Lock()
 
-    def tensor(self, data):
+    def tensor(self, data: bytes) -> torch.Tensor:
         """Image bytes -> a normalised [3, size, size] tensor. Raises BadImage."""
         return self._transform(decode_image(data, self.draft_size, self.max_pixels))
 
-    def predict_tensors(self, tensors):
+    def predict_tensors(self, tensors: Sequence[torch.Tensor]) -> list[dict[str, Any]]:
         """A list of image tensors -> a list of result dicts, in order, in one forward pass."""
         if not tensors:
             return []
@@ -151,7 +157,7 @@ class Predictor:
             probs = average_over_views(lambda v: self.decode(self.model(v)), x, self.tta).float().cpu().tolist()
         return [result(p, self.classes, self.names) for p in probs]
 
-    def predict_bytes(self, images):
+    def predict_bytes(self, images: Sequence[bytes]) -> list[dict[str, Any]]:
         """A list of image bytes -> result dicts. Raises BadImage naming the position of a bad one."""
         tensors = []
         for i, data in enumerate(images):
@@ -161,7 +167,7 @@ class Predictor:
                 raise BadImage(f"image {i + 1}: {exc}" if len(images) > 1 else str(exc)) from None
         return self.predict_tensors(tensors)
 
-    def metadata(self):
+    def metadata(self) -> dict[str, Any]:
         params = self.meta.get("model", {})
         return {
             "model": self.version,

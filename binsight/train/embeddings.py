@@ -58,7 +58,7 @@ def compute_features(
 def cached_features(folder, model_params, train_params, rows_by_split, classes, backbone):
     """The stored features of each split in `rows_by_split` when they are valid for this run ->
     ({split: (features float32 tensor, class index tensor)}, why); else (None, why not)."""
-    if train_params.get("use_features", "auto") == "never":
+    if train_params.use_features == "never":
         return None, "train.use_features is never"
     ok, why = cacheable(model_params, train_params)
     if not ok:

@@ -27,15 +27,15 @@ KEY_PARAMS = (
 
 def cacheable(model_params, train_params):
     """(True, why) when the backbone output of each image can never change during training."""
-    if not model_params["freeze_backbone"]:
+    if not model_params.freeze_backbone:
         return False, "model.freeze_backbone is false: fine-tuning changes the features every step"
-    if augment_mode(train_params["augment"]) != "none":
-        return False, f"train.augment is {str(train_params['augment']).lower()}: every epoch sees other pixels"
+    if augment_mode(train_params.augment) != "none":
+        return False, f"train.augment is {str(train_params.augment).lower()}: every epoch sees other pixels"
     return True, "frozen backbone, no augmentation"
 
 
 def feature_key(model_params, train_params):
-    return {key: (model_params if part == "model" else train_params)[key] for part, key in KEY_PARAMS}
+    return {key: getattr(model_params if part == "model" else train_params, key) for part, key in KEY_PARAMS}
 
 
 def write_features(folder, meta, arrays, rows):

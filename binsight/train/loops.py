@@ -98,7 +98,7 @@ class Parts:
     scheduler: object = None  # stepped after every optimizer step
     scaler: object = None  # GradScaler, for fp16
     ema: object = None  # AveragedModel of the module that learns, when train.ema > 0
-    trained: nn.Module = None  # the module that learns: the model, or its head alone on cached features
+    trained: nn.Module | None = None  # the module that learns: the model, or its head alone on cached features
 
     def __post_init__(self):
         self.trained = self.trained or self.model

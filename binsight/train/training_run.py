@@ -34,6 +34,7 @@ from binsight.files import atomic_write_text
 from binsight.model.aux_targets import AUX_OUTPUTS, read_aux_targets
 from binsight.model.count_losses import AuxTargetLoss, CountingLoss, class_weights, decode, output_size, standardizer
 from binsight.model.counting_model import model_from_params, preprocessing, save_model
+from binsight.params import ModelParams, TrainParams
 from binsight.progress import Progress as ProgressBar
 from binsight.tables import class_names, read_split
 from binsight.train.checkpoint import fingerprint, load_resumable, restore_rng, rng_state, save_checkpoint
@@ -65,11 +66,11 @@ class Run:
     (the counts the model tells apart), its process group and its fingerprint (binsight.train.checkpoint)."""
 
     paths: Paths
-    model_params: dict
-    train_params: dict
+    model_params: ModelParams
+    train_params: TrainParams
     world: object
-    classes: list = None
-    run_id: str = None
+    classes: list[int] = field(default_factory=list)
+    run_id: str = ""
 
     def say(self, *args, **kwargs):
         """print, on the main process only."""
@@ -94,27 +95,27 @@ class RunState:
     start: int = 0
     best_acc: float = -1.0
     best_epoch: int = -1
-    best_state: dict = None
+    best_state: dict | None = None
     bad_epochs: int = 0
     collapsed: int = 0
     history: dict = field(default_factory=dict)
-    rng: dict = None  # the random streams after the last checkpointed epoch (rank 0's)
+    rng: dict | None = None  # the random streams after the last checkpointed epoch (rank 0's)
 
 
 def make_optimizer(model, train_params):
-    lr = train_params["lr"]
+    lr = train_params.lr
     head = [*model.head.parameters(), *(model.aux.parameters() if model.aux is not None else ())]
     if model.freeze_backbone:
         groups = [{"params": head, "lr": lr}]
     else:
         groups = [
-            {"params": list(model.backbone.parameters()), "lr": train_params["backbone_lr"] or lr},
+            {"params": list(model.backbone.parameters()), "lr": train_params.backbone_lr or lr},
             {"params": head, "lr": lr},
         ]
-    if train_params["optimizer"] == "sgd":
-        return torch.optim.SGD(groups, momentum=train_params["momentum"], weight_decay=train_params["weight_decay"])
-    cls = torch.optim.AdamW if train_params["optimizer"] == "adamw" else torch.optim.Adam
-    return cls(groups, weight_decay=train_params["weight_decay"], fused=fused_supported(groups) or None)
+    if train_params.optimizer == "sgd":
+        return torch.optim.SGD(groups, momentum=train_params.momentum, weight_decay=train_params.weight_decay)
+    cls = torch.optim.AdamW if train_params.optimizer == "adamw" else torch.optim.Adam
+    return cls(groups, weight_decay=train_params.weight_decay, fused=fused_supported(groups) or None)
 
 
 def fused_supported(groups):
@@ -128,14 +129,14 @@ def fused_supported(groups):
 def lr_factor(step, train_params, steps_per_epoch):
     """The lr multiplier after `step` optimizer steps: a linear warmup over train.warmup_epochs,
     then the schedule (cosine to 0 over the remaining steps, step decay, or constant)."""
-    warmup = round(train_params.get("warmup_epochs", 0) * steps_per_epoch)
+    warmup = round(train_params.warmup_epochs * steps_per_epoch)
     if step < warmup:
         return (step + 1) / warmup
-    if train_params["scheduler"] == "cosine":
-        total = max(train_params["epochs"] * steps_per_epoch - warmup, 1)
+    if train_params.scheduler == "cosine":
+        total = max(train_params.epochs * steps_per_epoch - warmup, 1)
         return 0.5 * (1 + math.cos(math.pi * min(step - warmup, total) / total))
-    if train_params["scheduler"] == "step":
-        return train_params["gamma"] ** (step // (train_params["step_size"] * steps_per_epoch))
+    if train_params.scheduler == "step":
+        return train_params.gamma ** (step // (train_params.step_size * steps_per_epoch))
     return 1.0
 
 
@@ -162,16 +163,22 @@ class RunPruned(BinsightError):
     """The EpochReporter stopped this run: its val accuracy trails the tuning study's other trials."""
 
 
-def fit(paths: Paths, model_params: dict, train_params: dict, world: World, reporter: EpochReporter | None = None):
+def fit(
+    paths: Paths,
+    model_params: ModelParams,
+    train_params: TrainParams,
+    world: World,
+    reporter: EpochReporter | None = None,
+) -> None:
     """Train, keep the best epoch by val accuracy in `paths.model`, checkpoint every epoch. `reporter`, when
     given, hears every epoch's val accuracy and may stop the run early (RunPruned)."""
     run = Run(paths, model_params, train_params, world)
     started = time.perf_counter()
-    shards = ShardSet(train_params["shards"] or paths.shards) if train_params["data"] == "shards" else None
+    shards = ShardSet(train_params.shards or paths.shards) if train_params.data == "shards" else None
     train_rows, val_rows, run.classes = load_data(paths, check_images=shards is None)
     aux = (
         torch.tensor(read_aux_targets(train_rows, paths.metadata, paths.images), dtype=torch.float32).reshape(-1, 3)
-        if train_params["aux_weight"]
+        if train_params.aux_weight
         else None
     )
     parts = build_parts(run, train_rows, aux)
@@ -180,7 +187,7 @@ def fit(paths: Paths, model_params: dict, train_params: dict, world: World, repo
     inputs = [Path(paths.split) / "train.csv", Path(paths.split) / "val.csv"]
     if shards is not None and not shards.s3:
         inputs.append(Path(shards.folder) / "index.json")
-    run.run_id = fingerprint(model_params, train_params, inputs)
+    run.run_id = fingerprint(model_params.as_dict(), train_params.as_dict(), inputs)
     progress = resume_or_start(run, parts, (len(train_rows), len(val_rows)))
     net = (
         DistributedDataParallel(parts.trained, device_ids=[parts.device.index] if parts.device.type == "cuda" else None)
@@ -190,17 +197,17 @@ def fit(paths: Paths, model_params: dict, train_params: dict, world: World, repo
     if progress.rng is not None and world.rank == 0:
         restore_rng(progress.rng)  # continue the random streams: the same batches as an uninterrupted run
     else:
-        seed_everything(train_params["seed"] + 1000 * world.rank + progress.start)  # other augmentation per rank
+        seed_everything(train_params.seed + 1000 * world.rank + progress.start)  # other augmentation per rank
     live = open_live(run, progress)
     profiler = (
-        StepProfiler(Path(paths.live) / "profile", parts.device) if train_params["profile"] and world.is_main else None
+        StepProfiler(Path(paths.live) / "profile", parts.device) if train_params.profile and world.is_main else None
     )
-    for epoch in range(progress.start, train_params["epochs"]):
+    for epoch in range(progress.start, train_params.epochs):
         loaders["sampler"].set_epoch(epoch)
         lr = parts.optimizer.param_groups[-1]["lr"]
         with profiler or contextlib.nullcontext():
             bar = ProgressBar(
-                f"train epoch {epoch + 1}/{train_params['epochs']}", len(loaders["sampler"]), enabled=world.is_main
+                f"train epoch {epoch + 1}/{train_params.epochs}", len(loaders["sampler"]), enabled=world.is_main
             )
             stats = train_one_epoch(net, loaders["train"], parts, world, profiler, bar)
         profiler = close_profiler(profiler, run.say)
@@ -218,12 +225,12 @@ def fit(paths: Paths, model_params: dict, train_params: dict, world: World, repo
         if stats.data_wait_fraction > LOADER_BOUND and cached is None:
             run.say(
                 f"train: warning: the data loader is the bottleneck ({stats.data_wait_fraction:.0%} of the "
-                f"epoch waited for batches); raise train.num_workers (now {train_params['num_workers']})",
+                f"epoch waited for batches); raise train.num_workers (now {train_params.num_workers})",
                 flush=True,
             )
         if reporter is not None and reporter.report(val_acc, epoch) and not stop:
             raise RunPruned(
-                f"pruned by binsight tune at epoch {epoch + 1}/{train_params['epochs']}: val acc "
+                f"pruned by binsight tune at epoch {epoch + 1}/{train_params.epochs}: val acc "
                 f"{val_acc:.3f} trails the study's other trials at this epoch"
             )
         if stop:
@@ -243,11 +250,11 @@ def build_parts(run, train_rows, aux=None):
     """The model, optimizer, loss and precision of a run. With `aux` (the training rows' metadata targets,
     binsight.model.aux_targets) the model has a second head for them and the loss adds their term."""
     model_params, train_params, classes = run.model_params, run.train_params, run.classes
-    seed_everything(train_params["seed"])  # the same initial weights on every rank
+    seed_everything(train_params.seed)  # the same initial weights on every rank
     device = process_device(run.world)
-    dtype = amp_dtype(train_params["amp"], device, training=True)
-    channels_last = use_channels_last(train_params["channels_last"], device, dtype)
-    loss = train_params["loss"]
+    dtype = amp_dtype(train_params.amp, device, training=True)
+    channels_last = use_channels_last(train_params.channels_last, device, dtype)
+    loss = train_params.loss
     count_outputs = output_size(loss, len(classes))
     model = model_from_params(
         model_params, len(classes), loss=loss, aux_outputs=AUX_OUTPUTS if aux is not None else 0
@@ -258,14 +265,12 @@ def build_parts(run, train_rows, aux=None):
     index = {c: i for i, c in enumerate(classes)}
     weights = (
         class_weights([index[label] for _, label in train_rows], len(classes))
-        if train_params["balance"] == "weighted_loss"
+        if train_params.balance == "weighted_loss"
         else None
     )
-    criterion = CountingLoss(
-        loss, len(classes), weights, train_params["label_smoothing"], train_params["neighbour_weight"]
-    )
+    criterion = CountingLoss(loss, len(classes), weights, train_params.label_smoothing, train_params.neighbour_weight)
     if aux is not None:
-        criterion = AuxTargetLoss(criterion, count_outputs, train_params["aux_weight"], *standardizer(aux))
+        criterion = AuxTargetLoss(criterion, count_outputs, train_params.aux_weight, *standardizer(aux))
     return Parts(
         model=model,
         optimizer=optimizer,
@@ -294,10 +299,10 @@ def process_device(world):
 def add_schedule_and_ema(parts, train_params, steps_per_epoch):
     """The per-step lr schedule, and an EMA of the weights that learn (train.ema: its decay per step)."""
     parts.scheduler = make_scheduler(parts.optimizer, train_params, steps_per_epoch)
-    if train_params["ema"] > 0:
+    if train_params.ema > 0:
         parts.ema = torch.optim.swa_utils.AveragedModel(
             parts.trained,
-            multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(train_params["ema"]),
+            multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(train_params.ema),
             use_buffers=True,
         )
 
@@ -307,8 +312,8 @@ def make_loaders(run, parts, train_rows, val_rows, aux=None, shards=None):
     module that learns (the head alone on cached features). `aux`: the training rows' metadata
     targets, served with their images. `shards` (a binsight.data.shard_stream.ShardSet): stream from them."""
     paths, model_params, train_params, world, say = run.paths, run.model_params, run.train_params, run.world, run.say
-    size, batch = train_params["image_size"], train_params["batch_size"]
-    pin = train_params["pin_memory"] and parts.device.type == "cuda"
+    size, batch = train_params.image_size, train_params.batch_size
+    pin = train_params.pin_memory and parts.device.type == "cuda"
     if shards is not None:
         if shards.index["image_size"] != size:
             raise ConfigError(
@@ -322,13 +327,13 @@ def make_loaders(run, parts, train_rows, val_rows, aux=None, shards=None):
             f"{len(loaders['train'])} steps an epoch on each of {world.world_size} process(es); {cache}"
         )
         return loaders, None
-    if train_params["balance"] == "sampler":  # every count equally often, drawn with replacement
+    if train_params.balance == "sampler":  # every count equally often, drawn with replacement
         train_sampler = BalancedShardSampler(
-            [label for _, label in train_rows], world.rank, world.world_size, seed=train_params["seed"]
+            [label for _, label in train_rows], world.rank, world.world_size, seed=train_params.seed
         )
     else:
         train_sampler = ShardSampler(
-            len(train_rows), world.rank, world.world_size, shuffle=True, seed=train_params["seed"]
+            len(train_rows), world.rank, world.world_size, shuffle=True, seed=train_params.seed
         )
     val_sampler = ShardSampler(len(val_rows), world.rank, world.world_size, shuffle=False)
     cached, why = cached_features(
@@ -349,9 +354,9 @@ def make_loaders(run, parts, train_rows, val_rows, aux=None, shards=None):
             "val": FeatureBatches(*cached["val"], batch, val_sampler, parts.device),
             "sampler": train_sampler,
         }, cached
-    draft, augment = train_params["jpeg_draft"], train_params["augment"]
-    workers, seed = train_params["num_workers"], train_params["seed"]
-    if train_params["cache_images"]:
+    draft, augment = train_params.jpeg_draft, train_params.augment
+    workers, seed = train_params.num_workers, train_params.seed
+    if train_params.cache_images:
         train_ds = InMemoryImages(train_rows, paths.images, run.classes, size, draft, aux=aux)
         val_ds = InMemoryImages(val_rows, paths.images, run.classes, size, draft)
         say(
@@ -376,7 +381,7 @@ def resume_or_start(run, parts, sizes):
     """The checkpoint's progress when it belongs to this run (its state loaded into `parts`), else a fresh start."""
     paths, model_params, train_params, world, say = run.paths, run.model_params, run.train_params, run.world, run.say
     state, why = (
-        load_resumable(paths.checkpoint, run.run_id) if train_params["resume"] else (None, "train.resume is false")
+        load_resumable(paths.checkpoint, run.run_id) if train_params.resume else (None, "train.resume is false")
     )
     if state is not None and state.get("trained", "model") != trained_name(parts):
         state, why = (
@@ -390,7 +395,7 @@ def resume_or_start(run, parts, sizes):
         )
         procs = f" x{world.world_size} processes" if world.enabled else ""
         say(
-            f"train: starting fresh ({why}); {model_params['arch']} on {parts.device}{dtype}{procs}, "
+            f"train: starting fresh ({why}); {model_params.arch} on {parts.device}{dtype}{procs}, "
             f"{sizes[0]} train / {sizes[1]} val"
         )
         return RunState()
@@ -412,7 +417,7 @@ def resume_or_start(run, parts, sizes):
         rng=state.get("rng"),
     )
     say(
-        f"train: resuming at epoch {progress.start + 1}/{train_params['epochs']} from {paths.checkpoint} "
+        f"train: resuming at epoch {progress.start + 1}/{train_params.epochs} from {paths.checkpoint} "
         f"(best val acc so far {progress.best_acc:.3f} at epoch {progress.best_epoch + 1})"
     )
     if progress.best_state is not None and world.is_main:  # `dvc repro` removed the old model file before this run
@@ -437,7 +442,9 @@ def open_live(run, progress):
         drop_torn_summary(Path(live_dir) / "metrics.json")
     live = Live(dir=live_dir, resume=resumed, save_dvc_exp=False, dvcyaml=False)
     if not resumed:
-        live.log_params({"model": run.model_params, "train": run.train_params, "classes": run.classes})
+        live.log_params(
+            {"model": run.model_params.as_dict(), "train": run.train_params.as_dict(), "classes": run.classes}
+        )
     names = sorted({name for metrics in progress.history.values() for name in metrics})
     for epoch in sorted(e for e in progress.history if e + 1 > complete_curves(live_dir, names)):
         _log_epoch(live, epoch, progress.history[epoch])
@@ -476,10 +483,10 @@ def save_best(run, model, extra):
         model,
         run.classes,
         model_params,
-        train_params["image_size"],
+        train_params.image_size,
         {"class_names": class_names(run.paths.split, run.classes), **extra},
-        loss=train_params["loss"],
-        preprocess=preprocessing(train_params["image_size"], train_params["jpeg_draft"], model_params["tta"]),
+        loss=train_params.loss,
+        preprocess=preprocessing(train_params.image_size, train_params.jpeg_draft, model_params.tta),
     )
 
 
@@ -502,9 +509,9 @@ def record_epoch(run, parts, progress, result, live):
             save_best(run, best, {"val_acc": result.val_acc, "epoch": epoch + 1})
     else:
         progress.bad_epochs += 1
-    early = progress.bad_epochs >= train_params["patience"]
-    stop = early or epoch == train_params["epochs"] - 1
-    every = train_params["checkpoint_every"]
+    early = progress.bad_epochs >= train_params.patience
+    stop = early or epoch == train_params.epochs - 1
+    every = train_params.checkpoint_every
     stats = result.stats
     if world.is_main:
         progress.history[epoch] = epoch_metrics(stats, result.val_loss, result.val_acc, result.lr, parts.device)
@@ -526,7 +533,7 @@ def record_epoch(run, parts, progress, result, live):
             collapsed=progress.collapsed,
             fingerprint=run.run_id,
             completed=stop,
-            params={"model": run.model_params, "train": train_params},
+            params={"model": run.model_params.as_dict(), "train": train_params.as_dict()},
             classes=run.classes,
             history=progress.history,
             rng=rng_state(),
@@ -534,7 +541,7 @@ def record_epoch(run, parts, progress, result, live):
     if world.is_main:
         _log_epoch(live, epoch, progress.history[epoch])
     say(
-        f"epoch {epoch + 1}/{train_params['epochs']}  train loss {stats.loss:.4f} acc {stats.acc:.3f}  "
+        f"epoch {epoch + 1}/{train_params.epochs}  train loss {stats.loss:.4f} acc {stats.acc:.3f}  "
         f"val loss {result.val_loss:.4f} acc {result.val_acc:.3f}  lr {result.lr:.2g}  "
         f"{stats.images_per_s:.0f} img/s  data wait {stats.data_wait_fraction:.0%}",
         flush=True,

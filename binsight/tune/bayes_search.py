@@ -120,7 +120,7 @@ def open_study(args, tune_params):
             study_name=args.study,
             storage=open_storage(url),
             load_if_exists=True,
-            direction=tune_params["direction"],
+            direction=tune_params.direction,
             pruner=make_pruner(**pruner_of(tune_params)),
         )
     except (ImportError, ValueError, RuntimeError, sqlalchemy.exc.SQLAlchemyError) as exc:
@@ -131,16 +131,16 @@ def open_study(args, tune_params):
         ) from None
     # Reproducible, yet a continued study must not replay the random start-up trials of its first run;
     # constant_liar keeps parallel workers from sampling the same point.
-    study.sampler = optuna.samplers.TPESampler(seed=tune_params["seed"] + len(study.trials), constant_liar=True)
+    study.sampler = optuna.samplers.TPESampler(seed=tune_params.seed + len(study.trials), constant_liar=True)
     return study, out, url, head.stdout.strip()
 
 
 def pruner_of(tune_params):
     """`tune.pruner` and its settings as make_pruner takes them (and link_env passes them on)."""
     return {
-        "kind": tune_params["pruner"],
-        "warmup_epochs": tune_params["prune_warmup_epochs"],
-        "startup_trials": tune_params["prune_startup_trials"],
+        "kind": tune_params.pruner,
+        "warmup_epochs": tune_params.prune_warmup_epochs,
+        "startup_trials": tune_params.prune_startup_trials,
     }
 
 
@@ -181,10 +181,10 @@ class Workers:
 def objective(study, trial, tune_params, ctx):
     """One trial: a worker slot, `dvc exp run --temp`, and the metric of the experiment it saved."""
     workers, out, url, baseline, prefix = ctx
-    metric = tune_params["metric"]
+    metric = tune_params.metric
     exp = f"{prefix}-trial-{trial.number + 1}"
     trial.set_user_attr("experiment", exp)
-    values = {name: suggest(trial, name, spec) for name, spec in tune_params["space"].items()}
+    values = {name: suggest(trial, name, spec) for name, spec in tune_params.space.items()}
     slot = workers.slots.get()
     try:
         print(
@@ -227,7 +227,7 @@ def best_so_far(study):
 
 def report(study, args, tune_params, out):
     """Leaderboard, <study>.csv and best_params.yaml; apply the best experiment when asked."""
-    names, metric = list(tune_params["space"]), tune_params["metric"]
+    names, metric = list(tune_params.space), tune_params.metric
     rows = leaderboard(study, names, metric)
     finished = sum(1 for r in rows if r["rank"] != "-")
     print(f"\ntune: leaderboard of study {args.study!r} ({finished} finished of {len(study.trials)} trials)")
@@ -243,7 +243,7 @@ def report(study, args, tune_params, out):
         "experiment": name,
         "apply": f"dvc exp apply {name}",
         "metric": metric,
-        "direction": tune_params["direction"],
+        "direction": tune_params.direction,
         "value": best.value,
         "trials": finished,
         "params": nested({k: yaml.safe_load(cli_value(v)) for k, v in best.params.items()}),
@@ -258,7 +258,7 @@ def report(study, args, tune_params, out):
 
 
 @one_line_errors
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     tune_params = check_tune(load_params().get("tune"))
     study, out, url, baseline = open_study(args, tune_params)
@@ -266,8 +266,8 @@ def main(argv=None):
     earlier = len(study.trials)
     print(
         f"tune: study {args.study!r} in {url.split('@')[-1]}, {args.trials} trial{'s' if args.trials > 1 else ''} "
-        f"of {', '.join(tune_params['space'])} by {tune_params['direction']} {tune_params['metric']}, "
-        f"{args.workers} worker{'s' if args.workers > 1 else ''} ({workers.where()}), pruner {tune_params['pruner']}"
+        f"of {', '.join(tune_params.space)} by {tune_params.direction} {tune_params.metric}, "
+        f"{args.workers} worker{'s' if args.workers > 1 else ''} ({workers.where()}), pruner {tune_params.pruner}"
         f"{f' (continuing after {earlier} earlier trials)' if earlier else ''}",
         flush=True,
     )

@@ -14,22 +14,7 @@ import random
 import time
 import warnings
 
-from binsight.params import require
-
 ENV = "BINSIGHT_TUNE_TRIAL"
-PRUNERS = ("none", "median", "hyperband")
-
-
-def check_pruner(p):
-    require(p["pruner"] in PRUNERS, "tune.pruner", p["pruner"], " | ".join(PRUNERS))
-    for key in ("prune_warmup_epochs", "prune_startup_trials"):
-        require(isinstance(p[key], int) and p[key] >= 0, f"tune.{key}", p[key], "an integer >= 0")
-    require(
-        p["pruner"] == "none" or p["direction"] == "maximize",
-        "tune.pruner",
-        p["pruner"],
-        "none when tune.direction is minimize (the pruner watches val accuracy, which is maximized)",
-    )
 
 
 def make_pruner(kind, warmup_epochs=0, startup_trials=0):

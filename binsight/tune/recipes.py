@@ -52,7 +52,7 @@ NOTEBOOK = {
 # The study's winner (docs/results.md): at the bare loop's wall time, 12 epochs at
 # 96 px in bf16 beat 6 epochs at 112 px in fp32. bf16 pays only on a CPU with native bf16; on
 # another, `binsight recipe cpu-scratch` runs FP32_EPOCHS instead, which take the same time.
-CPU_SCRATCH = {
+CPU_SCRATCH: dict[str, object] = {
     **SUBSET_DATA,
     "model.arch": "resnet18",
     "model.weights": "none",
@@ -170,7 +170,7 @@ def overrides(name, native_bf16=None):
     return recipe
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     """`binsight recipe NAME`: run (or queue, or print) `dvc exp run -n NAME -S ...` for a recipe."""
     parser = argparse.ArgumentParser(
         prog="binsight recipe", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

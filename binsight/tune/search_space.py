@@ -1,11 +1,13 @@
 """The `tune:` section of params.yaml (search space, objective, pruner) and the study's leaderboard."""
 
+from collections.abc import Mapping
+from typing import Any
+
 import optuna
 from optuna.trial import TrialState
 
 from binsight.errors import ConfigError
-from binsight.params import is_number, require
-from binsight.tune.pruning import check_pruner
+from binsight.params import TuneParams, is_number, parse, require
 from binsight.tune.trial_runs import cli_value
 
 
@@ -25,31 +27,10 @@ def flatten_space(space, prefix=""):
     return flat
 
 
-def check_tune(p):
-    p = {
-        "metric": "best/val_acc",
-        "direction": "maximize",
-        "seed": 0,
-        "pruner": "median",
-        "prune_warmup_epochs": 2,
-        "prune_startup_trials": 2,
-        **(p or {}),
-    }
-    require(
-        isinstance(p["metric"], str) and p["metric"] and not p["metric"].startswith("test"),
-        "tune.metric",
-        p["metric"],
-        "a key of dvclive/train/metrics.json such as best/val_acc (never a test metric)",
-    )
-    require(p["direction"] in ("maximize", "minimize"), "tune.direction", p["direction"], "maximize or minimize")
-    require(isinstance(p["seed"], int), "tune.seed", p["seed"], "an integer")
-    require(
-        isinstance(p.get("space"), dict) and p["space"],
-        "tune.space",
-        p.get("space"),
-        "a mapping of params to search, e.g. {train: {lr: {low: 0.001, high: 0.1, log: true}}}",
-    )
-    space = flatten_space(p["space"])
+def check_tune(raw: Mapping[str, Any] | None) -> TuneParams:
+    """The tune: section, checked, its space flattened to {"train.lr": spec, ...} with every spec checked."""
+    p = parse(TuneParams, raw)
+    space = flatten_space(p.space)
     for name, spec in space.items():
         key = f"tune.space.{name}"
         if isinstance(spec, list):
@@ -68,8 +49,7 @@ def check_tune(p):
             "{low, high[, log]} with low <= high",
         )
         require(isinstance(log, bool) and (not log or low > 0), key, spec, "log: true only with low > 0")
-    check_pruner(p)
-    return {**p, "space": space}
+    return p.replace(space=space)
 
 
 def suggest(trial, name, spec):

@@ -30,9 +30,12 @@ def untrained_model(path, arch="resnet18", image_size=64, classes=(1, 2, 3, 4, 5
     import torch
 
     from binsight.model.counting_model import model_from_params, save_model
+    from binsight.params import check_model
 
     torch.manual_seed(seed)
-    params = {"arch": arch, "weights": "none", "freeze_backbone": False, "head": {"hidden": [], "dropout": 0.0}}
+    params = check_model(
+        {"arch": arch, "weights": "none", "freeze_backbone": False, "head": {"hidden": [], "dropout": 0.0}}
+    )
     save_model(
         path,
         model_from_params(params, len(classes), pretrained=False),
