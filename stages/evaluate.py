@@ -21,12 +21,13 @@ import argparse
 
 from dvclive import Live
 
+from binsight.data.split_files import read_split_counts
 from binsight.errors import DataError, one_line_errors
 from binsight.evaluate.model_evaluation import evaluate_model, headline, known_rows, log_evaluation, summary
 from binsight.evaluate.scoring import prediction_rows, shard_split_loader, split_loader
 from binsight.model.counting_model import load_model
 from binsight.params import EvaluateParams, load_params, section, train_section
-from binsight.tables import read_split_counts, write_csv, write_json
+from binsight.tables import write_csv, write_json
 from binsight.train.loops import amp_dtype, pick_device
 
 

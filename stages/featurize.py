@@ -12,9 +12,9 @@ only writes data/features/meta.json saying so, and train reads images as before.
 import argparse
 import time
 
+from binsight.data.split_files import read_split
 from binsight.errors import one_line_errors
 from binsight.params import ModelParams, load_params, section, train_section
-from binsight.tables import read_split
 from binsight.train.feature_store import SPLITS, cacheable, feature_key, write_features, write_not_cached
 
 

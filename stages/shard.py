@@ -15,12 +15,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from binsight.data.split_files import read_split_counts
 from binsight.data.stratified_split import SPLITS
 from binsight.data.training_shards import pack_splits
 from binsight.errors import one_line_errors
 from binsight.files import atomic_write_text
 from binsight.params import ShardParams, load_params, section, train_section
-from binsight.tables import read_split_counts
 
 UNPACKED_NOTE = "NOT_PACKED.txt"
 

@@ -12,10 +12,11 @@ import argparse
 from pathlib import Path
 
 from binsight.data.class_policy import label_for
+from binsight.data.split_files import read_labels
 from binsight.data.stratified_split import SPLITS, stratified_split
 from binsight.errors import DataError, one_line_errors
 from binsight.params import SplitParams, check_classes, load_params, section
-from binsight.tables import read_labels, write_csv
+from binsight.tables import write_csv
 
 
 @one_line_errors

@@ -12,10 +12,10 @@ import argparse
 import os
 import sys
 
+from binsight.data.split_files import read_split
 from binsight.errors import ConfigError, one_line_errors
 from binsight.model.aux_targets import read_aux_targets
 from binsight.params import ModelParams, check_train_with_model, load_params, section, train_section
-from binsight.tables import read_split
 from binsight.train.run_paths import Paths
 from binsight.tune.pruning import TrialLink
 

@@ -101,7 +101,7 @@ def test_both_loaders_serve_each_image_with_its_own_metadata_targets(tmp_path):
     """Decoded every epoch (BinImages through a DataLoader) or kept in memory (InMemoryBatches): the
     third element of a batch is the aux rows of the same bins as the images and counts, in order."""
     from binsight.data.image_datasets import BinImages, InMemoryBatches, InMemoryImages, eval_transform, make_loader
-    from binsight.tables import read_split
+    from binsight.data.split_files import read_split
     from binsight.train.distributed import ShardSampler
     from tests.support.dataset import write_dataset
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from binsight.data.split_files import read_split
 from binsight.errors import ConfigError
 from binsight.model.counting_model import model_from_params
 from binsight.params import check_model, load_params, train_section
-from binsight.tables import read_split
 from binsight.train.embeddings import cached_features
 from binsight.train.loops import seed_everything
 from stages import featurize

@@ -11,9 +11,9 @@ import httpx
 import pytest
 import torch
 
+from binsight.data.split_files import read_split
 from binsight.evaluate.scoring import split_loader, timed_predictions
 from binsight.model.counting_model import load_model
-from binsight.tables import read_split
 from tests.support.dataset import SMALL_MODEL, SMALL_TRAIN, write_dataset
 from tests.support.project import git_commit, make_project, run, visible_gpus
 from tests.support.serving import Server, untrained_model

@@ -6,9 +6,10 @@ import pytest
 
 from binsight.data.abid_format import expected_quantity, file_list_object, parse_file_list
 from binsight.data.class_policy import admitted, class_name, label_for
+from binsight.data.split_files import class_names
 from binsight.errors import ConfigError
 from binsight.params import check_classes
-from binsight.tables import class_names, read_csv
+from binsight.tables import read_csv
 from tests.support.bucket import build_list_bucket
 from tests.support.project import call
 

@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 
+from binsight.data.split_files import read_split
 from binsight.evaluate.scoring import split_loader, timed_predictions
 from binsight.model.count_losses import (
     LOSSES,
@@ -18,7 +19,6 @@ from binsight.model.count_losses import (
 )
 from binsight.model.counting_model import load_model, model_from_params
 from binsight.params import check_model
-from binsight.tables import read_split
 from binsight.train.loops import seed_everything
 from tests.support.dataset import SMALL_MODEL, write_dataset
 from tests.support.project import call, git_commit, make_project, set_params

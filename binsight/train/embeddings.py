@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from binsight.data.image_datasets import BinImages, eval_transform, make_loader
+from binsight.data.split_files import read_labels
 from binsight.progress import Progress
-from binsight.tables import read_labels
 from binsight.train.feature_store import FORMAT, cacheable, feature_key, read_meta
 
 

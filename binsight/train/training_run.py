@@ -29,6 +29,7 @@ from binsight.data.image_datasets import (
     train_transform,
 )
 from binsight.data.shard_stream import ShardSet, shard_loaders
+from binsight.data.split_files import class_names, read_split
 from binsight.errors import BinsightError, ConfigError
 from binsight.files import atomic_write_text
 from binsight.model.aux_targets import AUX_OUTPUTS, read_aux_targets
@@ -36,7 +37,6 @@ from binsight.model.count_losses import AuxTargetLoss, CountingLoss, class_weigh
 from binsight.model.counting_model import model_from_params, preprocessing, save_model
 from binsight.params import ModelParams, TrainParams
 from binsight.progress import Progress as ProgressBar
-from binsight.tables import class_names, read_split
 from binsight.train.checkpoint import fingerprint, load_resumable, restore_rng, rng_state, save_checkpoint
 from binsight.train.distributed import BalancedShardSampler, ShardSampler, World
 from binsight.train.embeddings import FeatureBatches, cached_features

@@ -36,9 +36,9 @@ from PIL import Image
 
 from binsight.data.image_datasets import IMAGENET_MEAN, IMAGENET_STD
 from binsight.data.image_decode import load_rgb
+from binsight.data.split_files import read_split
 from binsight.model.aux_targets import read_aux_targets
 from binsight.model.count_losses import standardizer
-from binsight.tables import read_split
 
 STRONG = {"aug": "strong", "scale": 0.75, "shift": 0.1}
 BASE = {"size": 96, "epochs": 8}
