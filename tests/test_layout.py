@@ -31,9 +31,7 @@ def subpackages_imported(path):
 def test_the_top_level_holds_a_few_modules_and_the_subpackages_are_the_documented_ones():
     top = sorted(p.name for p in (REPO / "binsight").glob("*.py"))
     assert len(top) <= 8, top
-    assert {p.name for p in (REPO / "binsight").iterdir() if p.is_dir() and p.name != "__pycache__"} == set(
-        MAY_IMPORT
-    )
+    assert {p.name for p in (REPO / "binsight").iterdir() if p.is_dir() and p.name != "__pycache__"} == set(MAY_IMPORT)
 
 
 @pytest.mark.parametrize("package", ["top", *MAY_IMPORT])
