@@ -3,6 +3,7 @@
     binsight list s3://aft-vbi-pds/ --out abid/all_bins.json   # a file list of every bin (see --help)
     binsight cut-list abid/file_list.json ~/abid-copy --out abid/file_list.local.json  # only the bins a copy holds
     binsight predict photo.jpg            # count the items in photos (see `binsight predict --help`)
+    binsight verify checks.csv            # image + expected quantity -> accept or review
     binsight serve --model models/model.pt  # HTTP server (see `binsight serve --help`)
     binsight tune --trials 20             # Bayesian search, every trial a DVC experiment
     binsight recipe cpu-scratch           # `dvc exp run` with a named recipe
@@ -23,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "list": ("binsight.data.bucket_listing", "build a file list from a bucket, a prefix or a local copy"),
     "cut-list": ("binsight.data.list_cut", "keep only the bins of a file list that a local copy of the bucket holds"),
     "predict": ("binsight.serve.predict_command", "count the items in photos with a trained model"),
+    "verify": ("binsight.serve.verify_command", "check bins against their expected quantities: accept or review"),
     "serve": ("binsight.serve.http_server", "serve a trained model over HTTP"),
     "tune": ("binsight.tune.bayes_search", "Bayesian hyper-parameter search over DVC experiments"),
     "recipe": ("binsight.tune.recipes", f"run a named recipe ({', '.join(RECIPES)}) as a DVC experiment"),

@@ -434,6 +434,23 @@ class EvaluateParams(Section):
     misclassified: int = param(12, int_in(0))  # how many wrongly counted test images to show
 
 
+@dataclass
+class VerifyParams(Section):
+    """The decision targets the calibrate stage fits on val (binsight/verify/)."""
+
+    KEY: ClassVar[str] = "verify"
+    coverage: float = param(
+        0.9, number_in(0.5, 0.999, "a number from 0.5 to 0.999 (the share of count sets that hold the true count)")
+    )
+    max_false_accept: float = param(
+        0.05, number_in(0.001, 0.5, "a number from 0.001 to 0.5 (the share of wrong quantities accepted)")
+    )
+    against: str = param(
+        "off_by_one",
+        ((lambda v: v in ("off_by_one", "any_other")), "off_by_one (one item missing or extra) or any_other"),
+    )
+
+
 def space_ok(v: Any) -> bool:
     return isinstance(v, Mapping) and bool(v)
 
@@ -482,6 +499,7 @@ SECTIONS: tuple[type[Section], ...] = (
     ModelParams,
     TrainParams,
     EvaluateParams,
+    VerifyParams,
     TuneParams,
 )
 

@@ -66,8 +66,8 @@ def test_two_process_run_trains_and_writes_one_model(ddp_run):
     assert sum(line.startswith("epoch 2/2") for line in lines) == 1  # only rank 0 prints
     # progress lines (one at the end of each epoch, at least) come from rank 0 alone too
     assert sum(line.startswith("train epoch 2/2: ") for line in lines) == 1
-    assert sorted(p.name for p in (project / "models").glob("*.pt")) == ["checkpoint.pt", "model.pt"]
-    model, meta = load_model(project / "models/model.pt")
+    assert sorted(p.name for p in (project / "models").glob("*.pt")) == ["checkpoint.pt", "trained.pt"]
+    model, meta = load_model(project / "models/trained.pt")
     assert meta["classes"] == [1, 2, 3, 4, 5]
 
 

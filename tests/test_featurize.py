@@ -162,12 +162,12 @@ def test_head_only_checkpoint_every_n_epochs_resumes_to_the_uninterrupted_result
     call("stages.featurize", cwd=proj)
     runs = {"straight": proj, "killed": clone(proj, tmp_path / "killed")}  # the same features, computed once
     call("stages.train", cwd=runs["straight"])
-    whole = torch.load(runs["straight"] / "models/model.pt", weights_only=False)["state_dict"]
+    whole = torch.load(runs["straight"] / "models/trained.pt", weights_only=False)["state_dict"]
     ckpt = torch.load(runs["straight"] / "models/checkpoint.pt", weights_only=False)
     assert ckpt["trained"] == "head" and ckpt["epoch"] == 40
     assert set(ckpt["model"]) == {k[len("head.") :] for k in whole if k.startswith("head.")}
     assert (runs["straight"] / "models/checkpoint.pt").stat().st_size * 20 < (
-        runs["straight"] / "models/model.pt"
+        runs["straight"] / "models/trained.pt"
     ).stat().st_size
 
     proj, path = runs["killed"], runs["killed"] / "models/checkpoint.pt"
@@ -177,7 +177,7 @@ def test_head_only_checkpoint_every_n_epochs_resumes_to_the_uninterrupted_result
     assert (saved["epoch"] + 1) % 2 == 0, saved["epoch"]  # only every second epoch is written
     out = call("stages.train", cwd=proj).stdout
     assert f"resuming at epoch {saved['epoch'] + 2}/41" in out, out
-    resumed = torch.load(proj / "models/model.pt", weights_only=False)["state_dict"]
+    resumed = torch.load(proj / "models/trained.pt", weights_only=False)["state_dict"]
     assert resumed.keys() == whole.keys()
     for key, tensor in whole.items():
         assert torch.equal(tensor, resumed[key]), key

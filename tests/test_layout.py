@@ -13,8 +13,9 @@ MAY_IMPORT = {
     "data": set(),
     "model": {"data"},
     "train": {"data", "model"},
-    "evaluate": {"data", "model", "train"},
-    "serve": {"data", "model", "train"},
+    "verify": {"data", "model"},
+    "evaluate": {"data", "model", "train", "verify"},
+    "serve": {"data", "model", "train", "verify"},
     "tune": {"data", "model", "train"},
 }
 ENTRY_POINTS = {"binsight/cli.py"}  # the `binsight` command imports the commands of every subpackage

@@ -19,7 +19,9 @@ from binsight.model.count_losses import (
 )
 from binsight.model.counting_model import load_model, model_from_params
 from binsight.params import check_model
+from binsight.serve.predictor import Predictor
 from binsight.train.loops import seed_everything
+from stages import evaluate
 from tests.support.dataset import SMALL_MODEL, write_dataset
 from tests.support.project import call, git_commit, make_project, set_params
 
@@ -121,7 +123,7 @@ def fit_project(tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("loss", LOSSES)
-def test_each_loss_fits_generated_bins_better_than_chance(fit_project, loss):
+def test_each_loss_fits_generated_bins_better_than_chance(fit_project, loss, capsys):
     """The real train stage with each loss, 48 px, cached images; val accuracy is what it picks the
     best epoch by, and the saved model decodes on the held-out split to counts better than chance."""
     proj = fit_project
@@ -137,6 +139,22 @@ def test_each_loss_fits_generated_bins_better_than_chance(fit_project, loss):
     assert accuracy > 0.35, (loss, accuracy)  # chance is 0.2 on 5 balanced classes
     best = json.loads((proj / f"live_{loss}" / "metrics.json").read_text())
     assert best["best/val_acc"] > 0.35
+    # every loss verifies: evaluate calibrates it to honest class probabilities (regression: a noise model),
+    # count sets and an accept threshold, and the predictor answers with them
+    paths = {"--params": "params.yaml", "--trained": out, "--model": f"models/{loss}-calibrated.pt"}
+    paths |= {"--split": "data/split", "--images": "data/raw/images", "--shards": "data/shards"}
+    paths |= {"--predictions": f"pred_{loss}.csv", "--live": f"eval_{loss}", "--headline": f"headline_{loss}.json"}
+    evaluate.main([arg for key, path in paths.items() for arg in (key, str(proj / path))])
+    printed = capsys.readouterr().out
+    assert ("noise sd" if loss == "regression" else "temperature") in printed, printed
+    assert json.loads((proj / f"headline_{loss}.json").read_text())["test_coverage"] > 0
+    _, calibrated = load_model(proj / f"models/{loss}-calibrated.pt")
+    calibration = calibrated["calibration"]
+    assert calibration["method"] == ("noise" if loss == "regression" else "temperature") and calibration["scale"] > 0
+    predictor = Predictor(proj / f"models/{loss}-calibrated.pt", "cpu")
+    res = predictor.predict_bytes([(proj / "data/raw/images" / f"{rows[0][0]}.jpg").read_bytes()])[0]
+    assert abs(sum(res["probabilities"].values()) - 1) < 1e-3 and res["count"] in res["count_set"]
+    assert predictor.verdict(res, rows[0][1])["verdict"] in ("accept", "review")
 
 
 @pytest.mark.slow

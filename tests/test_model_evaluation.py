@@ -3,7 +3,7 @@
 import numpy as np
 
 from binsight.evaluate.count_metrics import count_metrics
-from binsight.evaluate.model_evaluation import Evaluation, headline, known_rows, metric_groups, summary
+from binsight.evaluate.model_evaluation import Evaluation, headline, metric_groups, summary
 from binsight.evaluate.scoring import scores_on_counts_1to5
 
 
@@ -44,8 +44,3 @@ def test_other_counts_add_the_accuracy_on_the_bins_with_1_to_5_items():
     result = evaluation([0, 1], [0, 1], [0, 1], [[0.9, 0.1], [0.7, 0.3]], tta="none")
     assert headline(result) == {"test_acc": 0.5, "test_acc_1to5": 0.0, "val_acc": 0.5}
     assert "on the 1 bins with 1-5 items 0.000" in summary(result) and "TTA" not in summary(result)
-
-
-def test_rows_of_classes_the_model_never_saw_are_named_and_left_out():
-    kept, unknown = known_rows([("a", 1, 1), ("b", 7, 7), ("c", 2, 2), ("d", 9, 9)], [1, 2])
-    assert kept == [("a", 1, 1), ("c", 2, 2)] and unknown == [7, 9]

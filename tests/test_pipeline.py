@@ -66,6 +66,8 @@ def test_dvc_metrics_exp_and_plots_show_the_results(trained_project, clone_proje
     assert headline == {
         "test_acc": evaluated["test"]["accuracy"],
         "val_acc": load_json(trained_project / "dvclive/train/metrics.json")["best/val_acc"],
+        "test_ece": evaluated["test"]["calibration"]["after"]["ece"],
+        "test_coverage": evaluated["test"]["count_sets"]["coverage"],
     }
     shown = dvc(project, "metrics", "show").stdout
     assert "test_acc" in shown and "val_acc" in shown and "n_bins" not in shown, shown
@@ -75,10 +77,11 @@ def test_dvc_metrics_exp_and_plots_show_the_results(trained_project, clone_proje
         assert key in shown, shown
     exp = dvc(project, "exp", "show", "--csv", "--no-pager").stdout
     header = exp.splitlines()[0].split(",")
-    assert "test_acc" in header and "lr" in header and "n_bins" not in header, header
+    assert {"test_acc", "test_ece", "test_coverage", "lr"} <= set(header) and "n_bins" not in header, header
     dvc(project, "plots", "show", "-o", str(tmp_path / "plots"))
     html = (tmp_path / "plots" / "index.html").read_text()
     assert "confusion" in html.lower() and "per_class_accuracy" in html
+    assert "reliability" in html and "verify_tradeoff" in html
 
 
 @pytest.mark.e2e
@@ -101,9 +104,9 @@ def test_user_commands_set_the_notebooks_hyperparameters_as_written_and_rerun_on
     trained_project, clone_project
 ):
     """`dvc repro` again does nothing. `dvc exp run -S lr=0.01 -S batch_size=... -S epochs=...`: the
-    three tuned hyperparameters are top-level params, only train, evaluate and report rerun, and
-    training uses them (dvclive logs the train section it ran with). Then `dvc exp show`, as a
-    120-column terminal shows it, has them and the test/val accuracy."""
+    three tuned hyperparameters are top-level params, only train, evaluate and report rerun,
+    and training uses them (dvclive logs the train section it ran with). Then `dvc exp show`, as a
+    120-column terminal shows it, has them beside the headline metrics."""
     project = clone_project(trained_project)
     again = dvc(project, "repro").stdout
     assert "Running stage" not in again, again
@@ -123,26 +126,57 @@ def test_user_commands_set_the_notebooks_hyperparameters_as_written_and_rerun_on
 
     screen = in_terminal(["dvc", "exp", "show"], project, columns=120)
     header = next(line for line in screen if "Experiment" in line)
-    assert header.split()[:7] == ["Experiment", "Created", "test_acc", "val_acc", "lr", "batch_size", "epochs"], screen
+    columns = [
+        "Experiment",
+        "Created",
+        "test_acc",
+        "val_acc",
+        "test_ece",
+        "test_coverage",
+        "lr",
+        "batch_size",
+        "epochs",
+    ]
+    # the pager's first screen ends inside `epochs`; the arrow keys scroll on
+    assert header.split()[:8] == columns[:8], screen
     row = next(line for line in screen if "[as-written-lr-0.01]" in line).split("]", 1)[1].split()
     created = next(k for k, token in enumerate(row) if token in ("AM", "PM"))  # "06:20 PM"
     metrics = load_json(project / "metrics.json")
-    assert [float(v) for v in row[created + 1 : created + 6]] == pytest.approx(
-        [metrics["test_acc"], metrics["val_acc"], 0.01, 8, 1], abs=1e-4
-    ), screen
+    shown = [metrics[k] for k in ("test_acc", "val_acc", "test_ece", "test_coverage")] + [0.01, 8, 1]
+    assert [float(v) for v in row[created + 1 : created + 7]] == pytest.approx(shown[:6], abs=1e-4), screen
     # Without a pager (piped, in CI, `--no-pager`) DVC fits all ~120 columns into the width and every cell
     # reads "…": `make exps` (README) keeps the metrics and the params that differ, every cell whole.
     hidden = re.search(r"^EXP_HIDDEN := (.*)$", (REPO / "Makefile").read_text(), re.M)[1].replace("$$", "$")
     plain = in_terminal(["dvc", "exp", "show", "--no-pager", "--only-changed", "--drop", hidden], project, columns=120)
     assert not any("…" in line for line in plain), "\n".join(plain)
     header = next(line for line in plain if "Experiment" in line)
-    assert header.split() == ["Experiment", "test_acc", "val_acc", "lr", "batch_size", "epochs"], plain
+    assert header.split() == ["Experiment", *columns[2:]], plain
     row = next(line for line in plain if "[as-written-lr-0.01]" in line).split("]", 1)[1].split()
-    assert [float(v) for v in row] == pytest.approx([metrics["test_acc"], metrics["val_acc"], 0.01, 8, 1], abs=1e-4)
+    assert [float(v) for v in row] == pytest.approx(shown, abs=1e-4)
     # What `dvc status` says a change would rerun: training, never the download or the split.
     set_params(project, {"lr": 0.002})
     status = dvc(project, "status").stdout
     assert "train" in status and "fetch" not in status.replace("data/fetch", "") and "split:" not in status, status
+
+
+@pytest.mark.e2e
+def test_a_new_decision_target_recalibrates_without_retraining(trained_project, clone_project):
+    """verify.coverage and verify.max_false_accept are fitted on val by evaluate: changing one reruns evaluate
+    and report, never train, and the model file carries the new thresholds."""
+    import torch
+
+    project = clone_project(trained_project)
+    before = torch.load(project / "models/model.pt", weights_only=False)["calibration"]
+    out = dvc(
+        project, "exp", "run", "-n", "stricter", "-S", "verify.max_false_accept=0.01", "-S", "verify.coverage=0.95"
+    )
+    assert stages_run(out.stdout) == ["evaluate", "report"], out.stdout
+    after = torch.load(project / "models/model.pt", weights_only=False)["calibration"]
+    assert after["scale"] == before["scale"] and after["max_false_accept"] == 0.01 and after["coverage"] == 0.95
+    assert after["accept_threshold"] >= before["accept_threshold"] and after["set_threshold"] >= before["set_threshold"]
+    metrics = load_json(project / "dvclive/evaluate/metrics.json")["test"]
+    assert metrics["verify"]["threshold"] == after["accept_threshold"]
+    assert metrics["count_sets"]["mean_set_size"] >= 1
 
 
 def test_a_hyperparameter_set_twice_is_refused_with_the_fix(tmp_path):

@@ -17,6 +17,7 @@ OUTPUTS = [
     "data/shards",
     "data/fetch_report.json",
     "data/predictions",
+    "models/trained.pt",
     "models/model.pt",
     "dvclive/train",
     "dvclive/evaluate",

@@ -18,7 +18,7 @@ from tests.support.project import call, clone, make_project, repo_pythonpath, se
 
 pytestmark = pytest.mark.xdist_group("report")
 
-SECTION_IDS = ["summary", "exploration", "training", "confusion", "misclassified"]
+SECTION_IDS = ["summary", "exploration", "training", "confusion", "decisions", "misclassified"]
 MISSING = "not available yet: run dvc repro"
 # (actual, predicted) -> how many: 16 test bins, 11 right
 CONFUSION = {
@@ -114,9 +114,19 @@ def fabricate_training(root, wrapped=False):
                     "mae": 0.3125,
                     "per_class": {"3": {"precision": 0.5, "recall": 0.5}},
                     "n": 16,
+                    "calibration": {"before": {"ece": 0.21, "nll": 1.4}, "after": {"ece": 0.04, "nll": 1.1}},
+                    "count_sets": {"coverage": 0.9375, "mean_set_size": 2.5},
+                    "verify": {"threshold": 0.6, "right_accepted": 0.25, "false_accept_off_by_one": 0.05},
                 }
             }
         )
+    )
+    (evaluate / "plots/custom").mkdir(parents=True)
+    (evaluate / "plots/custom/reliability.json").write_text(
+        json.dumps([{"bin": 0.5, "confidence": 0.52, "accuracy": 0.5, "bins": 10}])
+    )
+    (evaluate / "plots/custom/verify_tradeoff.json").write_text(
+        json.dumps([{"threshold": t / 10, "false_accept": 1 - t / 10, "right_accepted": 1 - t / 20} for t in range(11)])
     )
     rows = [{"actual": a, "predicted": p} for (a, p), n in CONFUSION.items() for _ in range(n)]
     (evaluate / "plots/sklearn/confusion_matrix.json").write_text(
@@ -184,6 +194,10 @@ def test_full_report_has_every_section_with_its_content(full):
 
     assert "11 of 16 test bins counted right (accuracy 0.688)" in page.text["confusion"]
     assert len(page.images["confusion"]) == 1
+    decisions = " ".join(page.text["decisions"].split())
+    assert "ECE 0.21 as trained, 0.04 calibrated" in decisions and "for 0.9375 of the test bins" in decisions
+    assert "accepts 0.25 of the right bins and 0.05 of the bins off by one item" in decisions
+    assert len(page.images["decisions"]) == 1
 
     thumbs = [decode(u) for u in page.images["misclassified"]]
     assert len(thumbs) == len(WRONG) and all(max(im.size) <= 256 for im in thumbs)
@@ -216,11 +230,11 @@ def test_confusion_table_matches_the_rows(full):
 def test_after_explore_only_the_rest_says_not_available(explored, tmp_path):
     out = tmp_path / "index.html"
     proc = build(explored, "--out", str(out))
-    assert "not available yet: training, confusion, misclassified" in proc.stdout
+    assert "not available yet: training, confusion, decisions, misclassified" in proc.stdout
     page = Sections(out.read_text())
     assert page.order == SECTION_IDS
     text = {k: " ".join(v.split()) for k, v in page.text.items()}
-    for sid in ("training", "confusion", "misclassified"):
+    for sid in ("training", "confusion", "decisions", "misclassified"):
         assert MISSING in text[sid] and not page.images[sid]
     assert MISSING not in text["exploration"] and len(page.images["exploration"]) == 4
     assert text["summary"].count(MISSING) == 2  # training and test metrics; the dataset table is there

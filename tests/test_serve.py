@@ -270,6 +270,56 @@ def test_cli_prints_what_the_server_answers(server, client, trained_project, tes
         assert c["probabilities"] == pytest.approx(s["probabilities"], abs=1e-4)
 
 
+def test_verify_answers_a_verdict_for_each_way_of_sending_a_check(client, trained_project, abid_bucket, test_rows):
+    row = test_rows[0]
+    jpeg, label = image(trained_project, row["id"]), int(row["label"])
+    predicted = post_image(client, jpeg).json()
+    one = client.post("/verify", params={"expected": label}, content=jpeg, headers={"Content-Type": "image/jpeg"})
+    assert one.status_code == 200, one.text
+    body = one.json()
+    assert body["expected"] == label and body["verdict"] in ("accept", "review") and body["model"]
+    assert body["p_expected"] == pytest.approx(predicted["probabilities"][str(label)], abs=1e-4)
+    assert body["count_set"] == predicted["count_set"] and body["count"] in body["count_set"]
+    threshold = client.get("/metadata").json()["calibration"]["accept_threshold"]
+    assert body["verdict"] == ("accept" if body["p_expected"] >= threshold else "review")
+    ids = sorted(abid_bucket.clean)[:2]
+    checks = [{"url": f"s3://{abid_bucket.name}/bin-images/{i}.jpg", "expected": abid_bucket.clean[i]} for i in ids]
+    batch = client.post("/verify", json={"checks": [*checks, {"url": checks[0]["url"], "expected": 9}]})
+    assert batch.status_code == 200, batch.text
+    verdicts = batch.json()["verdicts"]
+    assert [v["url"] for v in verdicts] == [c["url"] for c in checks] + [checks[0]["url"]]
+    assert verdicts[2]["verdict"] == "review" and "outside the counts" in verdicts[2]["reason"]
+    form = client.post("/verify", files=[("image", ("a.png", png_bytes(jpeg)))], data={"expected": str(label)})
+    assert form.status_code == 200 and form.json()["verdicts"][0]["p_expected"] == pytest.approx(
+        body["p_expected"], abs=1e-3
+    )
+
+
+@pytest.mark.parametrize(
+    "request_kwargs,status,words",
+    [
+        ({"params": {"expected": "2.5"}}, 400, "?expected=: expected quantity '2.5' is not a whole number"),
+        ({"params": {"expected": "-3"}}, 400, "is negative"),
+        ({}, 400, "?expected=: no expected quantity"),
+        ({"json": {"url": "s3://aft-vbi-pds/bin-images/1.jpg"}}, 400, "body expected: no expected quantity"),
+        ({"json": {"checks": [{"url": "s3://x/y.jpg", "expected": "many"}]}}, 400, "check 1 expected"),
+        ({"json": {"expected": 3}}, 400, 'expected {"url": "s3://bucket/key", "expected": N}'),
+        ({"files": [("image", ("a.jpg", b"x"))], "data": {}}, 400, "1 images and 0 expected fields"),
+        ({"content": b"x", "headers": {"Content-Type": "text/plain"}}, 415, "?expected=N"),
+    ],
+)
+def test_a_bad_verify_request_is_a_4xx_json_error(
+    server, client, trained_project, test_rows, request_kwargs, status, words
+):
+    kwargs = dict(request_kwargs)
+    if not {"json", "files", "content"} & set(kwargs):
+        kwargs.update(content=image(trained_project, test_rows[0]["id"]), headers={"Content-Type": "image/jpeg"})
+    resp = client.post("/verify", **kwargs)
+    assert resp.status_code == status, resp.text
+    assert words in resp.json()["error"]
+    assert server.alive()
+
+
 def test_load_from_a_second_process_has_no_errors(server, client, trained_project, test_rows, capsys):
     """500 requests at concurrency 16 from another process; reports p50/p99 latency."""
     passes_before = client.get("/health").json()["forward_passes"]

@@ -229,7 +229,7 @@ def test_shards_stream_from_s3_as_from_disk_and_train_reads_them_there(sharded, 
     n_train = len(read_index(project / "data/shards")["splits"]["train"])
     assert f"streaming {n_train} train shards from s3://shard-store/v1/" in ran.stdout
     assert "decoded images kept in memory after the first epoch" in ran.stdout  # epoch 2 from memory
-    assert (copy / "models/model.pt").exists()
+    assert (copy / "models/trained.pt").exists()
 
 
 def test_the_jpeg_bytes_path_decodes_on_the_batch_device_like_the_workers_do(sharded):
@@ -259,4 +259,4 @@ def test_ddp_training_on_shards_runs_equal_steps_on_both_ranks(sharded, tmp_path
     assert f"{steps} steps an epoch on each of 2 process(es)" in out
     seen = list(csv.DictReader(open(copy / "dvclive/train/plots/metrics/train/images_seen.tsv"), delimiter="\t"))
     assert [int(float(r["images_seen"])) for r in seen] == [2 * steps * batch] * 2
-    assert (copy / "models/model.pt").exists()
+    assert (copy / "models/trained.pt").exists()

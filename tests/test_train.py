@@ -69,7 +69,7 @@ def test_bad_params_stop_the_stage_before_training(project, section, override, e
     set_params(project, {section: override})
     line = one_line_error(train(project))
     assert expected in line
-    assert not (project / "models/model.pt").exists()
+    assert not (project / "models/trained.pt").exists()
 
 
 @pytest.mark.parametrize(
@@ -256,7 +256,7 @@ def test_bf16_training_on_the_cpu_is_channels_last_where_the_cpu_computes_bf16(p
     assert ("channels-last" in proc.stdout) is bf16, proc.stdout
     conv = torch.load(project / "models/checkpoint.pt", weights_only=False)["model"]["backbone.conv1.weight"]
     assert conv.is_contiguous(memory_format=torch.channels_last) is bf16 and conv.is_contiguous() is not bf16
-    model, meta = load_model(project / "models/model.pt")
+    model, meta = load_model(project / "models/trained.pt")
     assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 5)
 
 
@@ -310,8 +310,8 @@ def test_a_killed_and_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path)
     epochs_run = [line.split()[1] for line in out.splitlines() if line.startswith("epoch ")]
     assert epochs_run == [f"{e}/6" for e in range(saved_epoch + 2, 7)], out
 
-    a = torch.load(runs["straight"] / "models/model.pt", weights_only=False)
-    b = torch.load(proj / "models/model.pt", weights_only=False)
+    a = torch.load(runs["straight"] / "models/trained.pt", weights_only=False)
+    b = torch.load(proj / "models/trained.pt", weights_only=False)
     assert a["epoch"] == b["epoch"] and a["val_acc"] == b["val_acc"] and b["classes"] == [1, 2, 3, 4, 5]
     for key, tensor in a["state_dict"].items():
         assert torch.equal(tensor, b["state_dict"][key]), key

@@ -31,6 +31,7 @@ SECTIONS = (
     ("exploration", "Data exploration"),
     ("training", "Training"),
     ("confusion", "Confusion matrix"),
+    ("decisions", "Calibration and verification"),
     ("misclassified", "Misclassified test images"),
 )
 MISCLASSIFIED_NAME = re.compile(r"^(?P<id>.+)_true(?P<true>[^_]+)_pred(?P<pred>[^_]+)$")
@@ -368,6 +369,57 @@ def confusion_section(evaluate):
     )
 
 
+def custom_rows(evaluate, name):
+    """dvclive's rows of a custom plot (a list, or {name: list}), or None when the file is not there."""
+    obj = read_json(evaluate / "plots" / "custom" / f"{name}.json")
+    if isinstance(obj, dict):
+        obj = next(iter(obj.values()), None)
+    return obj if isinstance(obj, list) else None
+
+
+def decisions_section(evaluate):
+    """The reliability diagram and the verify trade-off, with the numbers they stand for."""
+    reliability, tradeoff = custom_rows(evaluate, "reliability"), custom_rows(evaluate, "verify_tradeoff")
+    if reliability is None or tradeoff is None:
+        return missing_html(
+            [str(evaluate / "plots" / "custom" / f"{n}.json") for n in ("reliability", "verify_tradeoff")]
+        )
+    test = (read_json(evaluate / "metrics.json") or {}).get("test", {})
+    before, after = test.get("calibration", {}).get("before", {}), test.get("calibration", {}).get("after", {})
+    sets, verify = test.get("count_sets", {}), test.get("verify", {})
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8.4, 3.6))
+    left.plot([0, 1], [0, 1], color="grey", linestyle=":", label="honest")
+    left.plot(
+        [number(r["confidence"], "reliability") for r in reliability],
+        [number(r["accuracy"], "reliability") for r in reliability],
+        marker="o",
+        label="calibrated model",
+    )
+    left.set(title="Reliability on test", xlabel="top probability", ylabel="share right", xlim=(0, 1), ylim=(0, 1))
+    left.legend()
+    right.plot(
+        [number(r["false_accept"], "verify_tradeoff") for r in tradeoff],
+        [number(r["right_accepted"], "verify_tradeoff") for r in tradeoff],
+    )
+    if verify:
+        right.scatter(
+            [verify.get("false_accept_off_by_one", 0)], [verify.get("right_accepted", 0)], color="C3", zorder=3
+        )
+    right.set(title="Verify on test", xlabel="wrong quantities accepted", ylabel="right bins accepted")
+    text = (
+        f"<p>ECE {fmt(before.get('ece'))} as trained, {fmt(after.get('ece'))} calibrated (NLL {fmt(before.get('nll'))}"
+        f" -> {fmt(after.get('nll'))}). Count sets hold the true count for {fmt(sets.get('coverage'))} of the test "
+        f"bins, {fmt(sets.get('mean_set_size'))} counts on average. At the threshold fitted on val "
+        f"({fmt(verify.get('threshold'))}), verify accepts {fmt(verify.get('right_accepted'))} of the right bins and "
+        f"{fmt(verify.get('false_accept_off_by_one'))} of the bins off by one item (red dot).</p>"
+    )
+    return (
+        '<div class="grid">'
+        + figure_html(png_uri(fig), "left: on the diagonal = honest; right: every threshold", "calibration")
+        + f"<div>{text}</div></div>"
+    )
+
+
 def misclassified_section(evaluate, max_images):
     folder = evaluate / "plots" / "images" / "misclassified"
     images = misclassified_images(folder)
@@ -446,6 +498,7 @@ def build_report(explore, train, evaluate, max_images=48, generated=None, revisi
             "exploration": exploration_section(explore),
             "training": training_section(train),
             "confusion": confusion_section(evaluate),
+            "decisions": decisions_section(evaluate),
             "misclassified": misclassified_section(evaluate, max_images),
         }
     return page(bodies, generated, revision)

@@ -11,7 +11,7 @@ single view, so the report shows what TTA buys and what it costs (ms per image).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -22,7 +22,11 @@ from binsight.data.class_policy import COUNTS_1TO5
 from binsight.data.image_decode import load_rgb
 from binsight.data.raw_bins import RawBins
 from binsight.evaluate.count_metrics import count_metrics
-from binsight.evaluate.scoring import per_class_accuracy, scores_on_counts_1to5, timed_predictions
+from binsight.evaluate.scoring import model_scale, per_class_accuracy, scores_on_counts_1to5, timed_outputs
+from binsight.verify.calibration import calibrated_probs
+from binsight.verify.calibration_metrics import calibration_scores, reliability
+from binsight.verify.count_sets import coverage_report
+from binsight.verify.quantity_check import expectation_probs, rates, tradeoff
 
 # what `dvclive/evaluate/metrics.json` holds for the views the model asks for and for a single view
 HEADLINE_SCORES = ("accuracy", "balanced_accuracy", "macro_f1", "rmse", "mae", "off_by_one_accuracy")
@@ -44,12 +48,13 @@ class Evaluation:
     seconds_per_image: float
     single_seconds_per_image: float
     val_acc: float | None
-
-
-def known_rows(rows_with_counts: list[tuple[str, int, int]], classes: list[int]) -> tuple[list, list[int]]:
-    """-> (the rows whose label the model knows, the labels it does not know, sorted)."""
-    unknown = sorted({label for _, label, _ in rows_with_counts} - set(classes))
-    return [r for r in rows_with_counts if r[1] in classes], unknown
+    # the decision layer (binsight/verify/), when the model file has a calibration (the calibrate stage's)
+    calibration_before: dict[str, float] = field(default_factory=dict)  # ece, nll, brier as trained
+    calibration_after: dict[str, float] = field(default_factory=dict)  # the same, calibrated
+    reliability: list[dict[str, Any]] = field(default_factory=list)  # the reliability diagram's rows
+    count_sets: dict[str, Any] = field(default_factory=dict)  # coverage_report at the model's threshold
+    verification: dict[str, float] = field(default_factory=dict)  # rates at the model's accept threshold
+    tradeoff: list[dict[str, float]] = field(default_factory=list)  # false accepts against right accepted
 
 
 def evaluate_model(
@@ -61,14 +66,16 @@ def evaluate_model(
     dtype: torch.dtype | None,
 ) -> Evaluation:
     """Score `model` on `rows_with_counts` [(id, label, count)], the bins `loader` yields (in any order)."""
-    classes, tta = meta["classes"], meta["preprocess"]["tta"]
+    classes, tta, loss, scale = meta["classes"], meta["preprocess"]["tta"], meta["loss"], model_scale(meta)
     rows = [(i, label) for i, label, _ in rows_with_counts]
-    single, single_s = timed_predictions(model, meta, loader, device, dtype, "none")
-    probs, tta_s = timed_predictions(model, meta, loader, device, dtype, tta) if tta != "none" else (single, single_s)
+    single_out, single_s = timed_outputs(model, meta, loader, device, dtype, "none")
+    outputs, tta_s = timed_outputs(model, meta, loader, device, dtype, tta) if tta != "none" else (single_out, single_s)
+    probs = calibrated_probs(loss, outputs, len(classes), scale)
+    single = calibrated_probs(loss, single_out, len(classes), scale)
     y_true = np.array([label for _, label in rows])
     y_pred = np.array([classes[i] for i in probs.argmax(1)])
     counts = np.array([count for _, _, count in rows_with_counts])
-    return Evaluation(
+    result = Evaluation(
         rows=rows,
         classes=classes,
         tta=tta,
@@ -82,6 +89,31 @@ def evaluate_model(
         single_seconds_per_image=single_s,
         val_acc=meta.get("val_acc"),
     )
+    if meta.get("calibration"):
+        add_decisions(result, calibrated_probs(loss, outputs, len(classes), None), meta["calibration"])
+    return result
+
+
+def add_decisions(result: Evaluation, uncalibrated: np.ndarray, calibration: dict[str, Any]) -> None:
+    """The decision layer on the test bins: calibration before and after, the count sets' coverage, and the
+    verdicts' false accepts and right bins accepted at the thresholds fitted on val."""
+    index = {c: k for k, c in enumerate(result.classes)}
+    targets = np.array([index[label] for label in result.y_true], dtype=int)
+    result.calibration_before = calibration_scores(uncalibrated, targets)
+    result.calibration_after = calibration_scores(result.probs, targets)
+    result.reliability = reliability(result.probs, targets)
+    result.count_sets = coverage_report(result.probs, targets, calibration["set_threshold"], result.classes)
+    threshold = calibration["accept_threshold"]
+    right, off_by_one = expectation_probs(result.probs, targets, "off_by_one")
+    _, any_other = expectation_probs(result.probs, targets, "any_other")
+    result.verification = {
+        "threshold": threshold,
+        "right_accepted": rates(right, off_by_one, threshold)["right_accepted"],
+        "false_accept_off_by_one": rates(right, off_by_one, threshold)["false_accept"],
+        "false_accept_any_other": rates(right, any_other, threshold)["false_accept"],
+    }
+    _, wrong = expectation_probs(result.probs, targets, calibration["against"])
+    result.tradeoff = tradeoff(right, wrong)
 
 
 def has_other_counts(result: Evaluation) -> bool:
@@ -103,6 +135,16 @@ def metric_groups(result: Evaluation) -> dict[str, float]:
         metrics[f"test/counts_1to5/{name}"] = value
     metrics["test/ms_per_image"] = 1000 * result.seconds_per_image
     metrics["test/single_view/ms_per_image"] = 1000 * result.single_seconds_per_image
+    for when, scores in (("before", result.calibration_before), ("after", result.calibration_after)):
+        for name, value in scores.items():
+            metrics[f"test/calibration/{when}/{name}"] = value
+    if result.count_sets:
+        metrics["test/count_sets/coverage"] = result.count_sets["coverage"]
+        metrics["test/count_sets/mean_set_size"] = result.count_sets["mean_set_size"]
+        for c, value in result.count_sets["per_count"].items():
+            metrics[f"test/count_sets/per_count/{c}"] = value
+    for name, value in result.verification.items():
+        metrics[f"test/verify/{name}"] = value
     return metrics
 
 
@@ -128,6 +170,23 @@ def log_evaluation(live: Live, result: Evaluation, images_dir: str, max_images: 
         template="bar_horizontal",
         title="Test accuracy per item count",
     )
+    if result.reliability:
+        live.log_plot(
+            "reliability",
+            result.reliability,
+            x="confidence",
+            y="accuracy",
+            template="scatter",
+            title="Reliability on test: accuracy against the top probability (calibrated)",
+        )
+        live.log_plot(
+            "verify_tradeoff",
+            result.tradeoff,
+            x="false_accept",
+            y="right_accepted",
+            template="linear",
+            title="Verify on test: wrong quantities accepted against right bins accepted",
+        )
     bins = RawBins(images_dir)  # a run on shards read from S3 may have no local copy: those images are skipped
     wrong = [i for i in range(len(rows)) if y_pred[i] != y_true[i] and rows[i][0] in bins]
     for i in wrong[:max_images]:
@@ -138,15 +197,17 @@ def log_evaluation(live: Live, result: Evaluation, images_dir: str, max_images: 
 
 
 def headline(result: Evaluation) -> dict[str, float | None]:
-    """metrics.json, the few numbers `dvc exp show` lists: test and val accuracy, and the accuracy on the bins
-    with 1-5 items when the test split holds other counts too."""
+    """metrics.json, the few numbers `dvc exp show` lists: test and val accuracy, the accuracy on the bins
+    with 1-5 items when the test split holds other counts too, and the calibrated model's test ECE and count-set
+    coverage."""
+    line: dict[str, float | None] = {"test_acc": result.scores["accuracy"]}
     if has_other_counts(result):
-        return {
-            "test_acc": result.scores["accuracy"],
-            "test_acc_1to5": result.counts_1to5["accuracy"],
-            "val_acc": result.val_acc,
-        }
-    return {"test_acc": result.scores["accuracy"], "val_acc": result.val_acc}
+        line["test_acc_1to5"] = result.counts_1to5["accuracy"]
+    line["val_acc"] = result.val_acc
+    if result.count_sets:  # how far to trust the probabilities and the sets
+        line["test_ece"] = result.calibration_after["ece"]
+        line["test_coverage"] = result.count_sets["coverage"]
+    return line
 
 
 def summary(result: Evaluation) -> str:
@@ -161,6 +222,14 @@ def summary(result: Evaluation) -> str:
         line += (
             f"; on the {c['n']} bins with {COUNTS_1TO5[0]}-{COUNTS_1TO5[-1]} items "
             f"{c['accuracy']:.3f} (argmax over 1-5: {c['accuracy_argmax_1to5']:.3f})"
+        )
+    if result.count_sets:
+        v, sets = result.verification, result.count_sets
+        line += (
+            f"; ECE {result.calibration_before['ece']:.3f} -> {result.calibration_after['ece']:.3f} calibrated, "
+            f"count sets cover {sets['coverage']:.3f} (mean size {sets['mean_set_size']:.2f}), "
+            f"verify accepts {v['right_accepted']:.3f} of right bins at {v['false_accept_off_by_one']:.3f} off-by-one "
+            "false accepts"
         )
     if result.tta != "none":
         line += (

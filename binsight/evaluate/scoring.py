@@ -3,16 +3,18 @@ the time each took, and the rows of the predictions table."""
 
 import os
 import time
-from functools import partial
+from typing import Any
 
 import numpy as np
 
 from binsight.data.class_policy import COUNTS_1TO5
 from binsight.data.image_datasets import BinImages, eval_transform, make_loader
+from binsight.data.split_files import read_split_counts
 from binsight.errors import DataError
-from binsight.model.count_losses import decode
+from binsight.params import TrainParams
 from binsight.progress import Progress
-from binsight.train.loops import predict
+from binsight.train.loops import predict_outputs
+from binsight.verify.calibration import calibrated_probs
 
 
 def split_loader(rows, images_dir, meta, batch_size, num_workers, device):
@@ -23,9 +25,9 @@ def split_loader(rows, images_dir, meta, batch_size, num_workers, device):
     return make_loader(dataset, batch_size, False, num_workers, device.type == "cuda")
 
 
-def shard_split_loader(location, meta, batch_size, num_workers, device, decode="cpu"):
-    """The test shards -> ([(id, label, count)] in split order, a loader over them). The loader yields
-    in worker order; `timed_predictions` puts the probabilities back in split order."""
+def shard_split_loader(location, meta, batch_size, num_workers, device, decode="cpu", split="test"):
+    """One split's shards -> ([(id, label, count)] in split order, a loader over them). The loader yields
+    in worker order; `timed_outputs` puts the outputs back in split order."""
     from binsight.data.shard_stream import ShardBatches, ShardSet, ShardStream
 
     shards = ShardSet(location)
@@ -34,31 +36,69 @@ def shard_split_loader(location, meta, batch_size, num_workers, device, decode="
         raise DataError(
             f"{location} holds {shards.index['image_size']} px images, the model wants {size}: run `dvc repro shard`"
         )
-    entries = shards.entries("test")
+    entries = shards.entries(split)
     rows = [r for e in entries for r in zip(e["ids"], e["labels"], e["counts"])]
     workers = min(num_workers, os.cpu_count() or 1)  # as make_loader caps them
-    stream = ShardStream(shards, "test", meta["classes"], workers=workers, decode=decode)
+    stream = ShardStream(shards, split, meta["classes"], workers=workers, decode=decode)
     return rows, ShardBatches(stream, batch_size, device, workers, device.type == "cuda")
 
 
-def timed_predictions(model, meta, loader, device, dtype, tta):
-    """-> (probabilities [n, K], seconds per image) for one TTA mode."""
+def split_inputs(
+    split: str,
+    meta: dict,
+    train: TrainParams,
+    batch_size: int,
+    split_dir: str,
+    images_dir: str,
+    shards_dir: str,
+    device: Any,
+    stage: str = "evaluate",
+) -> tuple[list[tuple[str, int, int]], Any]:
+    """A split's bins the model knows the classes of, [(id, label, count)] in split order, and a loader over
+    them: from the split's shards with train.data: shards, else from the split file and the fetched images.
+    Bins of other classes are left out with a warning (per-file data) or refused (shards: rerun the pipeline)."""
+    workers = train.num_workers
+    if train.data == "shards":
+        rows, loader = shard_split_loader(
+            train.shards or shards_dir, meta, batch_size, workers, device, train.decode, split=split
+        )
+    else:
+        rows = read_split_counts(split_dir, split, images_dir)
+    unknown = sorted({label for _, label, _ in rows} - set(meta["classes"]))
+    if unknown and train.data == "shards":
+        raise DataError(f"the {split} shards hold classes {unknown} the model does not know: run `dvc repro` again")
+    if unknown:
+        print(f"{stage}: warning: counts {unknown} never seen in training are left out")
+        rows = [r for r in rows if r[1] in meta["classes"]]
+    if train.data != "shards":
+        loader = split_loader([(i, label) for i, label, _ in rows], images_dir, meta, batch_size, workers, device)
+    return rows, loader
+
+
+def timed_outputs(model, meta, loader, device, dtype, tta, label="evaluate"):
+    """-> (head outputs per view [n, V, O] in split order, seconds per image) for one TTA mode."""
     start = time.perf_counter()
-    bar = Progress(f"evaluate ({tta} TTA)" if tta != "none" else "evaluate", len(loader.dataset))
-    probs, _ = predict(
-        model,
-        loader,
-        device,
-        dtype,
-        decode=partial(decode, meta["loss"], num_classes=len(meta["classes"])),
-        tta=tta,
-        progress=bar,
-    )
+    bar = Progress(f"{label} ({tta} TTA)" if tta != "none" else label, len(loader.dataset))
+    outputs, _ = predict_outputs(model, loader, device, dtype, tta=tta, progress=bar)
     if hasattr(loader, "order"):  # shard batches come in worker order: back to split order
-        ordered = np.empty_like(probs)
-        ordered[loader.order()] = probs
-        probs = ordered
-    return probs, (time.perf_counter() - start) / max(len(probs), 1)
+        ordered = np.empty_like(outputs)
+        ordered[loader.order()] = outputs
+        outputs = ordered
+    return outputs, (time.perf_counter() - start) / max(len(outputs), 1)
+
+
+def model_scale(meta: dict) -> float | None:
+    """The calibration's scale in a model file (binsight.verify.calibration); None for an uncalibrated one."""
+    calibration = meta.get("calibration")
+    return calibration["scale"] if calibration else None
+
+
+def timed_predictions(model, meta, loader, device, dtype, tta, calibrated=True):
+    """-> (probabilities [n, K] in split order, seconds per image): the model file's calibration applied
+    unless `calibrated` is false."""
+    outputs, seconds = timed_outputs(model, meta, loader, device, dtype, tta)
+    scale = model_scale(meta) if calibrated else None
+    return calibrated_probs(meta["loss"], outputs, len(meta["classes"]), scale), seconds
 
 
 def prediction_rows(rows, probs, classes):

@@ -80,22 +80,35 @@ class CountingLoss(torch.nn.Module):
         return (per * w).sum() / w.sum()
 
 
-def decode(loss, outputs, num_classes):
-    """Head outputs [n, output_size] -> probabilities over the classes [n, K] (rows sum to 1)."""
+def decode(loss, outputs, num_classes, scale=None):
+    """Head outputs [n, output_size] -> probabilities over the classes [n, K] (rows sum to 1). `scale`: the
+    calibration fitted on val (binsight.verify.calibration): the temperature of the logits, or for
+    regression the sd of the noise model; None decodes the model as trained."""
     outputs = outputs.float()
     if loss in ("ce", "neighbour"):
-        return torch.softmax(outputs, 1)
+        return torch.softmax(outputs / (scale or 1.0), 1)
     if loss == "ordinal":
-        above = torch.sigmoid(outputs)
+        above = torch.sigmoid(outputs / (scale or 1.0))
         above = torch.cummin(above, dim=1).values  # P(> k) can only fall as k grows
         ones, zeros = torch.ones_like(above[:, :1]), torch.zeros_like(above[:, :1])
         cum = torch.cat([ones, above, zeros], 1)
         return (cum[:, :-1] - cum[:, 1:]).clamp(min=0)
+    if loss == "regression" and scale is not None:
+        return noise_model(outputs[:, 0], num_classes, scale)
     if loss == "regression":
         value = outputs[:, 0].clamp(0, num_classes - 1)
         grid = torch.arange(num_classes, device=outputs.device, dtype=value.dtype)
         return (1 - (value[:, None] - grid[None]).abs()).clamp(min=0)
     raise ValueError(f"unknown loss {loss!r}: expected one of {', '.join(LOSSES)}")
+
+
+def noise_model(value, num_classes, sigma):
+    """P(class k) when the class index is `value` plus Gaussian noise of sd `sigma`: the mass of [k - 1/2,
+    k + 1/2], the first and last classes taking the tails."""
+    grid = torch.arange(num_classes + 1, device=value.device, dtype=value.dtype) - 0.5
+    cdf = torch.special.ndtr((grid[None] - value[:, None]) / sigma)
+    cdf[:, 0], cdf[:, -1] = 0.0, 1.0
+    return (cdf[:, 1:] - cdf[:, :-1]).clamp(min=0)
 
 
 def standardizer(targets):

@@ -252,3 +252,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Bi
     model = model_from_params(model_params, len(payload["classes"]), pretrained=False, loss=payload["loss"])
     model.load_state_dict(payload.pop("state_dict"))
     return model.to(device).eval(), payload
+
+
+def copy_model_file(src: str | Path, dst: str | Path, **entries: Any) -> None:
+    """Write `src`'s model file to `dst` with `entries` added or replaced (evaluate's calibration)."""
+    payload = torch.load(src, map_location="cpu", weights_only=False)
+    payload.update(entries)
+    with atomic_path(dst) as tmp:
+        torch.save(payload, tmp)

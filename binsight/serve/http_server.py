@@ -11,14 +11,21 @@
 POST /predict takes an image/jpeg or image/png body, a JSON {"url": "s3://bucket/key"} (or
 {"urls": [...]}), or multipart/form-data with one or more image files. One image answers
 {"count", "probability", "probabilities": {"1": .., "5": ..}, "model"}; a batch answers
-{"predictions": [...], "model"}. "model" is the first 12 hex digits of the model file's sha256.
+{"predictions": [...], "model"}. "model" is the first 12 hex digits of the model file's sha256. A calibrated
+model (evaluate's models/model.pt) adds "count_set": the counts that hold the true one at its coverage.
+
+POST /verify checks an expected quantity: image/jpeg or image/png with ?expected=N, JSON {"url": "s3://...",
+"expected": N} (or {"checks": [{"url", "expected"}, ...]}), or multipart/form-data with image files and as
+many `expected` fields. It answers {"verdict": "accept" | "review", "p_expected", "count_set", "reason",
+"expected", "count", "probability", "model"} (a batch: {"verdicts": [...], "model"}); an expected quantity
+that is not a whole number of items gets 400, an uncalibrated model 409.
 Bad input gets a 4xx with {"error": "..."}: 400 undecodable or empty, 413 over --max-body-mb,
 415 another content type. The model loads once at start; concurrent requests share forward
 passes (micro-batching, at most --max-batch images each).
 S3 URLs are read anonymously (the ABID bucket is public) from AWS, or from --s3-endpoint /
 env AWS_ENDPOINT_URL (MinIO, moto), and only from the buckets --allow-bucket names (default: the
-ABID bucket): any other gets 403. With --token (or env BINSIGHT_SERVE_TOKEN), /predict and
-/metadata need `Authorization: Bearer <token>` (401 without it); /health stays open for probes
+ABID bucket): any other gets 403. With --token (or env BINSIGHT_SERVE_TOKEN), /predict, /verify
+and /metadata need `Authorization: Bearer <token>` (401 without it); /health stays open for probes
 and says whether the model is loaded and the forward-pass worker is alive (503 when not).
 """
 
@@ -42,6 +49,7 @@ from starlette.exceptions import HTTPException
 
 from binsight.data.s3_client import make_client
 from binsight.errors import BadImage, check_device_name, one_line_errors, require_model_file
+from binsight.verify.quantity_check import BadExpectation, parse_expected
 
 IMAGE_TYPES = {"image/jpeg", "image/jpg", "image/png"}
 ABID_BUCKET = "aft-vbi-pds"
@@ -230,6 +238,57 @@ async def images_from_form(request, settings):
         await form.close()
 
 
+def expected_of(value, where):
+    """A request's expected quantity -> an int, or 400 naming it (binsight.verify.quantity_check)."""
+    try:
+        return parse_expected(value)
+    except BadExpectation as exc:
+        raise ApiError(400, f"{where}: {exc}") from None
+
+
+async def checks_from_json(request, settings):
+    """{"url", "expected"} -> ([bytes], None, [expected]); {"checks": [{"url", "expected"}, ...]} -> a batch."""
+    try:
+        payload = json.loads(await request.body())
+    except ValueError:
+        raise ApiError(400, "body is not valid JSON") from None
+    if isinstance(payload, dict) and isinstance(payload.get("checks"), list) and payload["checks"]:
+        checks, batch = payload["checks"], True
+        if len(checks) > settings.max_files:
+            raise ApiError(413, f"{len(checks)} checks, more than the {settings.max_files} allowed (--max-files)")
+    elif isinstance(payload, dict) and "url" in payload:
+        checks, batch = [payload], False
+    else:
+        raise ApiError(400, 'expected {"url": "s3://bucket/key", "expected": N} or {"checks": [...]}')
+    urls, expected = [], []
+    for i, check in enumerate(checks):
+        where = f"check {i + 1}" if batch else "body"
+        if not isinstance(check, dict) or not isinstance(check.get("url"), str):
+            raise ApiError(400, f'{where}: expected {{"url": "s3://bucket/key", "expected": N}}')
+        urls.append(check["url"])
+        expected.append(expected_of(check.get("expected"), f"{where} expected"))
+    images = await asyncio.gather(
+        *(run_in_threadpool(fetch_s3, settings.s3_client, u, settings.max_body, settings.allowed_buckets) for u in urls)
+    )
+    return images, urls if batch else None, expected
+
+
+async def checks_from_form(request, settings):
+    """multipart/form-data: image files and as many `expected` fields, in the same order."""
+    form = await request.form(max_files=settings.max_files)
+    try:
+        files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
+        values = [v for k, v in form.multi_items() if k == "expected" and not isinstance(v, UploadFile)]
+        if not files:
+            raise ApiError(400, "no image files in the multipart body")
+        if len(values) != len(files):
+            raise ApiError(400, f"{len(files)} images and {len(values)} expected fields: send one expected per image")
+        expected = [expected_of(v, f"expected {i + 1}") for i, v in enumerate(values)]
+        return [await f.read() for f in files], [f.filename for f in files], expected
+    finally:
+        await form.close()
+
+
 def create_app(predictor, batcher, settings):
     """The FastAPI app around a loaded Predictor and its BatchQueue."""
     app = FastAPI(
@@ -257,6 +316,34 @@ def create_app(predictor, batcher, settings):
             return {**results[0], "model": predictor.version}
         key = "url" if kind == "application/json" else "filename"
         return {"predictions": [{key: n, **r} for n, r in zip(names, results)], "model": predictor.version}
+
+    @app.post("/verify", response_model=None)  # the dict is the response as it is, not a model to validate
+    async def verify(request: Request) -> dict[str, Any]:
+        if predictor.calibration is None:
+            raise ApiError(409, f"{predictor.path.name} is not calibrated: serve the calibrate stage's models/model.pt")
+        kind = media_type(request.headers.get("content-type"))
+        if kind in IMAGE_TYPES:
+            expected, names = [expected_of(request.query_params.get("expected"), "?expected=")], None
+            images = [await request.body()]
+        elif kind == "application/json":
+            images, names, expected = await checks_from_json(request, settings)
+        elif kind == "multipart/form-data":
+            images, names, expected = await checks_from_form(request, settings)
+        else:
+            raise ApiError(
+                415,
+                f"Content-Type {kind or '(none)'} is not accepted: send image/jpeg or image/png with ?expected=N, "
+                'application/json {"url": "s3://...", "expected": N} or multipart/form-data (image + expected)',
+            )
+        results = await predict_many(predictor, batcher, images)
+        verdicts = [
+            {**predictor.verdict(r, e), "count": r["count"], "probability": r["probability"]}
+            for r, e in zip(results, expected)
+        ]
+        if names is None:
+            return {**verdicts[0], "model": predictor.version}
+        key = "url" if kind == "application/json" else "filename"
+        return {"verdicts": [{key: n, **v} for n, v in zip(names, verdicts)], "model": predictor.version}
 
     @app.get("/health")
     async def health():

@@ -6,9 +6,11 @@
     binsight predict s3://aft-vbi-pds/bin-images/ --out counts.csv      # a whole bucket prefix
     binsight predict data/shards --out counts.jsonl       # a shard set (its index.json's every split)
 
-Prints, per image, the predicted count, its probability and the probability of every count.
-With --json, one object per line: {"path", "count", "probability", "probabilities": {"1": ..},
-"model"}; "model" is the first 12 hex digits of the model file's sha256, as the server reports.
+Prints, per image, the predicted count, its probability and the probability of every count, calibrated on
+the val split by the evaluate stage, and the count set: the counts that hold the true one at the model's
+coverage (verify.coverage, e.g. 90 %: "set {3, 4}"). With --json, one object per line: {"path", "count",
+"probability", "probabilities": {"1": ..}, "count_set", "model"}; "model" is the first 12 hex digits of the
+model file's sha256, as the server reports.
 Images are read and decoded in parallel and run through the model in batches, on the GPU when there is
 one. With --out, results go to a CSV (.csv) or JSON-lines (.jsonl) file as they come, and a rerun skips
 every image the file already holds: a killed run over a million images resumes where it stopped.
@@ -106,8 +108,8 @@ def sources(paths, client_factory):
 class ResultFile:
     """Results appended to a .csv or .jsonl file as they come; the names it already holds are skipped."""
 
-    def __init__(self, path, names):
-        self.path, self.csv = Path(path), str(path).endswith(".csv")
+    def __init__(self, path, names, with_sets=False):
+        self.path, self.csv, self.with_sets = Path(path), str(path).endswith(".csv"), with_sets
         if not (self.csv or str(path).endswith((".jsonl", ".json"))):
             raise DataError(f"--out {path}: give a .csv or .jsonl file")
         self.done = self._read_done()
@@ -116,7 +118,8 @@ class ResultFile:
         self.file = open(self.path, "a", newline="")
         self.writer = csv.writer(self.file) if self.csv else None
         if new and self.csv:
-            self.writer.writerow(["path", "count", "class", "probability", "model", *(f"p_{n}" for n in names)])
+            sets = ["count_set"] if with_sets else []
+            self.writer.writerow(["path", "count", "class", "probability", "model", *(f"p_{n}" for n in names), *sets])
 
     def _read_done(self):
         if not self.path.exists():
@@ -134,7 +137,10 @@ class ResultFile:
     def write(self, name, res, version):
         if self.csv:
             probs = [res["probabilities"][n] for n in self.names]
-            self.writer.writerow([name, res["count"], res["class"], res["probability"], version, *probs])
+            row = [name, res["count"], res["class"], res["probability"], version, *probs]
+            if self.with_sets:
+                row.append(" ".join(map(str, res.get("count_set", []))))
+            self.writer.writerow(row)
         else:
             self.file.write(json.dumps({"path": name, **res, "model": version}) + "\n")
 
@@ -144,7 +150,8 @@ class ResultFile:
 
 def format_line(path, res):
     scores = ", ".join(f"{c}: {p:.3f}" for c, p in res["probabilities"].items())
-    return f"{path}: {res['count']} (p={res['probability']:.3f})  [{scores}]"
+    sets = "  set {" + ", ".join(map(str, res["count_set"])) + "}" if "count_set" in res else ""
+    return f"{path}: {res['count']} (p={res['probability']:.3f}){sets}  [{scores}]"
 
 
 def chunks(items, size):
@@ -225,7 +232,7 @@ def main(argv: list[str] | None = None) -> None:
     from binsight.serve.predictor import Predictor  # torch: seconds to import, so only once the input is known good
 
     predictor = Predictor(args.model, args.device, tta=args.tta)
-    out = ResultFile(args.out, predictor.names) if args.out else None
+    out = ResultFile(args.out, predictor.names, predictor.calibration is not None) if args.out else None
     items = sources(args.paths, lambda: make_client(endpoint_url=args.endpoint_url, anonymous=not args.signed))
     if out is not None:
         items = ((name, reader) for name, reader in items if name not in out.done)

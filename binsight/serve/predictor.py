@@ -31,6 +31,9 @@ from binsight.errors import BadImage, ConfigError, DataError, check_device_name
 from binsight.model.count_losses import decode
 from binsight.model.counting_model import load_model
 from binsight.train.loops import amp_dtype, pick_device
+from binsight.verify.calibration_record import Calibration
+from binsight.verify.count_sets import count_set
+from binsight.verify.quantity_check import verdict
 
 FORMATS = ("JPEG", "PNG")
 # Far above any bin photo, far below what would exhaust memory; JPEGs count after draft scaling.
@@ -60,18 +63,23 @@ def decode_image(data, size, max_pixels=MAX_PIXELS):
         raise BadImage(f"image does not decode: {exc}") from None
 
 
-def result(probs, classes, names=None):
-    """One row of class probabilities -> {"count", "class", "probability", "probabilities": {"1": ..}}.
-    "class" is the class's name ("6+" for "6 or more" under classes.policy clip; else the count)."""
+def result(probs, classes, names=None, set_threshold=None):
+    """One row of class probabilities -> {"count", "class", "probability", "probabilities": {"1": ..}}, and
+    with a calibrated model's `set_threshold` the "count_set": the counts that hold the true one at the
+    model's coverage (binsight.verify.count_sets). "class" is the class's name ("6+" for "6 or more" under
+    classes.policy clip; else the count)."""
     probs = [float(p) for p in probs]
     names = names or [str(c) for c in classes]
     best = max(range(len(probs)), key=probs.__getitem__)
-    return {
+    out = {
         "count": int(classes[best]),
         "class": names[best],
         "probability": round(probs[best], 6),
         "probabilities": {n: round(p, 6) for n, p in zip(names, probs)},
     }
+    if set_threshold is not None:
+        out["count_set"] = count_set(probs, classes, set_threshold)
+    return out
 
 
 def lock_metrics(model_path, lock_path="dvc.lock"):
@@ -86,11 +94,29 @@ def lock_metrics(model_path, lock_path="dvc.lock"):
         lock = yaml.safe_load(lock_path.read_text()) or {}
     except yaml.YAMLError:
         return {}
-    md5 = file_digest(model_path, "md5")
+    stages = list((lock.get("stages") or {}).values())
+    # this model file, and the model files it was made from (evaluate's models/model.pt from train's
+    # models/trained.pt): the metrics of every stage that made or read one of them
+    vouched = {file_digest(model_path, "md5")}
+    for _ in range(len(stages)):
+        more = (
+            {
+                dep.get("md5")
+                for stage in stages
+                if any(out.get("md5") in vouched for out in stage.get("outs") or [])
+                for dep in stage.get("deps") or []
+                if str(dep.get("path", "")).endswith(".pt")
+            }
+            - vouched
+            - {None}
+        )
+        if not more:
+            break
+        vouched |= more
     found = {}
-    for stage in (lock.get("stages") or {}).values():
+    for stage in stages:
         entries = (stage.get("deps") or []) + (stage.get("outs") or [])
-        if not any(e.get("md5") == md5 for e in entries):
+        if not any(e.get("md5") in vouched for e in entries):
             continue
         for out in stage.get("outs") or []:
             metrics = root / out.get("path", "") / "metrics.json"
@@ -119,7 +145,13 @@ class Predictor:
     """A model loaded once; thread-safe predictions on decoded images or raw bytes."""
 
     def __init__(
-        self, model_path: str | Path, device: str | None = None, max_pixels: int = MAX_PIXELS, tta: str | None = None
+        self,
+        model_path: str | Path,
+        device: str | None = None,
+        max_pixels: int = MAX_PIXELS,
+        tta: str | None = None,
+        coverage: float | None = None,
+        max_false_accept: float | None = None,
     ) -> None:
         self.path = Path(model_path)
         self.device = resolve_device(device)
@@ -132,7 +164,14 @@ class Predictor:
         self.tta = tta or self.preprocess["tta"]  # the model file's test-time augmentation unless overridden
         if self.tta not in TTA_MODES:
             raise ConfigError(f"--tta {self.tta!r}: expected one of {', '.join(TTA_MODES)}")
-        self.decode = partial(decode, self.meta["loss"], num_classes=len(self.classes))
+        # the calibration evaluate fitted on val (None in a model file straight from train), with
+        # its thresholds moved to other targets when asked
+        saved = self.meta.get("calibration")
+        self.calibration = Calibration.from_dict(saved).retarget(coverage, max_false_accept) if saved else None
+        if self.calibration is None and (coverage is not None or max_false_accept is not None):
+            raise ConfigError(f"{self.path} is not calibrated: run `dvc repro calibrate` for count sets and verdicts")
+        scale = self.calibration.scale if self.calibration else None
+        self.decode = partial(decode, self.meta["loss"], num_classes=len(self.classes), scale=scale)
         self.version = file_digest(self.path)[:12]
         self.max_pixels = max_pixels
         self._transform = eval_transform(self.image_size)
@@ -155,7 +194,18 @@ class Predictor:
             torch.autocast(self.device.type, dtype=self._dtype or torch.float32, enabled=self._dtype is not None),
         ):
             probs = average_over_views(lambda v: self.decode(self.model(v)), x, self.tta).float().cpu().tolist()
-        return [result(p, self.classes, self.names) for p in probs]
+        threshold = self.calibration.set_threshold if self.calibration else None
+        return [result(p, self.classes, self.names, threshold) for p in probs]
+
+    def verdict(self, res: dict[str, Any], expected: int) -> dict[str, Any]:
+        """A result of predict_tensors and an expected quantity -> its verdict (binsight.verify.quantity_check):
+        accept when P(count = expected) reaches the model's threshold, else review, with the reason."""
+        if self.calibration is None:
+            raise ConfigError(f"{self.path} is not calibrated: run `dvc repro calibrate` before verifying")
+        probs = [res["probabilities"][n] for n in self.names]
+        return verdict(
+            probs, self.classes, self.names, expected, self.calibration.accept_threshold, res.get("count_set", [])
+        )
 
     def predict_bytes(self, images: Sequence[bytes]) -> list[dict[str, Any]]:
         """A list of image bytes -> result dicts. Raises BadImage naming the position of a bad one."""
@@ -180,6 +230,13 @@ class Predictor:
             "loss": self.meta["loss"],
             "preprocess": {**self.preprocess, "tta": self.tta},
             "training": {k: self.meta[k] for k in ("val_acc", "epoch") if k in self.meta},
+            "calibration": None
+            if self.calibration is None
+            else {
+                k: getattr(self.calibration, k)
+                for k in ("method", "scale", "coverage", "set_threshold", "max_false_accept", "against")
+            }
+            | {"accept_threshold": self.calibration.accept_threshold},
         }
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from binsight.data.square_views import average_over_views
+from binsight.data.square_views import average_over_views, dihedral, views
 
 
 def pick_device():
@@ -194,6 +194,32 @@ def predict(model, loader, device, dtype=None, channels_last=False, decode=softm
     if not probs:
         return np.zeros((0, 0), np.float32), np.zeros(0, np.int64)
     return torch.cat(probs).numpy(), torch.cat(targets).numpy()
+
+
+@torch.no_grad()
+def predict_outputs(model, loader, device, dtype=None, channels_last=False, tta="none", progress=None):
+    """-> (head outputs [n, V, O] float32 for each of the V views of `tta`, targets [n]) as numpy arrays, in
+    loader order: what calibration is fitted on (binsight.verify.calibration turns them into probabilities)."""
+    model.eval()
+    outputs, targets = [], []
+    for x, y in loader:
+        x, _ = _to_device(x, y, device, False)
+        per_view = []
+        for k in views(tta):
+            v = dihedral(x, k)
+            if channels_last and v.dim() == 4:
+                v = v.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                per_view.append(model(v).float().cpu())
+        outputs.append(torch.stack(per_view, 1))
+        targets.append(y)
+        if progress is not None:
+            progress.update(len(y))
+    if progress is not None:
+        progress.close()
+    if not outputs:
+        return np.zeros((0, len(views(tta)), 0), np.float32), np.zeros(0, np.int64)
+    return torch.cat(outputs).numpy(), torch.cat(targets).numpy()
 
 
 def mean_loss(probs, targets):

@@ -8,7 +8,7 @@ class Paths:
     split: str = "data/split"
     images: str = "data/raw/images"
     metadata: str = "data/raw/metadata"  # read when train.aux_weight > 0
-    model: str = "models/model.pt"
+    model: str = "models/trained.pt"  # evaluate calibrates it into models/model.pt
     checkpoint: str = "models/checkpoint.pt"
     live: str = "dvclive/train"
     features: str = "data/features"

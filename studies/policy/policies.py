@@ -95,7 +95,7 @@ def run_arm(root, name, settings, file_list, local_dir, seeds):
     for seed in seeds:
         params["train"]["seed"] = seed
         (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        for leftover in ("models/checkpoint.pt", "models/model.pt"):
+        for leftover in ("models/checkpoint.pt", "models/trained.pt", "models/model.pt"):
             (project / leftover).unlink(missing_ok=True)
         shutil.rmtree(project / "dvclive", ignore_errors=True)
         train_s, _ = stage(project, "stages.train")
