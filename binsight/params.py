@@ -436,7 +436,7 @@ class EvaluateParams(Section):
 
 @dataclass
 class VerifyParams(Section):
-    """The decision targets the calibrate stage fits on val (binsight/verify/)."""
+    """The decision targets the evaluate stage fits on val (binsight/verify/)."""
 
     KEY: ClassVar[str] = "verify"
     coverage: float = param(

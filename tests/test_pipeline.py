@@ -106,7 +106,10 @@ def test_user_commands_set_the_notebooks_hyperparameters_as_written_and_rerun_on
     """`dvc repro` again does nothing. `dvc exp run -S lr=0.01 -S batch_size=... -S epochs=...`: the
     three tuned hyperparameters are top-level params, only train, evaluate and report rerun,
     and training uses them (dvclive logs the train section it ran with). Then `dvc exp show`, as a
-    120-column terminal shows it, has them beside the headline metrics."""
+    120-column terminal shows it, has them beside the headline metrics; new verify targets recalibrate
+    without retraining."""
+    import torch
+
     project = clone_project(trained_project)
     again = dvc(project, "repro").stdout
     assert "Running stage" not in again, again
@@ -158,19 +161,11 @@ def test_user_commands_set_the_notebooks_hyperparameters_as_written_and_rerun_on
     status = dvc(project, "status").stdout
     assert "train" in status and "fetch" not in status.replace("data/fetch", "") and "split:" not in status, status
 
-
-@pytest.mark.e2e
-def test_a_new_decision_target_recalibrates_without_retraining(trained_project, clone_project):
-    """verify.coverage and verify.max_false_accept are fitted on val by evaluate: changing one reruns evaluate
-    and report, never train, and the model file carries the new thresholds."""
-    import torch
-
-    project = clone_project(trained_project)
+    # New decision targets are fitted on val by evaluate: they rerun evaluate and report, never train, and
+    # the model file carries the new thresholds beside the same temperature.
     before = torch.load(project / "models/model.pt", weights_only=False)["calibration"]
-    out = dvc(
-        project, "exp", "run", "-n", "stricter", "-S", "verify.max_false_accept=0.01", "-S", "verify.coverage=0.95"
-    )
-    assert stages_run(out.stdout) == ["evaluate", "report"], out.stdout
+    set_params(project, {"lr": 0.01, "verify": {"max_false_accept": 0.01, "coverage": 0.95}})
+    assert stages_run(dvc(project, "repro").stdout) == ["evaluate", "report"]
     after = torch.load(project / "models/model.pt", weights_only=False)["calibration"]
     assert after["scale"] == before["scale"] and after["max_false_accept"] == 0.01 and after["coverage"] == 0.95
     assert after["accept_threshold"] >= before["accept_threshold"] and after["set_threshold"] >= before["set_threshold"]

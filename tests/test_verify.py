@@ -104,7 +104,8 @@ def test_an_uncalibrated_model_or_a_bad_file_is_one_line(tmp_path, checks):
     (root / "one.csv").write_text(f"image,expected\n{images[0]},{labels[0]}\n")
     trained = untrained_model(tmp_path / "trained.pt")
     proc = verify(root / "one.csv", "--model", trained)
-    assert proc.returncode == 2 and "is not calibrated: run `dvc repro calibrate`" in proc.stderr
+    assert proc.returncode == 2, proc.stderr
+    assert "is not calibrated: use models/model.pt, which `dvc repro evaluate` writes" in proc.stderr
     (tmp_path / "bad.csv").write_text("photo,count\na.jpg,3\n")
     proc = verify(tmp_path / "bad.csv", "--model", trained)
     assert proc.returncode == 2 and "the header must name the columns image and expected" in proc.stderr

@@ -48,7 +48,7 @@ class Evaluation:
     seconds_per_image: float
     single_seconds_per_image: float
     val_acc: float | None
-    # the decision layer (binsight/verify/), when the model file has a calibration (the calibrate stage's)
+    # the decision layer (binsight/verify/), when the model file has a calibration (evaluate's, fitted on val)
     calibration_before: dict[str, float] = field(default_factory=dict)  # ece, nll, brier as trained
     calibration_after: dict[str, float] = field(default_factory=dict)  # the same, calibrated
     reliability: list[dict[str, Any]] = field(default_factory=list)  # the reliability diagram's rows

@@ -320,7 +320,8 @@ def create_app(predictor, batcher, settings):
     @app.post("/verify", response_model=None)  # the dict is the response as it is, not a model to validate
     async def verify(request: Request) -> dict[str, Any]:
         if predictor.calibration is None:
-            raise ApiError(409, f"{predictor.path.name} is not calibrated: serve the calibrate stage's models/model.pt")
+            name = predictor.path.name
+            raise ApiError(409, f"{name} is not calibrated: serve models/model.pt, which `dvc repro evaluate` writes")
         kind = media_type(request.headers.get("content-type"))
         if kind in IMAGE_TYPES:
             expected, names = [expected_of(request.query_params.get("expected"), "?expected=")], None

@@ -169,7 +169,7 @@ class Predictor:
         saved = self.meta.get("calibration")
         self.calibration = Calibration.from_dict(saved).retarget(coverage, max_false_accept) if saved else None
         if self.calibration is None and (coverage is not None or max_false_accept is not None):
-            raise ConfigError(f"{self.path} is not calibrated: run `dvc repro calibrate` for count sets and verdicts")
+            raise ConfigError(f"{self.path} is not calibrated: use models/model.pt, which `dvc repro evaluate` writes")
         scale = self.calibration.scale if self.calibration else None
         self.decode = partial(decode, self.meta["loss"], num_classes=len(self.classes), scale=scale)
         self.version = file_digest(self.path)[:12]
@@ -201,7 +201,7 @@ class Predictor:
         """A result of predict_tensors and an expected quantity -> its verdict (binsight.verify.quantity_check):
         accept when P(count = expected) reaches the model's threshold, else review, with the reason."""
         if self.calibration is None:
-            raise ConfigError(f"{self.path} is not calibrated: run `dvc repro calibrate` before verifying")
+            raise ConfigError(f"{self.path} is not calibrated: use models/model.pt, which `dvc repro evaluate` writes")
         probs = [res["probabilities"][n] for n in self.names]
         return verdict(
             probs, self.classes, self.names, expected, self.calibration.accept_threshold, res.get("count_set", [])

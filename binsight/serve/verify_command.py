@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
 
     predictor = Predictor(args.model, args.device, coverage=args.coverage, max_false_accept=args.max_false_accept)
     if predictor.calibration is None:
-        raise DataError(f"{args.model} is not calibrated: run `dvc repro calibrate` (it writes models/model.pt)")
+        raise DataError(f"{args.model} is not calibrated: use models/model.pt, which `dvc repro evaluate` writes")
     clients: list[Any] = []
 
     def client() -> Any:

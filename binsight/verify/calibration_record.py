@@ -1,4 +1,4 @@
-"""What the calibrate stage stores in the model file, and how it is fitted from the val split's outputs.
+"""What the evaluate stage stores in the model file, and how it is fitted from the val split's outputs.
 
     {"method": "temperature", "scale": 1.31,             # binsight.verify.calibration
      "coverage": 0.9, "set_threshold": 0.71,             # binsight.verify.count_sets
