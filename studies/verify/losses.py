@@ -3,6 +3,8 @@ then its calibration, count sets and verdicts measured on the test split, with t
 off, several seeds. Writes docs/verify.md.
 
     python -m studies.verify.losses --bins ../abid/dev --seeds 0 1
+    python -m studies.verify.losses --bins ../abid/dev --extra ../abid/dev-extra --losses ce --seeds 0 1
+
 
 `--bins`: a local copy of the bucket (bin-images/, metadata/) holding bins of the subset list. Every arm trains
 `binsight recipe cpu-scratch` with `train.loss` set, through the product's own stages (fetch, split and train
@@ -10,7 +12,9 @@ once a loss and seed), on the same split (seed 42). The decisions are then fitte
 in this process, for each TTA mode, with the functions the evaluate stage calls: ECE before and
 after calibration; coverage and mean set size of the count sets at 0.8, 0.9, 0.95; the share of right bins
 accepted at a false-accept rate of 1 %, 5 % and 10 % against off-by-one expectations (and the false-accept
-rate that threshold gives on test).
+rate that threshold gives on test). `--extra`: local copies with bins of other counts (0 and 6+), merged with
+`--bins` (symlinks) and listed with `binsight list`: the arms then train on every bin under the `clip` class
+policy (0-5 and "6+"), and every figure is over all of its test bins.
 """
 
 import argparse
@@ -35,7 +39,7 @@ from binsight.verify.calibration import calibrated_probs, fit_scale
 from binsight.verify.calibration_metrics import ece
 from binsight.verify.count_sets import coverage_report, set_threshold
 from binsight.verify.quantity_check import accept_threshold, expectation_probs, rates
-from studies.policy.policies import make_project, stage
+from studies.policy.policies import make_project, merge, stage
 
 REPO = Path(__file__).resolve().parents[2]
 LOSSES = ("ce", "neighbour", "ordinal", "regression")
@@ -84,8 +88,9 @@ def measure(project, tta):
     return row
 
 
-def run_loss(root, loss, file_list, local_dir, seeds):
-    project, params = make_project(root, f"loss-{loss}", file_list, local_dir, {"train.loss": loss})
+def run_loss(root, loss, file_list, local_dir, seeds, policy):
+    settings = {"train.loss": loss} | ({"classes.policy": "clip", "classes.clip_at": 6} if policy == "clip" else {})
+    project, params = make_project(root, f"{policy}-{loss}", file_list, local_dir, settings)
     stage(project, "stages.fetch", "--no-progress")
     stage(project, "stages.split")
     rows = []
@@ -96,9 +101,14 @@ def run_loss(root, loss, file_list, local_dir, seeds):
             (project / leftover).unlink(missing_ok=True)
         train_s, _ = stage(project, "stages.train")
         for tta in ("flips", "none"):
-            rows.append({"loss": loss, "seed": seed, "tta": tta, "train_s": train_s, **measure(project, tta)})
+            row = {"policy": policy, "loss": loss, "seed": seed, "tta": tta, "train_s": train_s}
+            rows.append(row | measure(project, tta))
             print(json.dumps(rows[-1]), flush=True)
     return rows
+
+
+def policy_of(row):
+    return row.get("policy", "subset")
 
 
 def mean(rows, key):
@@ -107,26 +117,26 @@ def mean(rows, key):
 
 def table(results, seeds, commit, command):
     lines = [
-        f"Measured {datetime.date.today()} at commit {commit} on {os.cpu_count()} CPU cores with `{command}`.",
+        f"Measured {datetime.date.today()} at commit {commit} on {os.cpu_count()} CPU cores with `{command}`",
+        "(the rows of classes 0-5, 6+ with `--extra` naming the copy of the bins with 0 or 6+ items).",
         f"Recipe: `binsight recipe cpu-scratch` with `train.loss` set; split seed 42; train seeds "
         f"{', '.join(map(str, seeds))}; each cell the mean over the seeds. Calibration and thresholds fitted on val,",
         "every figure measured on test. Accept: share of right bins accepted without a person at the threshold that",
         "gives the named false-accept rate on val against off-by-one expectations (the rate it gives on test in",
         "brackets).",
         "",
-        "| loss | TTA | test acc | ECE before → after | coverage (set size) at 0.8 / 0.9 / 0.95 | "
+        "| classes | loss | TTA | test acc | ECE before → after | coverage (set size) at 0.8 / 0.9 / 0.95 | "
         "accept at FA 1 % | 5 % | 10 % |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for loss in LOSSES:
-        for tta in ("flips", "none"):
-            rows = [r for r in results if r["loss"] == loss and r["tta"] == tta]
-            if not rows:
-                continue
+    for policy, loss, tta in ((p, lo, t) for p in ("subset", "clip") for lo in LOSSES for t in ("flips", "none")):
+        rows = [r for r in results if policy_of(r) == policy and r["loss"] == loss and r["tta"] == tta]
+        if rows:
+            classes = "1-5" if policy == "subset" else "0-5, 6+"
             sets = " / ".join(f"{mean(rows, f'cov{c}'):.3f} ({mean(rows, f'size{c}'):.2f})" for c in COVERAGES)
             accepts = " | ".join(f"{mean(rows, f'accept{t}'):.1%} ({mean(rows, f'fa{t}'):.1%})" for t in FALSE_ACCEPTS)
             lines.append(
-                f"| {loss} | {tta} | {mean(rows, 'acc'):.3f} | {mean(rows, 'ece_before'):.3f} → "
+                f"| {classes} | {loss} | {tta} | {mean(rows, 'acc'):.3f} | {mean(rows, 'ece_before'):.3f} → "
                 f"{mean(rows, 'ece_after'):.3f} | {sets} | {accepts} |"
             )
     return "\n".join(lines) + "\n"
@@ -136,6 +146,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bins", required=True, help="a local copy of the bucket (bin-images/, metadata/)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--extra", nargs="+", default=[], help="copies with other counts: train under `clip`")
     parser.add_argument("--losses", nargs="+", default=list(LOSSES), choices=LOSSES)
     parser.add_argument("--out", default=str(REPO / "docs" / "verify.md"))
     args = parser.parse_args()
@@ -143,13 +154,19 @@ def main():
         ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
     ).stdout.strip()
     root = Path(tempfile.mkdtemp(prefix="binsight-verify-"))
-    listing = cut_list(json.loads((REPO / "abid/file_list.json").read_text()), ids_in_copy(Path(args.bins)))
-    (root / "file_list.json").write_text(json.dumps(listing))
+    policy, local = ("clip", root / "bucket") if args.extra else ("subset", Path(args.bins).resolve())
+    if args.extra:
+        merge([args.bins, *args.extra], local)
+        stage(REPO, "binsight.data.bucket_listing", str(local), "--out", str(root / "file_list.json"), "--no-progress")
+    else:
+        listing = cut_list(json.loads((REPO / "abid/file_list.json").read_text()), ids_in_copy(Path(args.bins)))
+        (root / "file_list.json").write_text(json.dumps(listing))
     results = []
     for loss in args.losses:
-        results += run_loss(root, loss, root / "file_list.json", Path(args.bins).resolve(), args.seeds)
+        results += run_loss(root, loss, root / "file_list.json", local, args.seeds, policy)
     store = Path(args.out).with_suffix(".json")
-    kept = [r for r in (json.loads(store.read_text()) if store.exists() else []) if r["loss"] not in args.losses]
+    earlier = json.loads(store.read_text()) if store.exists() else []
+    kept = [r for r in earlier if not (policy_of(r) == policy and r["loss"] in args.losses)]
     results = kept + results
     store.write_text(json.dumps(results, indent=1) + "\n")
     command = f"python -m studies.verify.losses --bins {Path(args.bins).name} --seeds {' '.join(map(str, args.seeds))}"
