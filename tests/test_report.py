@@ -325,7 +325,8 @@ def test_report_renders_in_headless_chromium(full, tmp_path):
     page = project / "reports/index.html"
     loaded = browser.load(page)
     assert loaded.console == [], loaded.console  # no errors, no warnings, nothing logged
-    assert loaded.images_total == 4 + 4 + 1 + len(WRONG) and loaded.images_decoded == loaded.images_total
+    # the figures of the sections before, the reliability diagram, and one per misclassified photo
+    assert loaded.images_total == 4 + 4 + 1 + 1 + len(WRONG) and loaded.images_decoded == loaded.images_total
     rendered = Sections(loaded.dom)
     assert rendered.order == SECTION_IDS
     assert "11 of 16 test bins counted right" in rendered.text["confusion"]
