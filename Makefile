@@ -39,10 +39,13 @@ browser:
 	  || echo "make: chromium could not be installed; the headless-browser tests will skip" >&2; }
 
 # The whole suite, as CI runs it: lint, format and type check, then every test (-m "" lifts the fast-tier filter
-# of pyproject.toml) on one pytest worker per core, at most 8. --dist loadgroup keeps the tests that share
-# an expensive module fixture (a started server, a fetched project) on one worker.
+# of pyproject.toml) on one pytest worker per core plus one, at most 8: the end-to-end tests spend much of their
+# time waiting on the dvc and git CLIs, servers and locks, and the spare worker uses the cores meanwhile.
+# --dist loadgroup keeps the tests that share an expensive module fixture (a started server, a fetched project)
+# on one worker.
+WORKERS := $(shell $(PYTHON) -c 'import os; print(min(8, (os.cpu_count() or 1) + 1))')
 test: setup-dev browser lint
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m "" -n auto --maxprocesses 8 --dist loadgroup \
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m "" -n $(WORKERS) --dist loadgroup \
 	  --no-loadscope-reorder
 
 # The fast tier while you work: pure logic and stages called in-process, under a minute.

@@ -79,11 +79,13 @@ def clone_project(tmp_path):
 
 
 def pytest_collection_modifyitems(items):
-    """End-to-end tests first, then the other slow ones: under `make test`'s workers the long runs start
-    early, so no worker is handed one while the others are about to finish (a stable sort: within a
-    tier, the order of the files)."""
+    """The tests that run several experiments (marked `first`), then the other end-to-end tests, then the
+    other slow ones: under `make test`'s workers the long runs start early, so no worker is handed one
+    while the others are about to finish (a stable sort: within a tier, the order of the files)."""
 
     def tier(item):
-        return 0 if item.get_closest_marker("e2e") else 1 if item.get_closest_marker("slow") else 2
+        if item.get_closest_marker("first"):
+            return 0
+        return 1 if item.get_closest_marker("e2e") else 2 if item.get_closest_marker("slow") else 3
 
     items.sort(key=tier)

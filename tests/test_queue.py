@@ -54,6 +54,7 @@ def start_queue(project, log):
     assert proc.returncode == 0, log.read_text()
 
 
+@pytest.mark.first
 def test_queued_grid_expands_to_four_and_runs_what_is_left_with_metrics(frozen_project, clone_project, tmp_path):
     project = clone_project(frozen_project)
     queued = dvc(project, "exp", "run", "--queue", "-S", "lr=0.001,0.01", "-S", "batch_size=16,32")

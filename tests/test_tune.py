@@ -104,6 +104,7 @@ def machine(frozen_project, path, origin, s3_url):
 
 
 @pytest.mark.e2e
+@pytest.mark.first
 def test_two_workers_then_a_second_machine_share_one_study_and_the_best_is_applied(frozen_project, tmp_path, s3_server):
     """README's recipe for several machines, on one study in a shared database: machine A runs two
     trials as two worker processes at once (two writers of the one SQLite file) and pushes its
@@ -182,6 +183,7 @@ def train_processes(storage_path):
 
 
 @pytest.mark.e2e
+@pytest.mark.first
 def test_a_worker_killed_mid_trial_leaves_a_failed_trial_and_the_rest_complete(frozen_project, clone_project):
     project = clone_project(frozen_project)
     small_space(project, epochs=12, pruner="none")  # long enough to be killed mid-way
@@ -212,6 +214,7 @@ def test_a_worker_killed_mid_trial_leaves_a_failed_trial_and_the_rest_complete(f
 
 
 @pytest.mark.e2e
+@pytest.mark.first
 def test_the_pruner_stops_a_trial_whose_lr_makes_it_diverge(frozen_project, clone_project):
     project = clone_project(frozen_project)
     small_space(project, epochs=6, pruner="median", prune_startup_trials=1, prune_warmup_epochs=2)
