@@ -174,7 +174,6 @@ def predict(model, loader, device, dtype=None, channels_last=False, decode=softm
     """-> (probabilities [n, classes] float32, targets [n]) as numpy arrays, in loader order.
     With `tta` (binsight.data.square_views), the probabilities are averaged over the counting-safe views."""
     model.eval()
-    probs, targets = [], []
 
     def probabilities_of(x):
         if channels_last and x.dim() == 4:
@@ -182,18 +181,28 @@ def predict(model, loader, device, dtype=None, channels_last=False, decode=softm
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             return decode(model(x).float())
 
+    def batch_probs(x):
+        p = average_over_views(probabilities_of, x, tta) if tta != "none" else probabilities_of(x)
+        return p.float().cpu()
+
+    probs, targets = _over_batches(loader, device, progress, batch_probs)
+    if not probs:
+        return np.zeros((0, 0), np.float32), np.zeros(0, np.int64)
+    return torch.cat(probs).numpy(), torch.cat(targets).numpy()
+
+
+def _over_batches(loader, device, progress, step):
+    """-> ([step(x) for every batch], [its targets]), the batches moved to `device`, the bar advanced."""
+    results, targets = [], []
     for x, y in loader:
         x, _ = _to_device(x, y, device, False)
-        p = average_over_views(probabilities_of, x, tta) if tta != "none" else probabilities_of(x)
-        probs.append(p.float().cpu())
+        results.append(step(x))
         targets.append(y)
         if progress is not None:
             progress.update(len(y))
     if progress is not None:
         progress.close()
-    if not probs:
-        return np.zeros((0, 0), np.float32), np.zeros(0, np.int64)
-    return torch.cat(probs).numpy(), torch.cat(targets).numpy()
+    return results, targets
 
 
 @torch.no_grad()
@@ -201,9 +210,8 @@ def predict_outputs(model, loader, device, dtype=None, channels_last=False, tta=
     """-> (head outputs [n, V, O] float32 for each of the V views of `tta`, targets [n]) as numpy arrays, in
     loader order: what calibration is fitted on (binsight.verify.calibration turns them into probabilities)."""
     model.eval()
-    outputs, targets = [], []
-    for x, y in loader:
-        x, _ = _to_device(x, y, device, False)
+
+    def outputs_per_view(x):
         per_view = []
         for k in views(tta):
             v = dihedral(x, k)
@@ -211,12 +219,9 @@ def predict_outputs(model, loader, device, dtype=None, channels_last=False, tta=
                 v = v.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                 per_view.append(model(v).float().cpu())
-        outputs.append(torch.stack(per_view, 1))
-        targets.append(y)
-        if progress is not None:
-            progress.update(len(y))
-    if progress is not None:
-        progress.close()
+        return torch.stack(per_view, 1)
+
+    outputs, targets = _over_batches(loader, device, progress, outputs_per_view)
     if not outputs:
         return np.zeros((0, len(views(tta)), 0), np.float32), np.zeros(0, np.int64)
     return torch.cat(outputs).numpy(), torch.cat(targets).numpy()
