@@ -104,16 +104,17 @@ def add_decisions(result: Evaluation, uncalibrated: np.ndarray, calibration: dic
     result.reliability = reliability(result.probs, targets)
     result.count_sets = coverage_report(result.probs, targets, calibration["set_threshold"], result.classes)
     threshold = calibration["accept_threshold"]
-    right, off_by_one = expectation_probs(result.probs, targets, "off_by_one")
-    _, any_other = expectation_probs(result.probs, targets, "any_other")
+    wrong = {}
+    for against in ("off_by_one", "any_other"):
+        right, wrong[against] = expectation_probs(result.probs, targets, against)
+    off_by_one = rates(right, wrong["off_by_one"], threshold)
     result.verification = {
         "threshold": threshold,
-        "right_accepted": rates(right, off_by_one, threshold)["right_accepted"],
-        "false_accept_off_by_one": rates(right, off_by_one, threshold)["false_accept"],
-        "false_accept_any_other": rates(right, any_other, threshold)["false_accept"],
+        "right_accepted": off_by_one["right_accepted"],
+        "false_accept_off_by_one": off_by_one["false_accept"],
+        "false_accept_any_other": rates(right, wrong["any_other"], threshold)["false_accept"],
     }
-    _, wrong = expectation_probs(result.probs, targets, calibration["against"])
-    result.tradeoff = tradeoff(right, wrong)
+    result.tradeoff = tradeoff(right, wrong[calibration["against"]])
 
 
 def has_other_counts(result: Evaluation) -> bool:

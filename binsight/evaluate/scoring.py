@@ -52,7 +52,6 @@ def split_inputs(
     images_dir: str,
     shards_dir: str,
     device: Any,
-    stage: str = "evaluate",
 ) -> tuple[list[tuple[str, int, int]], Any]:
     """A split's bins the model knows the classes of, [(id, label, count)] in split order, and a loader over
     them: from the split's shards with train.data: shards, else from the split file and the fetched images.
@@ -68,7 +67,7 @@ def split_inputs(
     if unknown and train.data == "shards":
         raise DataError(f"the {split} shards hold classes {unknown} the model does not know: run `dvc repro` again")
     if unknown:
-        print(f"{stage}: warning: counts {unknown} never seen in training are left out")
+        print(f"evaluate: warning: counts {unknown} never seen in training are left out")
         rows = [r for r in rows if r[1] in meta["classes"]]
     if train.data != "shards":
         loader = split_loader([(i, label) for i, label, _ in rows], images_dir, meta, batch_size, workers, device)
@@ -93,12 +92,10 @@ def model_scale(meta: dict) -> float | None:
     return calibration["scale"] if calibration else None
 
 
-def timed_predictions(model, meta, loader, device, dtype, tta, calibrated=True):
-    """-> (probabilities [n, K] in split order, seconds per image): the model file's calibration applied
-    unless `calibrated` is false."""
+def timed_predictions(model, meta, loader, device, dtype, tta):
+    """-> (probabilities [n, K] in split order, seconds per image), with the model file's calibration if any."""
     outputs, seconds = timed_outputs(model, meta, loader, device, dtype, tta)
-    scale = model_scale(meta) if calibrated else None
-    return calibrated_probs(meta["loss"], outputs, len(meta["classes"]), scale), seconds
+    return calibrated_probs(meta["loss"], outputs, len(meta["classes"]), model_scale(meta)), seconds
 
 
 def prediction_rows(rows, probs, classes):

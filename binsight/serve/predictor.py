@@ -230,13 +230,10 @@ class Predictor:
             "loss": self.meta["loss"],
             "preprocess": {**self.preprocess, "tta": self.tta},
             "training": {k: self.meta[k] for k in ("val_acc", "epoch") if k in self.meta},
+            # the fitted numbers, without the val probabilities they came from
             "calibration": None
             if self.calibration is None
-            else {
-                k: getattr(self.calibration, k)
-                for k in ("method", "scale", "coverage", "set_threshold", "max_false_accept", "against")
-            }
-            | {"accept_threshold": self.calibration.accept_threshold},
+            else {k: v for k, v in self.calibration.as_dict().items() if k not in ("val_probs", "val_labels")},
         }
 
 
