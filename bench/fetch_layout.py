@@ -15,8 +15,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from bench.pages import write_block
-from bench.scale import dvc_cycle, sh, source_bins, timed, upload
+from bench.pages import short_commit, write_block
+from bench.scale import dvc_cycle, source_bins, timed, upload
 from binsight.data.download import Downloader
 from binsight.data.raw_shards import fetch_into_shards
 from binsight.data.s3_client import make_client
@@ -77,7 +77,7 @@ def main():
     parser.add_argument("--shard-size", type=int, default=1000)
     parser.add_argument("--out", default=str(REPO / "docs" / "scale.md"))
     args = parser.parse_args()
-    commit = sh(["git", "rev-parse", "--short", "HEAD"], REPO).strip()
+    commit = short_commit(REPO)
     root = Path(tempfile.mkdtemp(prefix="binsight-fetch-layout-"))
     bins = source_bins(args.source, args.bins)
     counts = {i: c for i, (c, _, _) in bins.items()}

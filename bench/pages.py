@@ -1,4 +1,14 @@
-"""The block of a docs page a benchmark writes, between its markers; the reading around it stays."""
+"""The block of a docs page a benchmark writes, between its markers; the reading around it stays; and the
+commit the page names."""
+
+import subprocess
+
+
+def short_commit(repo):
+    """The short hash of `repo`'s HEAD, which every generated page names beside its date."""
+    return subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True
+    ).stdout.strip()
 
 
 def write_block(path, text, begin, end, at_end=False):

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from bench.pages import write_block
+from bench.pages import short_commit, write_block
 from binsight.data.download import Downloader
 from binsight.data.image_datasets import BinImages, InMemoryBatches, InMemoryImages, eval_transform
 from binsight.data.s3_client import make_client
@@ -181,7 +181,7 @@ def main():
         "--loaders-only", action="store_true", help="only the loader rates, on --bins bins written to a local folder"
     )
     args = parser.parse_args()
-    commit = sh(["git", "rev-parse", "--short", "HEAD"], REPO).strip()
+    commit = short_commit(REPO)
     root = Path(tempfile.mkdtemp(prefix="binsight-scale-"))
     bins = source_bins(args.source, args.bins)
     if args.loaders_only:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from bench.pages import write_block
+from bench.pages import short_commit, write_block
 from binsight.tune.recipes import overrides
 
 REPO = Path(__file__).resolve().parents[2]
@@ -150,9 +150,7 @@ def main():
     parser.add_argument("--arms", nargs="+", default=list(ARMS), help="which arms (default: all)")
     parser.add_argument("--out", default=str(REPO / "docs" / "policy.md"))
     args = parser.parse_args()
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
-    ).stdout.strip()
+    commit = short_commit(REPO)
     root = Path(tempfile.mkdtemp(prefix="binsight-policy-"))
     merged = root / "bucket"
     merge(args.bins, merged)

@@ -22,14 +22,13 @@ import datetime
 import json
 import os
 import statistics
-import subprocess
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import yaml
 
-from bench.pages import write_block
+from bench.pages import short_commit, write_block
 from binsight.data.list_cut import cut_list, ids_in_copy
 from binsight.evaluate.scoring import split_inputs, timed_outputs
 from binsight.model.counting_model import load_model
@@ -150,9 +149,7 @@ def main():
     parser.add_argument("--losses", nargs="+", default=list(LOSSES), choices=LOSSES)
     parser.add_argument("--out", default=str(REPO / "docs" / "verify.md"))
     args = parser.parse_args()
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
-    ).stdout.strip()
+    commit = short_commit(REPO)
     root = Path(tempfile.mkdtemp(prefix="binsight-verify-"))
     policy, local = ("clip", root / "bucket") if args.extra else ("subset", Path(args.bins).resolve())
     if args.extra:
