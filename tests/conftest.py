@@ -1,3 +1,4 @@
+import itertools
 import os
 
 # The test process runs stages in-process and compares their numbers exactly, so it stays on the CPU:
@@ -78,10 +79,21 @@ def clone_project(tmp_path):
     return lambda src: clone(src, tmp_path / "clone")
 
 
+SHARED_BUILDS = ("frozen_project", "trained_project")
+
+
+def shared_build(item):
+    """The project built once per run that `item` waits for ("" for none)."""
+    return next((name for name in SHARED_BUILDS if name in item.fixturenames), "")
+
+
 def pytest_collection_modifyitems(items):
-    """The tests that run several experiments (marked `first`), then the other end-to-end tests, then the
-    other slow ones: under `make test`'s workers the long runs start early, so no worker is handed one
-    while the others are about to finish (a stable sort: within a tier, the order of the files)."""
+    """The long tests (marked `first`: several DVC experiments, or a module of them sharing a project) go
+    first, then the other end-to-end tests, then the other slow ones: under `make test`'s workers the long
+    runs start early, so no worker is handed one while the others are about to finish (a stable sort:
+    within a tier, the order of the files). The `first` tests take turns by the shared project they wait
+    for (frozen, trained, none), so the workers' first tests build both projects side by side and one runs
+    on its own data, instead of all but one worker waiting for the same build to finish."""
 
     def tier(item):
         if item.get_closest_marker("first"):
@@ -89,3 +101,9 @@ def pytest_collection_modifyitems(items):
         return 1 if item.get_closest_marker("e2e") else 2 if item.get_closest_marker("slow") else 3
 
     items.sort(key=tier)
+    first = [item for item in items if tier(item) == 0]
+    by_build = {}
+    for item in first:
+        by_build.setdefault(shared_build(item), []).append(item)
+    turns = [item for turn in itertools.zip_longest(*by_build.values()) for item in turn if item is not None]
+    items[: len(first)] = turns

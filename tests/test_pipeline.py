@@ -11,8 +11,9 @@ from tests.support import browser
 from tests.support.dataset import SMALL_TRAIN
 from tests.support.project import REPO, dvc, experiments, in_terminal, run, set_params, stages_run
 
-# one worker builds the shared trained project and reads it test after test, while the others start elsewhere
-pytestmark = pytest.mark.xdist_group("pipeline")
+# one worker builds the shared trained project and reads it test after test, while the others start elsewhere;
+# a minute or more in all, so handed out first
+pytestmark = [pytest.mark.xdist_group("pipeline"), pytest.mark.first]
 
 
 def load_json(path):

@@ -21,7 +21,9 @@ from tests.support.dataset import SMALL_MODEL, SMALL_TRAIN, write_dataset
 from tests.support.project import call, git_commit, kill_when_written, make_project, python_m, run, set_params
 from tests.test_remote import CREDS
 
-pytestmark = pytest.mark.xdist_group("shards")
+# one worker packs the shards and trains on them test after test (a minute or more in all, so handed out
+# first: its data is its own, so it runs while other workers build the shared projects)
+pytestmark = [pytest.mark.xdist_group("shards"), pytest.mark.first]
 COUNTS = (0, 1, 2, 3, 4, 5, 6, 7)
 
 
