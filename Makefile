@@ -1,13 +1,13 @@
 # Two commands on a fresh machine:
 #   make repro   set up .venv and run the whole pipeline (fetch -> split -> train -> evaluate)
-#   make test    set up .venv with the test tools, run ruff, mypy and the whole test suite (what .ci/run runs)
+#   make test    set up .venv with the test tools, run ruff and the whole test suite, mypy included (what .ci/run runs)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # columns `make exps` hides: the creation time and every dependency (paths), so the table fits 120 columns
 EXP_HIDDEN := Created|.*/|.*[.]json$$
 
-.PHONY: repro test test-fast lint format exps setup setup-dev browser bench clean-venv
+.PHONY: repro test test-fast style lint format exps setup setup-dev browser bench clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,13 +38,14 @@ browser:
 	      apt-get install -y -qq --no-install-recommends chromium >/dev/null; } \
 	  || echo "make: chromium could not be installed; the headless-browser tests will skip" >&2; }
 
-# The whole suite, as CI runs it: lint, format and type check, then every test (-m "" lifts the fast-tier filter
-# of pyproject.toml) on one pytest worker per core plus one, at most 8: the end-to-end tests spend much of their
-# time waiting on the dvc and git CLIs, servers and locks, and the spare worker uses the cores meanwhile.
+# The whole suite, as CI runs it: lint and format checks, then every test (-m "" lifts the fast-tier filter of
+# pyproject.toml) on one pytest worker per core plus one, at most 8: the end-to-end tests spend much of their
+# time waiting on the dvc and git CLIs, servers and locks, and the spare worker uses the cores meanwhile. The
+# type check is one of those tests (tests/test_types.py), so it runs beside the others instead of before them.
 # --dist loadgroup keeps the tests that share an expensive module fixture (a started server, a fetched project)
 # on one worker.
 WORKERS := $(shell $(PYTHON) -c 'import os; print(min(8, (os.cpu_count() or 1) + 1))')
-test: setup-dev browser lint
+test: setup-dev browser style
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m "" -n $(WORKERS) --dist loadgroup \
 	  --no-loadscope-reorder
 
@@ -52,9 +53,11 @@ test: setup-dev browser lint
 test-fast: setup-dev
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
 
-lint: setup-dev
+style: setup-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+lint: style
 	$(BIN)/mypy
 
 format: setup-dev
