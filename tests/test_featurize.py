@@ -41,11 +41,11 @@ def curve(live, name):
 @pytest.mark.slow
 def test_head_on_cached_embeddings_matches_the_image_path(project):
     out = call("stages.featurize", cwd=project).stdout
-    assert "512-d resnet18 features at 64 px" in out, out
+    assert "256-d resnet18 features at 64 px" in out, out
     meta = json.loads((project / "data/features/meta.json").read_text())
     n_train = len(read_split(project / "data/split", "train", project / "data/raw/images"))
-    assert meta["cached"] and meta["feature_dim"] == 512 and meta["splits"]["train"] == n_train, meta
-    assert np.load(project / "data/features/train.npy").shape == (n_train, 512)
+    assert meta["cached"] and meta["feature_dim"] == 256 and meta["splits"]["train"] == n_train, meta
+    assert np.load(project / "data/features/train.npy").shape == (n_train, 256)
 
     logs, models = {}, {}
     for mode in ("auto", "never"):  # same seed, same head init, same batches; only the input differs
@@ -61,7 +61,7 @@ def test_head_on_cached_embeddings_matches_the_image_path(project):
             cwd=project,
         ).stdout
         models[mode] = torch.load(project / f"{mode}.pt", weights_only=False)["state_dict"]
-    assert "train: head only on cached 512-d features" in logs["auto"], logs["auto"]
+    assert "train: head only on cached 256-d features" in logs["auto"], logs["auto"]
     assert "train: images; no cached features: train.use_features is never" in logs["never"], logs["never"]
     assert curve(project / "live_auto", "val/acc") == curve(project / "live_never", "val/acc")
     for name in ("train/loss", "val/loss"):  # the same trajectory, up to float noise in the backbone
@@ -107,7 +107,7 @@ def test_stale_or_mismatched_features_are_never_used(project):
     got, why = cached_features(folder, model_params, train_params, rows, classes, backbone())
     assert (
         got is not None
-        and got["train"][0].shape == (len(rows["train"]), 512)
+        and got["train"][0].shape == (len(rows["train"]), 256)
         and got["val"][1].tolist() == [classes.index(label) for _, label in rows["val"]]
     ), why
     cases = [

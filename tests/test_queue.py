@@ -77,7 +77,7 @@ def test_queued_grid_expands_to_four_and_runs_what_is_left_with_metrics(frozen_p
     for name in names:
         log = dvc(project, "queue", "logs", name).stdout
         assert "Running stage 'featurize'" not in log and "Stage 'featurize' didn't change" in log, log
-        assert "train: head only on cached 512-d features" in log, log
+        assert "train: head only on cached 256-d features" in log, log
         ran = stages_run(log)
         assert ran[:2] == ["train", "evaluate"] and set(ran) <= {"train", "evaluate", "report"}, log
 

@@ -2,11 +2,14 @@
 uses them too)."""
 
 # tta: none, so each experiment's evaluate is one forward pass over the test split, not five (the
-# trained project of tests/conftest.py keeps params.yaml's flips TTA)
+# trained project of tests/conftest.py keeps params.yaml's flips TTA). Half the width: every experiment
+# writes the whole model twice (models/trained.pt, then models/model.pt with its calibration), caches both
+# and copies them into its temp folder, 11 MB a file instead of 45.
 FROZEN_MODEL = {
     "arch": "resnet18",
     "weights": "none",
     "freeze_backbone": True,
+    "width": 0.5,
     "tta": "none",
     "head": {"hidden": [], "dropout": 0.0},
 }
