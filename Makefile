@@ -39,12 +39,13 @@ browser:
 	  || echo "make: chromium could not be installed; the headless-browser tests will skip" >&2; }
 
 # The whole suite, as CI runs it: lint and format checks, then every test (-m "" lifts the fast-tier filter of
-# pyproject.toml) on one pytest worker per core plus one, at most 8: the end-to-end tests spend much of their
-# time waiting on the dvc and git CLIs, servers and locks, and the spare worker uses the cores meanwhile. The
+# pyproject.toml) on one pytest worker per core, at most 8: the dvc, git and stage processes the tests start
+# keep the cores busy while a worker waits on them, and a spare worker only adds CPU (workers fighting over
+# the caches; on 2 cores, 3 workers did ~12 % more CPU work and finished later than 2). The
 # type check is one of those tests (tests/test_types.py), so it runs beside the others instead of before them.
 # --dist loadgroup keeps the tests that share an expensive module fixture (a started server, a fetched project)
 # on one worker.
-WORKERS := $(shell $(PYTHON) -c 'import os; print(min(8, (os.cpu_count() or 1) + 1))')
+WORKERS := $(shell $(PYTHON) -c 'import os; print(min(8, os.cpu_count() or 1))')
 test: setup-dev browser style
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m "" -n $(WORKERS) --dist loadgroup \
 	  --no-loadscope-reorder

@@ -92,8 +92,8 @@ def pytest_collection_modifyitems(items):
     first, then the other end-to-end tests, then the other slow ones: under `make test`'s workers the long
     runs start early, so no worker is handed one while the others are about to finish (a stable sort:
     within a tier, the order of the files). The `first` tests take turns by the shared project they wait
-    for (frozen, trained, none), so the workers' first tests build both projects side by side and one runs
-    on its own data, instead of all but one worker waiting for the same build to finish."""
+    for (frozen, trained, none), so the first two workers build both projects side by side (a third, where
+    there is one, runs a test on its own data) instead of all but one worker waiting for the same build."""
 
     def tier(item):
         if item.get_closest_marker("first"):
